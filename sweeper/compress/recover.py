@@ -1,0 +1,54 @@
+"""Recovery: fine-tune the compressed model on the training split, optionally distilling
+from the uncompressed baseline (soft targets at temperature T, weight alpha)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from sweeper.compress import TrialContext, register
+from sweeper.train import FitSettings, fit
+
+
+@dataclass(frozen=True)
+class RecoverConfig:
+    epochs: int = 0
+    lr: float = 5e-4
+    kd_alpha: float = 0.0  # 0: plain fine-tuning; >0: distil from the baseline teacher
+    kd_temperature: float = 4.0
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.epochs <= 1000:
+            raise ValueError(f"epochs={self.epochs} out of range 0..1000")
+        if not 0 < self.lr <= 1:
+            raise ValueError(f"lr={self.lr} out of range (0, 1]")
+        if not 0 <= self.kd_alpha <= 1:
+            raise ValueError(f"kd_alpha={self.kd_alpha} out of range 0..1")
+        if self.kd_temperature <= 0:
+            raise ValueError(f"kd_temperature={self.kd_temperature} must be positive")
+
+
+@register("recover", "recover", RecoverConfig, example=RecoverConfig(epochs=1))
+def apply(model: nn.Module, cfg: RecoverConfig, ctx: TrialContext) -> nn.Module:
+    if not cfg.enabled or cfg.epochs == 0 or ctx.structure_only:
+        return model
+    if ctx.train is None:
+        raise ValueError("recover needs training data in the trial context")
+    teacher = ctx.teacher if cfg.kd_alpha > 0 else None
+    if cfg.kd_alpha > 0 and teacher is None:
+        raise ValueError("recover.kd_alpha > 0 needs the baseline as teacher")
+    settings = FitSettings(
+        epochs=cfg.epochs,
+        batch_size=ctx.batch_size,
+        lr=cfg.lr,
+        weight_decay=ctx.weight_decay,
+        warmup_epochs=min(1.0, cfg.epochs / 4),
+        seed=ctx.seed,
+        kd_alpha=cfg.kd_alpha,
+        kd_temperature=cfg.kd_temperature,
+    )
+    ctx.notes["recover_epochs"] = cfg.epochs
+    return fit(model, ctx.train, settings, ctx.img_size, ctx.mean, ctx.std, ctx.device,
+               teacher=teacher)

@@ -1,0 +1,277 @@
+"""Typed, validated run configuration with strict dotted `key=value` overrides.
+
+Unknown keys and values of the wrong type or range raise `UserError` naming what is valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sweeper.errors import UserError
+
+SAMPLERS = ("nsga2", "tpe", "random", "gp")
+DATASETS = ("digits", "cifar10", "cifar100")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "digits"
+    root: str | None = None  # folder holding the torchvision dataset (CIFAR); None: <output>/data
+    download: bool = False  # CIFAR only: fetch from the internet when missing under root
+    val_fraction: float = 0.15  # carved from the training split, fixed by seed
+    test_fraction: float = 0.2  # digits only: CIFAR has its own test split
+    limit: int = 0  # keep at most this many training images (0 = all); for quick runs
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _choice("data.name", self.name, DATASETS)
+        _range("data.val_fraction", self.val_fraction, 0.01, 0.5)
+        _range("data.test_fraction", self.test_fraction, 0.01, 0.5)
+        _range("data.limit", self.limit, 0, 10**9)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A timm VisionTransformer. name='vit_digits' builds the small embedded model from the
+    fields below; any other name goes to timm.create_model (e.g. vit_small_patch16_224)."""
+
+    name: str = "vit_digits"
+    pretrained: bool = False
+    img_size: int = 32
+    patch_size: int = 4
+    embed_dim: int = 64
+    depth: int = 4
+    num_heads: int = 4
+    mlp_ratio: float = 2.0
+
+    def __post_init__(self) -> None:
+        _range("model.img_size", self.img_size, 8, 1024)
+        _range("model.patch_size", self.patch_size, 1, self.img_size)
+        _range("model.depth", self.depth, 1, 48)
+        _range("model.num_heads", self.num_heads, 1, 64)
+        if self.embed_dim % self.num_heads:
+            raise UserError(
+                f"model.embed_dim={self.embed_dim} must be divisible by "
+                f"model.num_heads={self.num_heads}"
+            )
+        if self.img_size % self.patch_size:
+            raise UserError(
+                f"model.img_size={self.img_size} must be divisible by "
+                f"model.patch_size={self.patch_size}"
+            )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How the baseline is trained (and the defaults for recovery fine-tuning)."""
+
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    label_smoothing: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _range("train.epochs", self.epochs, 0, 10_000)
+        _range("train.batch_size", self.batch_size, 1, 65_536)
+        _range("train.lr", self.lr, 1e-8, 10.0)
+        _range("train.weight_decay", self.weight_decay, 0.0, 10.0)
+        _range("train.label_smoothing", self.label_smoothing, 0.0, 0.9)
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    trials: int = 12
+    concurrency: int = 2
+    sampler: str = "nsga2"
+    population: int = 0  # NSGA-II population size; 0 picks one from the trial count
+    seed: int = 0
+    max_failures: int = 1  # retries of a trial whose process died
+
+    def __post_init__(self) -> None:
+        _range("search.trials", self.trials, 1, 100_000)
+        _range("search.concurrency", self.concurrency, 1, 10_000)
+        _choice("search.sampler", self.sampler, SAMPLERS)
+        _range("search.population", self.population, 0, 10_000)
+        _range("search.max_failures", self.max_failures, 0, 100)
+
+
+@dataclass(frozen=True)
+class ResourcesConfig:
+    cpus: float = 1.0  # per trial; also the trial's torch thread count
+    gpus: float = 0.0  # per trial; fractional GPUs allowed
+    device: str = "auto"  # auto: cuda when the trial was given a GPU, else cpu
+
+    def __post_init__(self) -> None:
+        _range("resources.cpus", self.cpus, 0.01, 1024)
+        _range("resources.gpus", self.gpus, 0.0, 64)
+        _choice("resources.device", self.device, DEVICES)
+
+
+@dataclass(frozen=True)
+class MeasureConfig:
+    batch_sizes: tuple[int, ...] = (1, 64)
+    warmup: int = 5
+    repeats: int = 30
+    eval_batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
+            raise UserError("measure.batch_sizes must be a non-empty list of positive integers")
+        _range("measure.warmup", self.warmup, 0, 10_000)
+        _range("measure.repeats", self.repeats, 1, 100_000)
+        _range("measure.eval_batch_size", self.eval_batch_size, 1, 65_536)
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    address: str | None = None  # HOST:PORT or 'auto' attaches to a running cluster
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = 8265
+
+    def __post_init__(self) -> None:
+        _range("ray.dashboard_port", self.dashboard_port, 1, 65_535)
+
+
+@dataclass(frozen=True)
+class Config:
+    space: str = "nystrom_m"
+    output_dir: str = "outputs"
+    tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else sqlite under output_dir
+    experiment: str = "sweeper"
+    dashboard: bool = False
+    quiet: bool = False
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    measure: MeasureConfig = field(default_factory=MeasureConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+
+    def resolved_tracking_uri(self) -> str:
+        if self.tracking_uri:
+            return self.tracking_uri
+        if os.environ.get("MLFLOW_TRACKING_URI"):
+            return os.environ["MLFLOW_TRACKING_URI"]
+        return f"sqlite:///{Path(self.output_dir).resolve() / 'mlflow.db'}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _choice(key: str, value: Any, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise UserError(f"{key}={value!r} is not valid; choose one of: {', '.join(valid)}")
+
+
+def _range(key: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise UserError(f"{key}={value} is out of range [{low}, {high}]")
+
+
+def valid_keys(cls: type = Config, prefix: str = "") -> list[str]:
+    """Every dotted key an override may name."""
+    keys: list[str] = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            keys += valid_keys(hint, f"{prefix}{f.name}.")
+        else:
+            keys.append(f"{prefix}{f.name}")
+    return keys
+
+
+def parse_value(key: str, text: str, hint: Any) -> Any:
+    """Convert the text of an override to the field's declared type, or raise UserError."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        non_none = [a for a in args if a is not type(None)]
+        if text.lower() in ("none", "null", ""):
+            return None
+        return parse_value(key, text, non_none[0])
+    if origin is tuple:
+        items = [t for t in text.strip("[]()").split(",") if t.strip()]
+        return tuple(parse_value(key, t.strip(), args[0]) for t in items)
+    if hint is bool:
+        lowered = text.lower()
+        if lowered in ("true", "1", "yes", "on"):
+            return True
+        if lowered in ("false", "0", "no", "off"):
+            return False
+        raise UserError(f"{key}={text!r} is not a boolean; use true or false")
+    if hint is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise UserError(f"{key}={text!r} is not an integer") from None
+    if hint is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise UserError(f"{key}={text!r} is not a number") from None
+    return text
+
+
+def _set(obj: Any, path: list[str], text: str, full_key: str) -> Any:
+    hints = typing.get_type_hints(type(obj))
+    name = path[0]
+    if name not in hints:
+        raise UserError(
+            f"unknown key {full_key!r}; valid keys: {', '.join(valid_keys())}"
+        )
+    current = getattr(obj, name)
+    if len(path) == 1:
+        if dataclasses.is_dataclass(current):
+            raise UserError(f"{full_key!r} is a section; set one of its keys, e.g. {full_key}.X")
+        value = parse_value(full_key, text, hints[name])
+    else:
+        if not dataclasses.is_dataclass(current):
+            raise UserError(
+                f"unknown key {full_key!r}; valid keys: {', '.join(valid_keys())}"
+            )
+        value = _set(current, path[1:], text, full_key)
+    try:
+        return dataclasses.replace(obj, **{name: value})
+    except TypeError as exc:  # pragma: no cover - guarded by the hint lookup above
+        raise UserError(f"{full_key}: {exc}") from None
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Apply `key=value` strings in order. `space=NAME` is a plain key like any other."""
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"override {item!r} must look like key=value")
+        key, text = item.split("=", 1)
+        cfg = _set(cfg, key.strip().split("."), text.strip(), key.strip())
+    return cfg
+
+
+def build_config(overrides: list[str], base: Config | None = None) -> Config:
+    return apply_overrides(base or Config(), overrides)
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild a Config from `Config.to_dict()` output (used by resume)."""
+    hints = typing.get_type_hints(Config)
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            sub = dict(value)
+            if "batch_sizes" in sub:
+                sub["batch_sizes"] = tuple(sub["batch_sizes"])
+            kwargs[key] = hint(**sub)
+        else:
+            kwargs[key] = value
+    return Config(**kwargs)

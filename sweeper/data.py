@@ -1,0 +1,179 @@
+"""Datasets with fixed train/val/test splits, held as uint8 tensors.
+
+- digits (default, embedded): scikit-learn's 8x8 handwritten digits, upsampled to 32x32 RGB.
+  Needs no download.
+- cifar10 / cifar100: the python-format folders torchvision downloads, read from `data.root`
+  (downloaded through torchvision, which checks the archive, only when `data.download=true`).
+
+Images stay uint8 [N, 3, H, W] (CIFAR-10 as float32 would be 600 MB); `to_input` resizes and
+normalises one batch at a time, on the device that consumes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sweeper.config import DataConfig
+from sweeper.errors import UserError
+
+Pair = tuple[torch.Tensor, torch.Tensor]
+
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: Pair
+    val: Pair
+    test: Pair
+    num_classes: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def fingerprint(self) -> str:
+        """Content hash of every split: part of the baseline cache key."""
+        h = hashlib.sha256()
+        for x, y in (self.train, self.val, self.test):
+            h.update(x.numpy().tobytes())
+            h.update(y.numpy().tobytes())
+        return h.hexdigest()[:16]
+
+
+def _split_indices(n: int, fractions: tuple[float, ...], seed: int) -> list[np.ndarray]:
+    order = np.random.default_rng(seed).permutation(n)
+    cuts, start = [], 0
+    for frac in fractions:
+        size = int(round(frac * n))
+        cuts.append(order[start : start + size])
+        start += size
+    cuts.append(order[start:])
+    return cuts
+
+
+def _limit(pair: Pair, limit: int) -> Pair:
+    return pair if limit <= 0 else (pair[0][:limit], pair[1][:limit])
+
+
+def load_digits(cfg: DataConfig) -> Splits:
+    from sklearn.datasets import load_digits as sk_digits
+
+    digits = sk_digits()
+    images = torch.from_numpy(digits.images).float().unsqueeze(1) / 16.0  # [N,1,8,8] in 0..1
+    images = F.interpolate(images, size=(32, 32), mode="bilinear", align_corners=False)
+    images = (images.clamp(0, 1) * 255).round().to(torch.uint8).expand(-1, 3, -1, -1)
+    labels = torch.from_numpy(digits.target).long()
+    test_idx, val_idx, train_idx = _split_indices(
+        len(labels), (cfg.test_fraction, cfg.val_fraction), cfg.seed
+    )
+
+    def take(idx: np.ndarray) -> Pair:
+        t = torch.from_numpy(np.sort(idx))
+        return images[t].contiguous(), labels[t].contiguous()
+
+    return Splits(
+        train=_limit(take(train_idx), cfg.limit),
+        val=take(val_idx),
+        test=take(test_idx),
+        num_classes=10,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+    )
+
+
+CIFAR_LAYOUT = {  # folder, training files, test file, label key (torchvision's layout)
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "test_batch",
+                b"labels"),
+    "cifar100": ("cifar-100-python", ["train"], "test", b"fine_labels"),
+}
+
+
+def _read_cifar_batch(path: Path, label_key: bytes) -> Pair:
+    """One file of the CIFAR python format: a pickled dict of N x 3072 uint8 rows + labels."""
+    # The CIFAR distribution *is* pickles; read only files the user pointed us at.
+    with path.open("rb") as fh:
+        batch = pickle.load(fh, encoding="bytes")
+    data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+    return torch.from_numpy(data.copy()), torch.as_tensor(batch[label_key], dtype=torch.long)
+
+
+def _download_cifar(name: str, root: Path) -> None:
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    cls = CIFAR10 if name == "cifar10" else CIFAR100
+    try:
+        cls(str(root), train=True, download=True)  # torchvision verifies the archive's md5
+    except Exception as exc:  # network errors come in many types
+        raise UserError(f"cannot download {name} to {root}: {exc}") from None
+
+
+def load_cifar(cfg: DataConfig, default_root: Path) -> Splits:
+    """CIFAR-10/100 from the python-format folder torchvision downloads and users keep."""
+    root = Path(cfg.root) if cfg.root else default_root
+    folder, train_files, test_file, label_key = CIFAR_LAYOUT[cfg.name]
+    if cfg.download and not (root / folder).is_dir():
+        _download_cifar(cfg.name, root)
+    try:
+        parts = [_read_cifar_batch(root / folder / f, label_key) for f in train_files]
+        test = _read_cifar_batch(root / folder / test_file, label_key)
+    except FileNotFoundError as exc:
+        hint = "" if cfg.download else " (set data.download=true to fetch it)"
+        raise UserError(f"cannot read {cfg.name}: missing {exc.filename}{hint}") from None
+    except (OSError, EOFError, KeyError, ValueError, pickle.UnpicklingError) as exc:
+        raise UserError(f"cannot read {cfg.name} under {root / folder}: {exc!r}") from None
+    x = torch.cat([p[0] for p in parts])
+    y = torch.cat([p[1] for p in parts])
+    val_idx, train_idx = _split_indices(len(y), (cfg.val_fraction,), cfg.seed)
+    train = (x[np.sort(train_idx)], y[np.sort(train_idx)])
+    val = (x[np.sort(val_idx)], y[np.sort(val_idx)])
+    return Splits(
+        train=_limit(train, cfg.limit),
+        val=val,
+        test=test,
+        num_classes=10 if cfg.name == "cifar10" else 100,
+        mean=CIFAR_MEAN,
+        std=CIFAR_STD,
+    )
+
+
+def load_splits(cfg: DataConfig, output_dir: str | Path = "outputs") -> Splits:
+    if cfg.name == "digits":
+        return load_digits(cfg)
+    return load_cifar(cfg, Path(output_dir) / "data")
+
+
+def to_input(
+    x: torch.Tensor,
+    img_size: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """uint8 [B,3,H,W] -> normalised float on `device`, resized to img_size if needed."""
+    x = x.to(device, non_blocking=True).float().div_(255.0)
+    if x.shape[-1] != img_size or x.shape[-2] != img_size:
+        x = F.interpolate(x, size=(img_size, img_size), mode="bilinear", align_corners=False)
+    m = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
+    return (x - m) / s
+
+
+def batches(
+    pair: Pair,
+    batch_size: int,
+    shuffle: bool = False,
+    generator: torch.Generator | None = None,
+) -> Iterator[Pair]:
+    x, y = pair
+    order = torch.randperm(len(y), generator=generator) if shuffle else torch.arange(len(y))
+    for start in range(0, len(y), batch_size):
+        idx = order[start : start + batch_size]
+        yield x[idx], y[idx]

@@ -1,0 +1,147 @@
+"""timm ViT creation and the baseline: trained once, cached by a hash of what determines it."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+
+from sweeper.config import Config, ModelConfig
+from sweeper.data import Splits
+from sweeper.errors import UserError
+from sweeper.train import FitSettings, accuracy, fit
+
+CACHE_FORMAT = 1  # bump when the cache layout or training code changes meaningfully
+
+
+def create_model(cfg: ModelConfig, num_classes: int) -> VisionTransformer:
+    """Build the ViT. `vit_digits` needs no download; other names go through timm."""
+    if cfg.name == "vit_digits":
+        return VisionTransformer(
+            img_size=cfg.img_size,
+            patch_size=cfg.patch_size,
+            num_classes=num_classes,
+            embed_dim=cfg.embed_dim,
+            depth=cfg.depth,
+            num_heads=cfg.num_heads,
+            mlp_ratio=cfg.mlp_ratio,
+        )
+    try:
+        model = timm.create_model(
+            cfg.name, pretrained=cfg.pretrained, num_classes=num_classes, img_size=cfg.img_size
+        )
+    except RuntimeError as exc:
+        raise UserError(f"cannot create timm model {cfg.name!r}: {exc}") from None
+    except OSError as exc:  # weights not downloadable (offline) or not cached
+        raise UserError(f"cannot load pretrained weights for {cfg.name!r}: {exc}") from None
+    if not isinstance(model, VisionTransformer):
+        raise UserError(f"model.name={cfg.name!r} is not a timm VisionTransformer")
+    return model
+
+
+def token_count(model: VisionTransformer) -> int:
+    """Tokens each attention block sees: patches plus prefix (class/register) tokens."""
+    return model.patch_embed.num_patches + model.num_prefix_tokens
+
+
+def baseline_key(cfg: Config, splits: Splits) -> str:
+    """Hash of everything that determines the baseline's weights."""
+    payload = {
+        "format": CACHE_FORMAT,
+        "model": dataclasses.asdict(cfg.model),
+        "train": dataclasses.asdict(cfg.train),
+        "data": splits.fingerprint(),
+        "torch": torch.__version__.split("+")[0],
+        "timm": timm.__version__,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Baseline:
+    model: VisionTransformer
+    val_acc: float
+    key: str
+    path: Path
+    from_cache: bool
+    train_seconds: float
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _load_cached(path: Path, model: nn.Module) -> dict | None:
+    """The cached payload, or None when missing or unreadable (then it is rebuilt)."""
+    if not path.exists():
+        return None
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(payload["state_dict"])
+        return payload
+    except Exception:  # corrupt, truncated or from another layout: rebuild, never trust it
+        return None
+
+
+def load_or_train_baseline(
+    cfg: Config,
+    splits: Splits,
+    device: torch.device,
+    log: Callable[[str], None] = print,
+) -> Baseline:
+    key = baseline_key(cfg, splits)
+    path = Path(cfg.output_dir) / "cache" / f"baseline-{key}.pt"
+    model = create_model(cfg.model, splits.num_classes)
+    payload = _load_cached(path, model)
+    if payload is not None:
+        log(f"baseline: loaded from cache {path} (val acc {payload['val_acc']:.2%})")
+        return Baseline(model.eval(), float(payload["val_acc"]), key, path, True, 0.0)
+    if path.exists():
+        log(f"baseline: cache {path} is unreadable; retraining")
+
+    settings = FitSettings(
+        epochs=cfg.train.epochs,
+        batch_size=cfg.train.batch_size,
+        lr=cfg.train.lr,
+        weight_decay=cfg.train.weight_decay,
+        label_smoothing=cfg.train.label_smoothing,
+        warmup_epochs=min(3.0, max(1.0, cfg.train.epochs / 10)),
+        seed=cfg.train.seed,
+    )
+    start = time.perf_counter()
+    every = max(1, cfg.train.epochs // 8)
+
+    def on_epoch(epoch: int, loss: float) -> None:
+        if (epoch + 1) % every == 0 or epoch + 1 == cfg.train.epochs:
+            log(f"baseline: epoch {epoch + 1}/{cfg.train.epochs} loss {loss:.3f}")
+
+    log(f"baseline: training {cfg.model.name} for {cfg.train.epochs} epochs on {device}")
+    fit(model, splits.train, settings, cfg.model.img_size, splits.mean, splits.std, device,
+        on_epoch=on_epoch)
+    model.cpu().eval()
+    val_acc = accuracy(model, splits.val, cfg.model.img_size, splits.mean, splits.std,
+                       torch.device("cpu"))
+    seconds = time.perf_counter() - start
+    _atomic_save({"state_dict": model.state_dict(), "val_acc": val_acc, "key": key}, path)
+    log(f"baseline: val acc {val_acc:.2%} after {seconds:.0f}s, cached at {path}")
+    return Baseline(model, val_acc, key, path, False, seconds)

@@ -1,0 +1,240 @@
+"""Ray Tune + OptunaSearch: schedules trials and feeds MLflow. The only module importing ray.
+
+The driver owns MLflow (a Tune callback logs every child run), so workers on other nodes never
+need to reach the tracking store; trial artefacts travel back as Tune checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import ray
+from ray import tune
+from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search.optuna import OptunaSearch
+
+from sweeper import compress
+from sweeper.config import Config
+from sweeper.quiet import quiet_third_party
+from sweeper.report import describe_config
+from sweeper.spaces import Space
+from sweeper.tracking import Tracker
+from sweeper.trial import TrialInputs, run_trial
+
+OBJECTIVE_METRICS = ["val_acc", "size_mb", "latency_ratio"]
+OBJECTIVE_MODES = ["max", "min", "min"]
+ARTEFACT = "model.pt"
+
+
+def make_sampler(cfg: Config) -> optuna.samplers.BaseSampler:
+    s = cfg.search
+    if s.sampler == "nsga2":
+        population = s.population or max(4, min(50, s.trials // 4))
+        return optuna.samplers.NSGAIISampler(population_size=population, seed=s.seed)
+    if s.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=s.seed, multivariate=True)
+    if s.sampler == "gp":
+        return optuna.samplers.GPSampler(seed=s.seed)
+    return optuna.samplers.RandomSampler(seed=s.seed)
+
+
+def _trainable(config: dict[str, Any], inputs: TrialInputs, space: Space) -> None:
+    """Runs inside a Ray worker: one trial, reported with its artefact as a checkpoint."""
+    quiet_third_party()
+    pipeline = space.pipeline(config)
+    result = run_trial(inputs, pipeline)
+    tags = {**result.tags, "ray_node_id": ray.get_runtime_context().get_node_id()}
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, ARTEFACT).write_bytes(result.artefact)
+        Path(tmp, "pipeline.json").write_text(json.dumps(compress.pipeline_to_dict(pipeline)))
+        tune.report(
+            {**result.metrics, "tags": tags},
+            checkpoint=tune.Checkpoint.from_directory(tmp),
+        )
+
+
+def pipeline_params(space: Space, config: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return compress.pipeline_to_dict(space.pipeline(config))
+    except ValueError:  # an invalid sample is logged raw; the trial itself fails with why
+        return {"raw": config}
+
+
+@dataclass
+class MlflowChildren(tune.Callback):
+    """Driver-side: one MLflow child run per Tune trial, FAILED ones included."""
+
+    tracker: Tracker
+    parent_id: str
+    space: Space
+    total: int
+    log: Callable[[str], None] = print
+    runs: dict[str, str] = field(default_factory=dict)
+    attempts: dict[str, int] = field(default_factory=dict)
+    done: int = 0
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if trial.trial_id in self.runs:  # a retried trial keeps its child run
+            return
+        params = pipeline_params(self.space, trial.config)
+        self.runs[trial.trial_id] = self.tracker.start_trial(
+            self.parent_id, trial.trial_id, params,
+            {"sweeper.config": describe_config(params)},
+        )
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        n = self.attempts[trial.trial_id] = self.attempts.get(trial.trial_id, 1) + 1
+        run_id = self.runs.get(trial.trial_id)
+        if run_id:
+            self.tracker.tag(run_id, {"attempts": str(n), f"attempt_{n - 1}_error":
+                                      _error_text(trial)[-400:]})
+        self.log(f"  trial {trial.trial_id} failed, retrying (attempt {n})")
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        result = trial.last_result or {}
+        metrics = {k: v for k, v in result.items() if k in _METRIC_KEYS or
+                   k.startswith(("latency_ms_b", "baseline_latency_ms_b", "speedup_b"))}
+        tags = {str(k): str(v) for k, v in (result.get("tags") or {}).items()}
+        tags["attempts"] = str(self.attempts.get(trial.trial_id, 1))
+        self.tracker.finish_trial(self.runs[trial.trial_id], metrics, tags)
+        self.done += 1
+        self.log(
+            f"[{self.done}/{self.total}] {trial.trial_id} "
+            f"{describe_config(pipeline_params(self.space, trial.config))}: "
+            f"val {metrics.get('val_acc', float('nan')):.1%}  "
+            f"{metrics.get('size_mb', float('nan')):.3f} MB  "
+            f"{metrics.get('latency_ms', float('nan')):.2f} ms "
+            f"({metrics.get('speedup', float('nan')):.2f}x)  "
+            f"{metrics.get('trial_seconds', 0):.0f}s"
+        )
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        text = _error_text(trial)
+        run_id = self.runs.get(trial.trial_id)
+        if run_id is None:
+            run_id = self.tracker.start_trial(self.parent_id, trial.trial_id, {}, {})
+        self.tracker.fail_trial(
+            run_id, text, {"attempts": str(self.attempts.get(trial.trial_id, 1))}
+        )
+        self.done += 1
+        last = text.strip().splitlines()[-1] if text.strip() else "unknown error"
+        self.log(f"[{self.done}/{self.total}] {trial.trial_id} FAILED: {last}")
+
+
+_METRIC_KEYS = {
+    "val_acc", "val_acc_drop", "size_mb", "size_bytes", "size_ratio", "latency_ms",
+    "baseline_latency_ms", "speedup", "latency_ratio", "params", "trial_seconds",
+}
+
+
+def _error_text(trial: Any) -> str:
+    path = getattr(trial, "error_file", None)
+    if path and os.path.exists(path):
+        return Path(path).read_text()
+    return str(getattr(trial, "error_msg", "") or "trial failed")
+
+
+def init_ray(cfg: Config, log: Callable[[str], None]) -> str | None:
+    """Start (or attach to) Ray; return the dashboard URL when one is running."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": True,
+                              "logging_level": "ERROR"}
+    if cfg.ray.address:
+        ctx = ray.init(address=cfg.ray.address, **kwargs)
+    else:
+        ctx = ray.init(
+            include_dashboard=cfg.dashboard,
+            dashboard_host=cfg.ray.dashboard_host,
+            dashboard_port=cfg.ray.dashboard_port,
+            **kwargs,
+        )
+    url = getattr(ctx, "dashboard_url", None)
+    if url:
+        return url if url.startswith("http") else f"http://{url}"
+    return None
+
+
+@dataclass
+class SweepRun:
+    """What the driver gets back from Tune: one row per trial, with its artefact dir."""
+
+    rows: list[dict[str, Any]]
+    checkpoints: dict[str, str]
+    wall_seconds: float
+
+
+def run_tune(
+    cfg: Config,
+    space: Space,
+    inputs: TrialInputs,
+    tracker: Tracker,
+    parent_id: str,
+    sweep_dir: Path,
+    sweep_name: str,
+    log: Callable[[str], None],
+) -> SweepRun:
+    storage = optuna.storages.RDBStorage(f"sqlite:///{sweep_dir / 'optuna.db'}")
+    searcher = OptunaSearch(
+        space=space.define,
+        metric=OBJECTIVE_METRICS,
+        mode=OBJECTIVE_MODES,
+        sampler=make_sampler(cfg),
+        study_name=sweep_name,
+        storage=storage,
+    )
+    trainable = tune.with_resources(
+        tune.with_parameters(_trainable, inputs=inputs, space=space),
+        {"cpu": cfg.resources.cpus, "gpu": cfg.resources.gpus},
+    )
+    callback = MlflowChildren(tracker, parent_id, space, cfg.search.trials, log)
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=ConcurrencyLimiter(searcher, max_concurrent=cfg.search.concurrency),
+            num_samples=cfg.search.trials,
+            reuse_actors=False,
+        ),
+        run_config=tune.RunConfig(
+            name="tune",
+            storage_path=str((sweep_dir / "ray").resolve()),
+            callbacks=[callback],
+            failure_config=tune.FailureConfig(max_failures=cfg.search.max_failures),
+            verbose=0,
+        ),
+    )
+    start = time.perf_counter()
+    grid = tuner.fit()
+    wall = time.perf_counter() - start
+    return collect(grid, space, callback.runs, wall)
+
+
+def collect(grid: Any, space: Space, runs: dict[str, str], wall: float) -> SweepRun:
+    rows, checkpoints = [], {}
+    for result in grid:
+        metrics = result.metrics or {}
+        trial_id = metrics.get("trial_id") or Path(result.path).name
+        if result.error is not None or "val_acc" not in metrics:
+            continue
+        rows.append({
+            "trial": trial_id,
+            "run_id": runs.get(trial_id),
+            "config": pipeline_params(space, result.config),
+            **{k: v for k, v in metrics.items() if isinstance(v, int | float)},
+        })
+        if result.checkpoint is not None:
+            checkpoints[trial_id] = result.checkpoint.path
+    return SweepRun(rows, checkpoints, wall)
+
+
+def shutdown() -> None:
+    if ray.is_initialized():
+        ray.shutdown()

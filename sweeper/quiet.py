@@ -1,0 +1,27 @@
+"""Silence third-party chatter that says nothing to a sweeper user (deprecations of APIs we
+pin, database migrations, study creation); real errors still surface."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+_MESSAGES = (
+    ".*TypedStorage is deprecated.*",
+    ".*quantize_per_tensor.*deprecated.*",
+    ".*torch.ao.quantization is deprecated.*",
+)
+
+
+def quiet_third_party() -> None:
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    for pattern in _MESSAGES:
+        warnings.filterwarnings("ignore", message=pattern)
+    for name in ("mlflow", "alembic", "optuna", "ray.tune", "ray.train"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    except ImportError:  # pragma: no cover - optuna is a hard dependency
+        pass

@@ -1,0 +1,137 @@
+"""MLflow: one parent run per sweep, one child run per trial. The only module using mlflow.
+
+Explicit run ids through `MlflowClient` (no global active run), so the driver can log
+children from Tune callbacks while the parent stays open.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+MAX_PARAM_LEN = 500
+
+logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = str(value)[:MAX_PARAM_LEN]
+
+
+def flatten(data: dict[str, Any]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    _flatten("", data, out)
+    return out
+
+
+class Tracker:
+    def __init__(self, uri: str, experiment: str, artifact_root: Path | None = None) -> None:
+        os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+        exp = self.client.get_experiment_by_name(experiment)
+        if exp is None:
+            location = artifact_root.resolve().as_uri() if artifact_root else None
+            self.experiment_id = self.client.create_experiment(
+                experiment, artifact_location=location
+            )
+        else:
+            self.experiment_id = exp.experiment_id
+
+    # -- parent ---------------------------------------------------------------------------
+    def start_sweep(self, name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
+        run = self.client.create_run(
+            self.experiment_id, run_name=name, tags={"sweeper.kind": "sweep", **tags}
+        )
+        self._log(run.info.run_id, params=flatten(params))
+        return run.info.run_id
+
+    def end_sweep(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status=status)
+
+    def log_front(
+        self,
+        parent_id: str,
+        hypervolume: float,
+        files: list[Path],
+        metrics: dict[str, float] | None = None,
+    ) -> None:
+        self._log(parent_id, metrics={"hypervolume": hypervolume, **(metrics or {})})
+        for path in files:
+            self.client.log_artifact(parent_id, str(path))
+
+    # -- children -------------------------------------------------------------------------
+    def start_trial(
+        self, parent_id: str, trial_id: str, params: dict[str, Any], tags: dict[str, str]
+    ) -> str:
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=trial_id,
+            tags={"mlflow.parentRunId": parent_id, "sweeper.kind": "trial",
+                  "sweeper.trial_id": trial_id, **tags},
+        )
+        self._log(run.info.run_id, params=flatten(params))
+        return run.info.run_id
+
+    def finish_trial(
+        self, run_id: str, metrics: dict[str, float], tags: dict[str, str]
+    ) -> None:
+        self._log(run_id, metrics=metrics, tags=tags)
+        self.client.set_terminated(run_id, status="FINISHED")
+
+    def fail_trial(self, run_id: str, error: str, tags: dict[str, str] | None = None) -> None:
+        short = error.strip().splitlines()[-1][:MAX_PARAM_LEN] if error.strip() else "failed"
+        self._log(run_id, tags={"error": short, **(tags or {})})
+        self.client.log_text(run_id, error, "error.txt")
+        self.client.set_terminated(run_id, status="FAILED")
+
+    def tag(self, run_id: str, tags: dict[str, str]) -> None:
+        self._log(run_id, tags=tags)
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
+        self._log(run_id, metrics=metrics)
+
+    # -- queries (used by report/resume/tests) --------------------------------------------
+    def children(self, parent_id: str) -> list[Any]:
+        return self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{parent_id}'",
+            max_results=50_000,
+        )
+
+    def run(self, run_id: str) -> Any:
+        return self.client.get_run(run_id)
+
+    def download(self, run_id: str, path: str, dst: Path) -> Path:
+        return Path(self.client.download_artifacts(run_id, path, str(dst)))
+
+    def _log(
+        self,
+        run_id: str,
+        metrics: dict[str, float] | None = None,
+        params: dict[str, str] | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> None:
+        import time
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
+            params=[Param(k, v) for k, v in (params or {}).items()],
+            tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
+        )
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(data, indent=2, sort_keys=True, default=str)

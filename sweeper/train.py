@@ -1,0 +1,133 @@
+"""Training, fine-tuning and evaluation loops (plain PyTorch)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sweeper.data import Pair, batches, to_input
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    epochs: int
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    label_smoothing: float = 0.1
+    warmup_epochs: float = 1.0
+    augment: bool = True
+    seed: int = 0
+    kd_alpha: float = 0.0  # weight of the soft-target loss when a teacher is given
+    kd_temperature: float = 4.0
+
+
+def random_shift(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
+    """Translate each image by up to `pad` pixels (zero fill): cheap augmentation for uint8."""
+    b, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen).tolist()
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen).tolist()
+    # A per-image crop: the loop runs over one mini-batch, cheap next to the model step.
+    return torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(b)])
+
+
+def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Hinton soft-target loss, scaled by T^2 so its gradient size does not depend on T."""
+    t = temperature
+    return F.kl_div(
+        F.log_softmax(student / t, dim=-1), F.log_softmax(teacher / t, dim=-1),
+        reduction="batchmean", log_target=True,
+    ) * (t * t)
+
+
+def fit(
+    model: nn.Module,
+    train: Pair,
+    settings: FitSettings,
+    img_size: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    device: torch.device,
+    teacher: nn.Module | None = None,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> nn.Module:
+    """AdamW with linear warm-up and cosine decay; optional distillation from `teacher`."""
+    if settings.epochs <= 0:
+        return model
+    gen = torch.Generator().manual_seed(settings.seed)
+    torch.manual_seed(settings.seed)
+    model.to(device).train()
+    if teacher is not None:
+        teacher.to(device).eval()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    steps_per_epoch = math.ceil(len(train[1]) / settings.batch_size)
+    total = settings.epochs * steps_per_epoch
+    warm = max(1, int(settings.warmup_epochs * steps_per_epoch))
+
+    def lr_at(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    for epoch in range(settings.epochs):
+        running, seen = 0.0, 0
+        for xb, yb in batches(train, settings.batch_size, shuffle=True, generator=gen):
+            if settings.augment:
+                xb = random_shift(xb, 2, gen)
+            x = to_input(xb, img_size, mean, std, device)
+            y = yb.to(device)
+            logits = model(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=settings.label_smoothing)
+            if teacher is not None and settings.kd_alpha > 0:
+                with torch.no_grad():
+                    t_logits = teacher(x)
+                soft = kd_loss(logits, t_logits, settings.kd_temperature)
+                loss = (1 - settings.kd_alpha) * loss + settings.kd_alpha * soft
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            running += loss.item() * len(yb)
+            seen += len(yb)
+        if on_epoch is not None:
+            on_epoch(epoch, running / max(1, seen))
+    return model.eval()
+
+
+@torch.inference_mode()
+def predict(
+    model: nn.Module,
+    data: Pair,
+    img_size: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    device: torch.device,
+    batch_size: int = 256,
+) -> torch.Tensor:
+    model.eval()
+    out = []
+    for xb, _ in batches(data, batch_size):
+        out.append(model(to_input(xb, img_size, mean, std, device)).argmax(-1).cpu())
+    return torch.cat(out)
+
+
+def accuracy(
+    model: nn.Module,
+    data: Pair,
+    img_size: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    device: torch.device,
+    batch_size: int = 256,
+) -> float:
+    pred = predict(model, data, img_size, mean, std, device, batch_size)
+    return float((pred == data[1]).float().mean())

@@ -1,0 +1,157 @@
+"""One trial, start to finish: copy the baseline, compress, recover, measure.
+
+A pure function of its inputs: no ray and no mlflow here, so it runs (and is tested) alone.
+The test split never enters a trial; only the final front is evaluated on it.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from sweeper import compress
+from sweeper.config import Config
+from sweeper.data import Pair
+from sweeper.measure import compare_latency, count_parameters, state_bytes
+from sweeper.models import create_model
+from sweeper.train import accuracy
+
+MB = 1e6
+
+
+@dataclass(frozen=True)
+class TrialInputs:
+    """Everything a trial needs; shipped once to the workers through Ray's object store."""
+
+    config: Config
+    baseline_state: dict[str, torch.Tensor]
+    baseline_val_acc: float
+    baseline_size_bytes: int
+    num_classes: int
+    train: Pair
+    val: Pair
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+@dataclass
+class TrialResult:
+    metrics: dict[str, float]  # what Optuna and MLflow see
+    tags: dict[str, str]  # device, node, technique notes
+    artefact: bytes = field(repr=False)  # torch.save(compressed.state_dict())
+
+    @property
+    def val_acc(self) -> float:
+        return self.metrics["val_acc"]
+
+
+def pick_device(cfg: Config) -> torch.device:
+    wanted = cfg.resources.device
+    if wanted == "cuda" or (wanted == "auto" and cfg.resources.gpus > 0):
+        if not torch.cuda.is_available():
+            raise RuntimeError("a CUDA device was requested but none is visible to this trial")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def build_baseline(inputs: TrialInputs) -> nn.Module:
+    model = create_model(inputs.config.model, inputs.num_classes)
+    model.load_state_dict(inputs.baseline_state)
+    return model.eval()
+
+
+def model_device(model: nn.Module, fallback: torch.device) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return fallback  # fully quantized modules expose no float parameters: CPU kernels
+
+
+def run_trial(inputs: TrialInputs, pipeline: list[Any]) -> TrialResult:
+    cfg = inputs.config
+    start = time.perf_counter()
+    threads = max(1, round(cfg.resources.cpus))
+    torch.set_num_threads(threads)
+    torch.manual_seed(cfg.search.seed)
+    device = pick_device(cfg)
+
+    baseline = build_baseline(inputs).to(device)
+    ctx = compress.TrialContext(
+        device=device,
+        train=inputs.train,
+        val=inputs.val,
+        img_size=cfg.model.img_size,
+        mean=inputs.mean,
+        std=inputs.std,
+        batch_size=cfg.train.batch_size,
+        weight_decay=cfg.train.weight_decay,
+        seed=cfg.search.seed,
+        teacher=baseline,
+    )
+    model = compress.apply_pipeline(copy.deepcopy(baseline), pipeline, ctx)
+    run_device = model_device(model, device)
+    if ctx.notes.get("quantize_device") == "cpu":
+        run_device = torch.device("cpu")
+    model.to(run_device).eval()
+
+    val_acc = accuracy(model, inputs.val, cfg.model.img_size, inputs.mean, inputs.std,
+                       run_device, cfg.measure.eval_batch_size)
+    artefact = state_bytes(model)
+    latency = compare_latency(
+        model, baseline.to(run_device), cfg.model.img_size, cfg.measure.batch_sizes,
+        run_device, cfg.measure.warmup, cfg.measure.repeats,
+    )
+    b1, blarge = cfg.measure.batch_sizes[0], cfg.measure.batch_sizes[-1]
+    metrics = {
+        "val_acc": val_acc,
+        "val_acc_drop": inputs.baseline_val_acc - val_acc,
+        "size_mb": len(artefact) / MB,
+        "size_bytes": float(len(artefact)),
+        "size_ratio": len(artefact) / inputs.baseline_size_bytes,
+        "latency_ms": latency.model_ms[b1],
+        "baseline_latency_ms": latency.baseline_ms[b1],
+        "speedup": latency.speedup(b1),
+        # model/baseline time measured in this process: the latency objective, robust to
+        # machine load in a way absolute milliseconds are not
+        "latency_ratio": 1.0 / latency.speedup(b1),
+        f"latency_ms_b{blarge}": latency.model_ms[blarge],
+        f"baseline_latency_ms_b{blarge}": latency.baseline_ms[blarge],
+        f"speedup_b{blarge}": latency.speedup(blarge),
+        "params": float(count_parameters(model)),
+        "trial_seconds": time.perf_counter() - start,
+    }
+    notes = {k: v for k, v in ctx.notes.items() if k != "quantize_device"}
+    tags = {
+        "device": str(run_device),
+        "train_device": str(device),
+        "node": socket.gethostname(),
+        "node_ip": _node_ip(),
+        "pid": str(os.getpid()),
+        "threads": str(threads),
+        "simulated": str(bool(notes.pop("simulated", False))).lower(),
+        **{k: str(v) for k, v in notes.items()},
+    }
+    return TrialResult(metrics, tags, artefact)
+
+
+def _node_ip() -> str:
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "unknown"
+
+
+def evaluate_artefact(
+    inputs: TrialInputs, pipeline: list[Any], state: dict[str, torch.Tensor], data: Pair
+) -> float:
+    """Accuracy of a saved compressed model on `data` (used for the front's test accuracy)."""
+    model = compress.rebuild(build_baseline(inputs), pipeline, state)
+    cfg = inputs.config
+    return accuracy(model, data, cfg.model.img_size, inputs.mean, inputs.std,
+                    torch.device("cpu"), cfg.measure.eval_batch_size)

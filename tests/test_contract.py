@@ -1,0 +1,94 @@
+"""The contract every registered technique must keep (one suite, parametrised over the registry).
+
+Every technique registers a small example config with itself; the suite runs each one.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import io
+from typing import Any
+
+import pytest
+import torch
+from timm.models.vision_transformer import VisionTransformer
+
+from sweeper.compress import REGISTRY, TrialContext, load_all, make_config, rebuild, technique
+from sweeper.measure import serialized_size, state_bytes
+
+load_all()
+
+
+def example_config(name: str) -> Any:
+    return REGISTRY[name].example
+
+
+def _technique_params() -> list[str]:
+    return sorted(REGISTRY)
+
+
+def tiny_vit() -> VisionTransformer:
+    torch.manual_seed(0)
+    model = VisionTransformer(
+        img_size=32, patch_size=4, embed_dim=64, depth=2, num_heads=4, num_classes=10
+    )
+    return model.eval()
+
+
+def context() -> TrialContext:
+    """Default context plus a few training images, for techniques that need data."""
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8, generator=gen)
+    labels = torch.randint(0, 10, (16,), generator=gen)
+    return TrialContext(train=(images, labels))
+
+
+def inputs() -> torch.Tensor:
+    return torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope="module")
+def baseline() -> VisionTransformer:
+    return tiny_vit()
+
+
+@pytest.mark.parametrize("name", _technique_params())
+class TestContract:
+    def test_config_round_trips_through_dict(self, name: str) -> None:
+        cfg = example_config(name)
+        assert make_config(name, dataclasses.asdict(cfg)) == cfg
+        assert type(cfg) is technique(name).config_cls
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            cfg.enabled = not cfg.enabled  # configs are frozen: safe to share and hash
+
+    def test_shape_kept_and_size_not_larger(self, name: str, baseline: VisionTransformer) -> None:
+        ctx = context()
+        model = technique(name).apply(copy.deepcopy(baseline), example_config(name), ctx)
+        x = inputs()
+        with torch.no_grad():
+            assert model.eval()(x).shape == baseline(x).shape
+        assert serialized_size(model) <= serialized_size(baseline)
+        # notes become MLflow tags and metrics
+        for key, value in ctx.notes.items():
+            assert isinstance(key, str) and isinstance(value, str | int | float | bool), key
+
+    @torch.no_grad()
+    def test_disabled_leaves_outputs_unchanged(
+        self, name: str, baseline: VisionTransformer
+    ) -> None:
+        cfg = dataclasses.replace(example_config(name), enabled=False)
+        model = technique(name).apply(copy.deepcopy(baseline), cfg, context())
+        x = inputs()
+        assert torch.equal(model.eval()(x), baseline(x))
+
+    @pytest.mark.filterwarnings("ignore:TypedStorage is deprecated:UserWarning")
+    def test_rebuild_from_saved_state(self, name: str, baseline: VisionTransformer) -> None:
+        """structure_only reproduces the structure, so the saved state loads and matches."""
+        cfg = example_config(name)
+        model = technique(name).apply(copy.deepcopy(baseline), cfg, context()).eval()
+        state = torch.load(io.BytesIO(state_bytes(model)))
+        rebuilt = rebuild(copy.deepcopy(baseline), [cfg], state)
+        x = inputs()
+        with torch.no_grad():
+            assert torch.equal(rebuilt(x), model(x))
