@@ -33,6 +33,10 @@ def cmd_launch(overrides: list[str]) -> int:
     prep = prepare(cfg)
     log = (lambda _msg: None) if cfg.quiet else (lambda msg: print(msg, flush=True))
     outcome = launch(prep, log)
+    if not outcome.rows:
+        print(f"error: no trial finished; see the FAILED child runs of MLflow run "
+              f"{outcome.parent_run_id}", file=sys.stderr)
+        return 1
     print()
     print(f"Pareto front ({len(outcome.front)} of {len(outcome.rows)} trials, "
           f"hypervolume {outcome.hypervolume:.4f}, wall {outcome.wall_seconds:.0f}s):")

@@ -18,6 +18,7 @@ from sweeper.errors import UserError
 SAMPLERS = ("nsga2", "tpe", "random", "gp")
 DATASETS = ("digits", "cifar10", "cifar100")
 DEVICES = ("auto", "cpu", "cuda")
+RUNTIMES = ("torch", "onnxruntime")
 
 
 @dataclass(frozen=True)
@@ -122,8 +123,10 @@ class MeasureConfig:
     warmup: int = 5
     repeats: int = 30
     eval_batch_size: int = 256
+    runtime: str = "torch"  # torch (eager) | onnxruntime: where latency is measured
 
     def __post_init__(self) -> None:
+        _choice("measure.runtime", self.runtime, RUNTIMES)
         if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
             raise UserError("measure.batch_sizes must be a non-empty list of positive integers")
         _range("measure.warmup", self.warmup, 0, 10_000)
@@ -149,6 +152,9 @@ class Config:
     experiment: str = "sweeper"
     dashboard: bool = False
     quiet: bool = False
+    # Trials losing more than this many accuracy points (validation) are infeasible: kept in
+    # MLflow with a tag, never on the front, and steered away from by Optuna's constraints.
+    max_accuracy_drop: float | None = None
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -156,6 +162,10 @@ class Config:
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+
+    def __post_init__(self) -> None:
+        if self.max_accuracy_drop is not None:
+            _range("max_accuracy_drop", self.max_accuracy_drop, 0.0, 100.0)
 
     def resolved_tracking_uri(self) -> str:
         if self.tracking_uri:

@@ -34,16 +34,49 @@ OBJECTIVE_MODES = ["max", "min", "min"]
 ARTEFACT = "model.pt"
 
 
+def feasible(result: dict[str, Any], max_drop: float | None) -> bool:
+    """Within the accuracy budget? `max_drop` is in points, val_acc_drop a fraction."""
+    return max_drop is None or 100.0 * result.get("val_acc_drop", 0.0) <= max_drop
+
+
+def constraint_values(trial: optuna.trial.FrozenTrial) -> list[float]:
+    """Optuna's convention: feasible when every value is <= 0."""
+    return trial.user_attrs.get("constraint", [0.0])
+
+
 def make_sampler(cfg: Config) -> optuna.samplers.BaseSampler:
     s = cfg.search
+    constraints = constraint_values if cfg.max_accuracy_drop is not None else None
     if s.sampler == "nsga2":
         population = s.population or max(4, min(50, s.trials // 4))
-        return optuna.samplers.NSGAIISampler(population_size=population, seed=s.seed)
+        return optuna.samplers.NSGAIISampler(
+            population_size=population, seed=s.seed, constraints_func=constraints
+        )
     if s.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=s.seed, multivariate=True)
+        return optuna.samplers.TPESampler(
+            seed=s.seed, multivariate=True, constraints_func=constraints
+        )
     if s.sampler == "gp":
-        return optuna.samplers.GPSampler(seed=s.seed)
+        return optuna.samplers.GPSampler(seed=s.seed, constraints_func=constraints)
     return optuna.samplers.RandomSampler(seed=s.seed)
+
+
+class ConstrainedOptunaSearch(OptunaSearch):
+    """OptunaSearch that stores the accuracy-drop constraint on the Optuna trial before
+    telling its result, so constraint-aware samplers steer away from infeasible regions."""
+
+    def __init__(self, *args: Any, max_drop: float | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_drop = max_drop
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
+        ot_trial = self._ot_trials.get(trial_id)
+        if self.max_drop is not None and result and ot_trial is not None:
+            excess = 100.0 * result.get("val_acc_drop", 0.0) - self.max_drop
+            ot_trial.set_user_attr("constraint", [excess])
+        super().on_trial_complete(trial_id, result, error)
 
 
 def _trainable(config: dict[str, Any], inputs: TrialInputs, space: Space) -> None:
@@ -76,6 +109,7 @@ class MlflowChildren(tune.Callback):
     parent_id: str
     space: Space
     total: int
+    max_drop: float | None = None
     log: Callable[[str], None] = print
     runs: dict[str, str] = field(default_factory=dict)
     attempts: dict[str, int] = field(default_factory=dict)
@@ -104,6 +138,8 @@ class MlflowChildren(tune.Callback):
                    k.startswith(("latency_ms_b", "baseline_latency_ms_b", "speedup_b"))}
         tags = {str(k): str(v) for k, v in (result.get("tags") or {}).items()}
         tags["attempts"] = str(self.attempts.get(trial.trial_id, 1))
+        ok = feasible(result, self.max_drop)
+        tags["feasible"] = str(ok).lower()
         self.tracker.finish_trial(self.runs[trial.trial_id], metrics, tags)
         self.done += 1
         self.log(
@@ -113,7 +149,7 @@ class MlflowChildren(tune.Callback):
             f"{metrics.get('size_mb', float('nan')):.3f} MB  "
             f"{metrics.get('latency_ms', float('nan')):.2f} ms "
             f"({metrics.get('speedup', float('nan')):.2f}x)  "
-            f"{metrics.get('trial_seconds', 0):.0f}s"
+            f"{metrics.get('trial_seconds', 0):.0f}s" + ("" if ok else "  (infeasible)")
         )
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -183,7 +219,8 @@ def run_tune(
     log: Callable[[str], None],
 ) -> SweepRun:
     storage = optuna.storages.RDBStorage(f"sqlite:///{sweep_dir / 'optuna.db'}")
-    searcher = OptunaSearch(
+    searcher = ConstrainedOptunaSearch(
+        max_drop=cfg.max_accuracy_drop,
         space=space.define,
         metric=OBJECTIVE_METRICS,
         mode=OBJECTIVE_MODES,
@@ -195,7 +232,8 @@ def run_tune(
         tune.with_parameters(_trainable, inputs=inputs, space=space),
         {"cpu": cfg.resources.cpus, "gpu": cfg.resources.gpus},
     )
-    callback = MlflowChildren(tracker, parent_id, space, cfg.search.trials, log)
+    callback = MlflowChildren(tracker, parent_id, space, cfg.search.trials, cfg.max_accuracy_drop,
+                              log)
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -214,10 +252,12 @@ def run_tune(
     start = time.perf_counter()
     grid = tuner.fit()
     wall = time.perf_counter() - start
-    return collect(grid, space, callback.runs, wall)
+    return collect(grid, space, callback.runs, wall, cfg.max_accuracy_drop)
 
 
-def collect(grid: Any, space: Space, runs: dict[str, str], wall: float) -> SweepRun:
+def collect(
+    grid: Any, space: Space, runs: dict[str, str], wall: float, max_drop: float | None = None
+) -> SweepRun:
     rows, checkpoints = [], {}
     for result in grid:
         metrics = result.metrics or {}
@@ -228,6 +268,7 @@ def collect(grid: Any, space: Space, runs: dict[str, str], wall: float) -> Sweep
             "trial": trial_id,
             "run_id": runs.get(trial_id),
             "config": pipeline_params(space, result.config),
+            "feasible": feasible(metrics, max_drop),
             **{k: v for k, v in metrics.items() if isinstance(v, int | float)},
         })
         if result.checkpoint is not None:

@@ -16,6 +16,7 @@ import importlib
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -43,6 +44,7 @@ class TrialContext:
     teacher: nn.Module | None = None  # the uncompressed baseline
     structure_only: bool = False
     notes: dict[str, Any] = field(default_factory=dict)  # techniques record facts here (tags)
+    artifacts_dir: Path | None = None  # techniques write files here (attached to the run)
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,37 @@ def name_of(cfg: Any) -> str:
 
 def ordered(pipeline: list[Any]) -> list[Any]:
     return sorted(pipeline, key=lambda c: STAGES.index(technique(name_of(c)).stage))
+
+
+def validate_pipeline(pipeline: list[Any]) -> None:
+    """Reject combinations that cannot work, before any trial starts (UserError).
+
+    Disabled configs are ignored. Rules: a technique at most once; at most one technique of
+    the recover stage (each trains the whole model: pick one); a config whose
+    `replaces_model` is true (distill into a new student) cannot follow other techniques,
+    whose work it would discard.
+    """
+    active = [c for c in pipeline if getattr(c, "enabled", True)]
+    names = [name_of(c) for c in active]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise UserError(f"technique(s) {', '.join(twice)} given more than once in one pipeline")
+    trainers = [n for n in names if technique(n).stage == "recover"]
+    if len(trainers) > 1:
+        raise UserError(
+            f"{' and '.join(trainers)} both train the model in the recover stage; use one "
+            "(distill with student='self' fine-tunes the compressed model from the teacher)"
+        )
+    for cfg in active:
+        if getattr(cfg, "replaces_model", False):
+            stage = STAGES.index(technique(name_of(cfg)).stage)
+            before = [n for n in names if STAGES.index(technique(n).stage) < stage]
+            if before:
+                raise UserError(
+                    f"{name_of(cfg)} trains a new model from scratch and would discard "
+                    f"{', '.join(before)} applied before it; use student='self' to distil "
+                    "into the compressed model, or drop those techniques"
+                )
 
 
 def apply_pipeline(model: nn.Module, pipeline: list[Any], ctx: TrialContext) -> nn.Module:

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sweeper.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_unknown_space_is_one_line_exit_2(tmp_path: Path, capsys) -> None:
+    assert main(["launch", "space=nope", f"output_dir={tmp_path / 'o'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: unknown space 'nope'; valid spaces: " + err[0].split(": ", 2)[2]]
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("arg", ["trials=3", "search.trials=-1", "search.sampler=bogus"])
+def test_bad_overrides_exit_2(arg: str, capsys) -> None:
+    assert main(["launch", arg]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_spaces_lists_every_space(capsys) -> None:
+    assert main(["spaces"]) == 0
+    assert "nystrom_m" in capsys.readouterr().out
+
+
+def test_importing_sweeper_stays_light() -> None:
+    code = ("import sys, sweeper, sweeper.cli, sweeper.config, sweeper.trial, sweeper.spaces, "
+            "sweeper.pareto, sweeper.report; "
+            "print(sorted(m for m in ('ray', 'mlflow') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, check=True).stdout.strip()
+    assert out == "[]"

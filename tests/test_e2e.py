@@ -1,0 +1,104 @@
+"""Real sweeps end to end: real Ray (local), real Optuna storage, real MLflow store."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import tiny_overrides
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def launch(tmp: Path, *extra: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return subprocess.run(
+        [sys.executable, "-m", "sweeper", "launch", *tiny_overrides(tmp, *extra)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def sweep_dir(tmp: Path) -> Path:
+    (only,) = list((tmp / "sweeps").iterdir())
+    return only
+
+
+def test_sweep_logs_parent_children_front_and_artifacts(tmp_path: Path) -> None:
+    proc = launch(tmp_path, "space=nystrom_m", "search.trials=4", "search.concurrency=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Pareto front" in proc.stdout and "mlflow ui --backend-store-uri" in proc.stdout
+    assert "[4/4]" in proc.stdout  # progress printed per trial
+
+    meta = json.loads((sweep_dir(tmp_path) / "sweep.json").read_text())
+    assert meta["status"] == "FINISHED"
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    parent = client.get_run(meta["parent_run_id"])
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["hypervolume"] > 0
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"front.csv", "front.json", "front.png", "front.txt"} <= artifacts
+
+    children = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+    )
+    assert len(children) == 4
+    for child in children:
+        assert child.info.status == "FINISHED"
+        for key in ("val_acc", "size_mb", "latency_ms", "speedup", "size_ratio"):
+            assert key in child.data.metrics, key
+        assert any(k.startswith("nystrom.") for k in child.data.params)
+        assert child.data.tags["device"] == "cpu"
+        assert child.data.tags["node"] and child.data.tags["ray_node_id"]
+        assert child.data.tags["pareto"] in ("true", "false")
+
+    on_front = {c.info.run_name for c in children if c.data.tags["pareto"] == "true"}
+    with (sweep_dir(tmp_path) / "front.csv").open() as fh:
+        rows = [r for r in csv.DictReader(fh) if r["trial"] != "baseline"]
+    assert on_front == {r["trial"] for r in rows}
+    for child in children:  # test accuracy exists exactly for the front
+        assert ("test_acc" in child.data.metrics) == (child.info.run_name in on_front)
+
+    study = optuna.load_study(
+        study_name=meta["name"], storage=f"sqlite:///{sweep_dir(tmp_path)}/optuna.db"
+    )
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 4 and all(len(t.values) == 3 for t in done)
+
+
+def test_trials_failing_inside_are_failed_children(tmp_path: Path) -> None:
+    """Asking for CUDA on a machine without one fails inside each trial, not at launch."""
+    proc = launch(tmp_path, "resources.device=cuda", "search.trials=2",
+                  "search.max_failures=0", "space=nystrom_m")
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    meta = json.loads((sweep_dir(tmp_path) / "sweep.json").read_text())
+    children = client.search_runs(
+        [client.get_experiment_by_name("sweeper").experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{meta['parent_run_id']}'",
+    )
+    assert len(children) == 2
+    for child in children:
+        assert child.info.status == "FAILED"
+        assert "CUDA" in child.data.tags["error"]
+    assert proc.returncode == 1
+    assert "no trial finished" in proc.stderr
+
+
+def test_bad_input_exits_2_and_writes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    for extra in (["space=nope"], ["search.trialz=2"], ["search.trials=x"],
+                  ["data.name=cifar10", f"data.root={tmp_path / 'missing'}"]):
+        proc = launch(out, *extra, timeout=120)
+        assert proc.returncode == 2, (extra, proc.stderr)
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+        assert not out.exists()

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from sweeper.config import Config, build_config
+from sweeper.data import load_splits
+from sweeper.models import baseline_key, create_model, load_or_train_baseline, token_count
+from tests.conftest import tiny_overrides
+
+CPU = torch.device("cpu")
+
+
+def test_default_model_is_a_small_vit_with_65_tokens() -> None:
+    model = create_model(Config().model, 10)
+    assert token_count(model) == 65
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_baseline_is_trained_once_then_loaded(tmp_path: Path) -> None:
+    cfg = build_config(tiny_overrides(tmp_path))
+    splits = load_splits(cfg.data)
+    logs: list[str] = []
+    first = load_or_train_baseline(cfg, splits, CPU, logs.append)
+    assert not first.from_cache and first.path.exists()
+    assert first.val_acc > 0.25  # 15 epochs on 600 images: well above chance (0.1)
+    second = load_or_train_baseline(cfg, splits, CPU, logs.append)
+    assert second.from_cache and second.val_acc == first.val_acc
+    for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values(),
+                    strict=True):
+        assert torch.equal(a, b)
+    assert any("loaded from cache" in line for line in logs)
+
+
+def test_cache_key_covers_what_determines_the_baseline(tmp_path: Path) -> None:
+    cfg = build_config(tiny_overrides(tmp_path))
+    splits = load_splits(cfg.data)
+    key = baseline_key(cfg, splits)
+    assert key == baseline_key(cfg, splits)
+    assert key != baseline_key(dataclasses.replace(cfg, train=dataclasses.replace(
+        cfg.train, epochs=5)), splits)
+    assert key != baseline_key(cfg, load_splits(dataclasses.replace(cfg.data, seed=3)))
+    # where results go is not part of what the baseline is
+    assert key == baseline_key(dataclasses.replace(cfg, output_dir="/elsewhere"), splits)
+
+
+@pytest.mark.parametrize("damage", [b"", b"garbage" * 10, "truncate"])
+def test_corrupt_cache_is_rebuilt_not_loaded(tmp_path: Path, damage: bytes | str) -> None:
+    cfg = build_config(tiny_overrides(tmp_path, "train.epochs=1"))
+    splits = load_splits(cfg.data)
+    first = load_or_train_baseline(cfg, splits, CPU, lambda _m: None)
+    raw = first.path.read_bytes()
+    first.path.write_bytes(raw[: len(raw) // 2] if damage == "truncate" else damage)
+    logs: list[str] = []
+    again = load_or_train_baseline(cfg, splits, CPU, logs.append)
+    assert not again.from_cache
+    assert any("unreadable; retraining" in line for line in logs)
+    assert torch.load(again.path, weights_only=True)["key"] == again.key

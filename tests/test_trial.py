@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+import torch
+
+from sweeper.compress.nystrom import NystromConfig
+from sweeper.compress.quantize import QuantizeConfig
+from sweeper.compress.recover import RecoverConfig
+from sweeper.config import build_config
+from sweeper.data import load_splits
+from sweeper.measure import serialized_size
+from sweeper.models import load_or_train_baseline
+from sweeper.trial import TrialInputs, evaluate_artefact, run_trial
+from tests.conftest import tiny_overrides
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> TrialInputs:
+    tmp = tmp_path_factory.mktemp("trial")
+    cfg = build_config(tiny_overrides(tmp))
+    splits = load_splits(cfg.data)
+    base = load_or_train_baseline(cfg, splits, torch.device("cpu"), lambda _m: None)
+    return TrialInputs(cfg, base.model.state_dict(), base.val_acc, serialized_size(base.model),
+                       splits.num_classes, splits.train, splits.val, splits.mean, splits.std)
+
+
+def test_exact_nystrom_trial_keeps_accuracy_and_reports_every_metric(inputs) -> None:
+    result = run_trial(inputs, [NystromConfig(landmarks=65, pinv_iters=12)])
+    m = result.metrics
+    assert abs(m["val_acc"] - inputs.baseline_val_acc) < 0.02
+    assert m["size_ratio"] == pytest.approx(1.0, abs=0.02)
+    for key in ("latency_ms", "baseline_latency_ms", "speedup", "latency_ratio",
+                "latency_ms_b8", "speedup_b8", "size_mb", "params", "val_acc_drop"):
+        assert m[key] > 0 or key == "val_acc_drop", key
+    assert m["latency_ratio"] == pytest.approx(1 / m["speedup"])
+    assert result.tags["device"] == "cpu" and result.tags["simulated"] == "false"
+    assert result.tags["nystrom_landmarks"] == "65"
+
+
+def test_int8_trial_is_smaller_and_its_artefact_reloads(inputs) -> None:
+    pipeline = [QuantizeConfig(), NystromConfig(landmarks=16), RecoverConfig(epochs=1)]
+    result = run_trial(inputs, pipeline)
+    assert result.metrics["size_ratio"] < 0.5
+    assert result.metrics["size_bytes"] == len(result.artefact)
+    state = torch.load(io.BytesIO(result.artefact), weights_only=True)
+    again = evaluate_artefact(inputs, pipeline, state, inputs.val)
+    assert again == pytest.approx(result.metrics["val_acc"], abs=1e-9)
+
+
+def test_trial_inputs_carry_no_test_split(inputs) -> None:
+    assert not hasattr(inputs, "test")
+
+
+def test_cuda_request_without_gpu_fails_clearly(inputs, tmp_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU; the failure path needs one without")
+    cfg = build_config(tiny_overrides(tmp_path, "resources.device=cuda"))
+    bad = TrialInputs(cfg, *[getattr(inputs, f) for f in (
+        "baseline_state", "baseline_val_acc", "baseline_size_bytes", "num_classes", "train",
+        "val", "mean", "std")])
+    with pytest.raises(RuntimeError, match="no CUDA device|none is visible"):
+        run_trial(bad, [])
