@@ -32,6 +32,7 @@ from sweeper.trial import TrialInputs, run_trial
 OBJECTIVE_METRICS = ["val_acc", "size_mb", "latency_ratio"]
 OBJECTIVE_MODES = ["max", "min", "min"]
 ARTEFACT = "model.pt"
+ARTIFACTS = "artifacts"  # files techniques wrote; logged to the trial's MLflow run
 
 
 def feasible(result: dict[str, Any], max_drop: float | None) -> bool:
@@ -83,9 +84,11 @@ def _trainable(config: dict[str, Any], inputs: TrialInputs, space: Space) -> Non
     """Runs inside a Ray worker: one trial, reported with its artefact as a checkpoint."""
     quiet_third_party()
     pipeline = space.pipeline(config)
-    result = run_trial(inputs, pipeline)
-    tags = {**result.tags, "ray_node_id": ray.get_runtime_context().get_node_id()}
     with tempfile.TemporaryDirectory() as tmp:
+        files = Path(tmp, ARTIFACTS)
+        files.mkdir()
+        result = run_trial(inputs, pipeline, files)
+        tags = {**result.tags, "ray_node_id": ray.get_runtime_context().get_node_id()}
         Path(tmp, ARTEFACT).write_bytes(result.artefact)
         Path(tmp, "pipeline.json").write_text(json.dumps(compress.pipeline_to_dict(pipeline)))
         tune.report(
@@ -140,7 +143,11 @@ class MlflowChildren(tune.Callback):
         tags["attempts"] = str(self.attempts.get(trial.trial_id, 1))
         ok = feasible(result, self.max_drop)
         tags["feasible"] = str(ok).lower()
-        self.tracker.finish_trial(self.runs[trial.trial_id], metrics, tags)
+        run_id = self.runs[trial.trial_id]
+        checkpoint = trial.checkpoint
+        if checkpoint is not None and Path(checkpoint.path, ARTIFACTS).is_dir():
+            self.tracker.log_artifacts(run_id, Path(checkpoint.path, ARTIFACTS))
+        self.tracker.finish_trial(run_id, metrics, tags)
         self.done += 1
         self.log(
             f"[{self.done}/{self.total}] {trial.trial_id} "

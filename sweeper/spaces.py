@@ -198,7 +198,36 @@ def load_space(name: str) -> Space:
         tech = TechniqueSpace(tech_name, fixed, tuple(searched))
         _check(tech, where)
         techniques.append(tech)
-    return Space(path.stem, str(doc.get("description", "")), tuple(techniques))
+    space = Space(path.stem, str(doc.get("description", "")), tuple(techniques))
+    _check_combination(space, where)
+    return space
+
+
+def _check_combination(space: Space, where: str) -> None:
+    """Validate pipelines with every technique of the space switched on, varying one searched
+    value at a time. The rules only forbid combinations (each depends on one parameter at
+    most), so when these pass, every sample does."""
+
+    def largest(override: tuple[str, Any] | None) -> list[Any]:
+        configs = []
+        for tech in space.techniques:
+            params = {k: v for k, v in tech.fixed.items() if k != "enabled"}
+            for p in tech.searched:
+                key = p.name.split(".", 1)[1]
+                if key != "enabled":
+                    params[key] = p.extremes()[0]
+                if override and override[0] == p.name and key != "enabled":
+                    params[key] = override[1]
+            configs.append(compress.make_config(tech.name, params))
+        return configs
+
+    variants = [None] + [(p.name, v) for t in space.techniques for p in t.searched
+                         for v in p.extremes()]
+    for variant in variants:
+        try:
+            compress.validate_pipeline(largest(variant))
+        except UserError as exc:
+            raise UserError(f"{where}: {exc}") from None
 
 
 def check_against_model(space: Space, tokens: int) -> None:

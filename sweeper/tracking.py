@@ -95,6 +95,10 @@ class Tracker:
         self.client.log_text(run_id, error, "error.txt")
         self.client.set_terminated(run_id, status="FAILED")
 
+    def log_artifacts(self, run_id: str, folder: Path) -> None:
+        if any(folder.iterdir()):
+            self.client.log_artifacts(run_id, str(folder))
+
     def tag(self, run_id: str, tags: dict[str, str]) -> None:
         self._log(run_id, tags=tags)
 

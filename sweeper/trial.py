@@ -11,6 +11,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -73,8 +74,13 @@ def model_device(model: nn.Module, fallback: torch.device) -> torch.device:
     return fallback  # fully quantized modules expose no float parameters: CPU kernels
 
 
-def run_trial(inputs: TrialInputs, pipeline: list[Any]) -> TrialResult:
+def run_trial(
+    inputs: TrialInputs, pipeline: list[Any], artifacts_dir: Path | None = None
+) -> TrialResult:
+    """Compress a copy of the baseline with `pipeline` and measure it; techniques may write
+    files (plots, histograms) to `artifacts_dir`, which end up on the trial's MLflow run."""
     cfg = inputs.config
+    compress.validate_pipeline(pipeline)
     start = time.perf_counter()
     threads = max(1, round(cfg.resources.cpus))
     torch.set_num_threads(threads)
@@ -93,6 +99,7 @@ def run_trial(inputs: TrialInputs, pipeline: list[Any]) -> TrialResult:
         weight_decay=cfg.train.weight_decay,
         seed=cfg.search.seed,
         teacher=baseline,
+        artifacts_dir=artifacts_dir,
     )
     model = compress.apply_pipeline(copy.deepcopy(baseline), pipeline, ctx)
     run_device = model_device(model, device)

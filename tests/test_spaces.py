@@ -83,3 +83,15 @@ def test_landmarks_beyond_token_count_rejected() -> None:
     check_against_model(space, 65)
     with pytest.raises(UserError, match="exceeds the model's 17 tokens"):
         check_against_model(space, 17)
+
+
+def test_space_whose_techniques_cannot_combine_is_rejected(tmp_path: Path) -> None:
+    body = ("techniques:\n  nystrom:\n    landmarks: 8\n  recover:\n    epochs: 1\n"
+            "  quantize:\n    enabled: {choices: [false, true]}\n")
+    load_space(_space(tmp_path, body))  # valid: runs
+    compress.load_all()
+    if "distill" not in compress.REGISTRY:
+        pytest.skip("distill technique not registered")
+    bad = body + "  distill:\n    epochs: 1\n"
+    with pytest.raises(UserError, match="custom.yaml: .*recover"):
+        load_space(_space(tmp_path, bad))
