@@ -95,7 +95,10 @@ class SearchConfig:
     sampler: str = "nsga2"
     population: int = 0  # NSGA-II population size; 0 picks one from the trial count
     seed: int = 0
-    max_failures: int = 1  # retries of a trial whose process died
+    max_failures: int = 3  # retries of a trial whose process or node died
+    # Optuna storage URL (e.g. postgresql+psycopg2://user@host/optuna, password in PGPASSWORD:
+    # the config is logged to MLflow); None: sqlite:///<sweep folder>/optuna.db
+    storage: str | None = None
 
     def __post_init__(self) -> None:
         _range("search.trials", self.trials, 1, 100_000)
@@ -103,6 +106,11 @@ class SearchConfig:
         _choice("search.sampler", self.sampler, SAMPLERS)
         _range("search.population", self.population, 0, 10_000)
         _range("search.max_failures", self.max_failures, 0, 100)
+        if self.storage is not None and "://" not in self.storage:
+            raise UserError(
+                f"search.storage={self.storage!r} is not a database URL "
+                "(e.g. postgresql+psycopg2://user@host:5432/optuna or sqlite:///path/optuna.db)"
+            )
 
 
 @dataclass(frozen=True)
@@ -148,6 +156,7 @@ class RayConfig:
 class Config:
     space: str = "nystrom_m"
     output_dir: str = "outputs"
+    cache_dir: str | None = None  # baseline cache; default <output_dir>/cache (share it freely)
     tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else sqlite under output_dir
     experiment: str = "sweeper"
     dashboard: bool = False
@@ -166,6 +175,9 @@ class Config:
     def __post_init__(self) -> None:
         if self.max_accuracy_drop is not None:
             _range("max_accuracy_drop", self.max_accuracy_drop, 0.0, 100.0)
+
+    def resolved_cache_dir(self) -> Path:
+        return Path(self.cache_dir) if self.cache_dir else Path(self.output_dir) / "cache"
 
     def resolved_tracking_uri(self) -> str:
         if self.tracking_uri:

@@ -110,7 +110,7 @@ def load_or_train_baseline(
     log: Callable[[str], None] = print,
 ) -> Baseline:
     key = baseline_key(cfg, splits)
-    path = Path(cfg.output_dir) / "cache" / f"baseline-{key}.pt"
+    path = cfg.resolved_cache_dir() / f"baseline-{key}.pt"
     model = create_model(cfg.model, splits.num_classes)
     payload = _load_cached(path, model)
     if payload is not None:

@@ -33,6 +33,7 @@ OBJECTIVE_METRICS = ["val_acc", "size_mb", "latency_ratio"]
 OBJECTIVE_MODES = ["max", "min", "min"]
 ARTEFACT = "model.pt"
 ARTIFACTS = "artifacts"  # files techniques wrote; logged to the trial's MLflow run
+RESULT = "result.json"  # the reported metrics, kept with the artefact
 
 
 def feasible(result: dict[str, Any], max_drop: float | None) -> bool:
@@ -80,21 +81,36 @@ class ConstrainedOptunaSearch(OptunaSearch):
         super().on_trial_complete(trial_id, result, error)
 
 
-def _trainable(config: dict[str, Any], inputs: TrialInputs, space: Space) -> None:
+def _finished_before(experiment_dir: str, trial_id: str) -> Path | None:
+    """A checkpoint this trial already reported: the driver died after the trial finished
+    but before Tune saved its experiment state. Its result is reused, not recomputed.
+    (Looked up in the experiment's storage folder: the worker's own trial dir is a
+    per-session staging copy that a resumed session does not have.)"""
+    done = sorted(Path(experiment_dir).glob(f"*_{trial_id}_*/checkpoint_*/{RESULT}"))
+    return done[-1].parent if done else None
+
+
+def _trainable(
+    config: dict[str, Any], inputs: TrialInputs, space: Space, experiment_dir: str
+) -> None:
     """Runs inside a Ray worker: one trial, reported with its artefact as a checkpoint."""
     quiet_third_party()
+    previous = _finished_before(experiment_dir, tune.get_context().get_trial_id())
+    if previous is not None:
+        saved = json.loads((previous / RESULT).read_text())
+        tune.report({**saved, "reused": 1}, checkpoint=tune.Checkpoint.from_directory(previous))
+        return
     pipeline = space.pipeline(config)
     with tempfile.TemporaryDirectory() as tmp:
         files = Path(tmp, ARTIFACTS)
         files.mkdir()
         result = run_trial(inputs, pipeline, files)
         tags = {**result.tags, "ray_node_id": ray.get_runtime_context().get_node_id()}
+        metrics = {**result.metrics, "tags": tags}
         Path(tmp, ARTEFACT).write_bytes(result.artefact)
         Path(tmp, "pipeline.json").write_text(json.dumps(compress.pipeline_to_dict(pipeline)))
-        tune.report(
-            {**result.metrics, "tags": tags},
-            checkpoint=tune.Checkpoint.from_directory(tmp),
-        )
+        Path(tmp, RESULT).write_text(json.dumps(metrics))
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
 def pipeline_params(space: Space, config: dict[str, Any]) -> dict[str, Any]:
@@ -118,6 +134,15 @@ class MlflowChildren(tune.Callback):
     attempts: dict[str, int] = field(default_factory=dict)
     done: int = 0
 
+    def setup(self, **info: Any) -> None:
+        """Also runs after a restore: re-find the child runs earlier drivers created."""
+        for run in self.tracker.children(self.parent_id):
+            trial_id = run.data.tags.get("sweeper.trial_id")
+            if trial_id:
+                self.runs.setdefault(trial_id, run.info.run_id)
+                if run.info.status in ("FINISHED", "FAILED"):
+                    self.done += 1
+
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if trial.trial_id in self.runs:  # a retried trial keeps its child run
             return
@@ -137,6 +162,9 @@ class MlflowChildren(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         result = trial.last_result or {}
+        if result.get("reused"):
+            self.log(f"  trial {trial.trial_id} had finished before the resume; result kept")
+            return
         metrics = {k: v for k, v in result.items() if k in _METRIC_KEYS or
                    k.startswith(("latency_ms_b", "baseline_latency_ms_b", "speedup_b"))}
         tags = {str(k): str(v) for k, v in (result.get("tags") or {}).items()}
@@ -175,6 +203,7 @@ class MlflowChildren(tune.Callback):
 _METRIC_KEYS = {
     "val_acc", "val_acc_drop", "size_mb", "size_bytes", "size_ratio", "latency_ms",
     "baseline_latency_ms", "speedup", "latency_ratio", "params", "trial_seconds",
+    "simulated", "onnx_size_bytes", "onnx_size_mb", "ort_val_acc",
 }
 
 
@@ -189,6 +218,9 @@ def init_ray(cfg: Config, log: Callable[[str], None]) -> str | None:
     """Start (or attach to) Ray; return the dashboard URL when one is running."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    # Save Tune's experiment state every 2 s (default: at least 10 s), so a killed driver
+    # loses little; saving is cheap next to trials that take seconds.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": True,
                               "logging_level": "ERROR"}
     if cfg.ray.address:
@@ -215,6 +247,14 @@ class SweepRun:
     wall_seconds: float
 
 
+def optuna_storage(cfg: Config, sweep_dir: Path) -> optuna.storages.RDBStorage:
+    """The sweep's Optuna study storage: `search.storage` (e.g. a PostgreSQL database shared
+    by a cluster) when set, else a SQLite file in the sweep folder."""
+    return optuna.storages.RDBStorage(
+        cfg.search.storage or f"sqlite:///{sweep_dir / 'optuna.db'}"
+    )
+
+
 def run_tune(
     cfg: Config,
     space: Space,
@@ -224,42 +264,76 @@ def run_tune(
     sweep_dir: Path,
     sweep_name: str,
     log: Callable[[str], None],
+    restore: bool = False,
 ) -> SweepRun:
-    storage = optuna.storages.RDBStorage(f"sqlite:///{sweep_dir / 'optuna.db'}")
-    searcher = ConstrainedOptunaSearch(
-        max_drop=cfg.max_accuracy_drop,
-        space=space.define,
-        metric=OBJECTIVE_METRICS,
-        mode=OBJECTIVE_MODES,
-        sampler=make_sampler(cfg),
-        study_name=sweep_name,
-        storage=storage,
-    )
+    storage = optuna_storage(cfg, sweep_dir)
+    experiment_dir = (sweep_dir / "ray" / "tune").resolve()
     trainable = tune.with_resources(
-        tune.with_parameters(_trainable, inputs=inputs, space=space),
+        tune.with_parameters(_trainable, inputs=inputs, space=space,
+                             experiment_dir=str(experiment_dir)),
         {"cpu": cfg.resources.cpus, "gpu": cfg.resources.gpus},
     )
-    callback = MlflowChildren(tracker, parent_id, space, cfg.search.trials, cfg.max_accuracy_drop,
-                              log)
-    tuner = tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(
-            search_alg=ConcurrencyLimiter(searcher, max_concurrent=cfg.search.concurrency),
-            num_samples=cfg.search.trials,
-            reuse_actors=False,
-        ),
-        run_config=tune.RunConfig(
-            name="tune",
-            storage_path=str((sweep_dir / "ray").resolve()),
-            callbacks=[callback],
-            failure_config=tune.FailureConfig(max_failures=cfg.search.max_failures),
-            verbose=0,
-        ),
-    )
+    if restore:
+        # Tune reloads its trials, the searcher (with the Optuna study) and our callback.
+        tuner = tune.Tuner.restore(
+            str(experiment_dir), trainable,
+            resume_unfinished=True, resume_errored=False, restart_errored=False,
+        )
+        callback = _our_callback(tuner)
+    else:
+        searcher = ConstrainedOptunaSearch(
+            max_drop=cfg.max_accuracy_drop,
+            space=space.define,
+            metric=OBJECTIVE_METRICS,
+            mode=OBJECTIVE_MODES,
+            sampler=make_sampler(cfg),
+            study_name=sweep_name,
+            storage=storage,
+        )
+        callback = MlflowChildren(tracker, parent_id, space, cfg.search.trials,
+                                  cfg.max_accuracy_drop, log)
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=ConcurrencyLimiter(searcher, max_concurrent=cfg.search.concurrency),
+                num_samples=cfg.search.trials,
+                reuse_actors=True,  # a fresh worker per trial costs seconds of imports
+            ),
+            run_config=tune.RunConfig(
+                name=experiment_dir.name,
+                storage_path=str(experiment_dir.parent),
+                callbacks=[callback],
+                failure_config=tune.FailureConfig(max_failures=cfg.search.max_failures),
+                # upload the saved experiment state to storage_path at once, not every
+                # 300 s: what `resume` restores is only as fresh as the last upload
+                sync_config=tune.SyncConfig(sync_period=1),
+                verbose=0,
+            ),
+        )
     start = time.perf_counter()
     grid = tuner.fit()
     wall = time.perf_counter() - start
+    fail_orphans(storage, sweep_name)
     return collect(grid, space, callback.runs, wall, cfg.max_accuracy_drop)
+
+
+def fail_orphans(storage: optuna.storages.BaseStorage, study_name: str) -> int:
+    """Optuna trials still RUNNING after Tune finished were asked for by a driver that died
+    before Tune recorded them; mark them FAIL so the study's history stays truthful."""
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    orphans = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    for trial in orphans:
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+    return len(orphans)
+
+
+def _our_callback(tuner: tune.Tuner) -> MlflowChildren:
+    """The MlflowChildren callback a restored Tuner unpickled from its saved run config."""
+    run_config = tuner._local_tuner.get_run_config()  # no public getter in Ray 2.60
+    for cb in run_config.callbacks or []:
+        if isinstance(cb, MlflowChildren):
+            return cb
+    raise RuntimeError("restored Tune experiment has no sweeper MLflow callback")
 
 
 def collect(

@@ -19,6 +19,8 @@ def quiet_third_party() -> None:
         warnings.filterwarnings("ignore", message=pattern)
     for name in ("mlflow", "alembic", "optuna", "ray.tune", "ray.train"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # On resume, Tune warns about trials killed mid-run having no results yet; it reruns them.
+    logging.getLogger("ray.tune.analysis").setLevel(logging.ERROR)
     try:
         import optuna
 

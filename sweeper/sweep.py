@@ -6,6 +6,7 @@ first file is written.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import statistics
@@ -21,6 +22,7 @@ import torch
 from sweeper import compress
 from sweeper.config import Config
 from sweeper.data import Splits, load_splits
+from sweeper.errors import UserError
 from sweeper.measure import serialized_size
 from sweeper.models import create_model, load_or_train_baseline, token_count
 from sweeper.pareto import normalised_hypervolume, pareto_front
@@ -93,18 +95,7 @@ def baseline_row(
     }
 
 
-def launch(prep: Prepared, log: Log = print) -> SweepOutcome:
-    from sweeper import orchestrate  # ray is imported only when a sweep really runs
-    from sweeper.tracking import Tracker
-
-    cfg, space, splits = prep.cfg, prep.space, prep.splits
-    started = time.perf_counter()
-    out = Path(cfg.output_dir)
-    name = f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    sweep_dir = out / "sweeps" / name
-    sweep_dir.mkdir(parents=True, exist_ok=False)
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
-
+def _inputs(cfg: Config, splits: Splits, log: Log) -> tuple[TrialInputs, Any]:
     base = load_or_train_baseline(cfg, splits, baseline_device(cfg), log)
     base_model = base.model.cpu().eval()
     inputs = TrialInputs(
@@ -118,6 +109,22 @@ def launch(prep: Prepared, log: Log = print) -> SweepOutcome:
         mean=splits.mean,
         std=splits.std,
     )
+    return inputs, base
+
+
+def launch(prep: Prepared, log: Log = print) -> SweepOutcome:
+    """A new sweep: its folder, baseline, MLflow parent run, then Tune."""
+    from sweeper.tracking import Tracker
+
+    cfg, space, splits = prep.cfg, prep.space, prep.splits
+    started = time.perf_counter()
+    out = Path(cfg.output_dir)
+    name = f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    sweep_dir = out / "sweeps" / name
+    sweep_dir.mkdir(parents=True, exist_ok=False)
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+
+    inputs, base = _inputs(cfg, splits, log)
     tracker = Tracker(cfg.resolved_tracking_uri(), cfg.experiment, out / "mlartifacts")
     parent = tracker.start_sweep(
         name,
@@ -132,12 +139,73 @@ def launch(prep: Prepared, log: Log = print) -> SweepOutcome:
     write_json(sweep_dir / "sweep.json", meta)
     log(f"sweep {name}: {cfg.search.trials} trials of space '{space.name}', concurrency "
         f"{cfg.search.concurrency}, sampler {cfg.search.sampler}, MLflow run {parent}")
+    return _drive(prep, inputs, tracker, meta, sweep_dir, started, restore=False, log=log)
+
+
+def find_sweep(ref: str, output_dir: str) -> Path:
+    """A sweep folder from its MLflow parent run id, its name, or its path."""
+    if (Path(ref) / "sweep.json").is_file():
+        return Path(ref)
+    sweeps = Path(output_dir) / "sweeps"
+    if (sweeps / ref / "sweep.json").is_file():
+        return sweeps / ref
+    for meta_path in sorted(sweeps.glob("*/sweep.json")):
+        try:
+            if json.loads(meta_path.read_text()).get("parent_run_id") == ref:
+                return meta_path.parent
+        except (OSError, ValueError):
+            continue
+    raise UserError(f"no sweep {ref!r} under {sweeps} (give a parent run id or sweep name)")
+
+
+def resume(ref: str, output_dir: str, log: Log = print) -> SweepOutcome:
+    """Continue a sweep whose driver died: same Tune experiment, Optuna study, MLflow parent."""
+    from sweeper.config import config_from_dict
+    from sweeper.tracking import Tracker
+
+    sweep_dir = find_sweep(ref, output_dir)
+    meta = json.loads((sweep_dir / "sweep.json").read_text())
+    if meta.get("status") == "FINISHED":
+        raise UserError(f"sweep {meta['name']} already finished; nothing to resume")
+    # the sweep folder sits at <output_dir>/sweeps/<name>, wherever it was launched from
+    cfg = dataclasses.replace(config_from_dict(meta["config"]),
+                              output_dir=str(sweep_dir.resolve().parents[1]))
+    if not (sweep_dir / "ray" / "tune" / "tuner.pkl").is_file():
+        raise UserError(f"sweep {meta['name']} has no Tune state to resume from")
+    prep = prepare(cfg)
+    started = time.perf_counter()
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    inputs, _ = _inputs(cfg, prep.splits, log)
+    tracker = Tracker(meta["tracking_uri"], cfg.experiment, Path(cfg.output_dir) / "mlartifacts")
+    tracker.reopen(meta["parent_run_id"])
+    meta["status"] = "RUNNING"
+    meta["resumed"] = int(meta.get("resumed", 0)) + 1
+    write_json(sweep_dir / "sweep.json", meta)
+    log(f"resuming sweep {meta['name']} (MLflow run {meta['parent_run_id']})")
+    return _drive(prep, inputs, tracker, meta, sweep_dir, started, restore=True, log=log)
+
+
+def _drive(
+    prep: Prepared,
+    inputs: TrialInputs,
+    tracker: Any,
+    meta: dict[str, Any],
+    sweep_dir: Path,
+    started: float,
+    restore: bool,
+    log: Log,
+) -> SweepOutcome:
+    from sweeper import orchestrate  # ray is imported only when a sweep really runs
+
+    cfg, space, splits = prep.cfg, prep.space, prep.splits
+    parent = meta["parent_run_id"]
     status = "FAILED"
     try:
         url = orchestrate.init_ray(cfg, log)
         if url:
             log(f"Ray dashboard: {url}  (token: run `ray get-auth-token` in this venv)")
-        tuned = orchestrate.run_tune(cfg, space, inputs, tracker, parent, sweep_dir, name, log)
+        tuned = orchestrate.run_tune(cfg, space, inputs, tracker, parent, sweep_dir,
+                                     meta["name"], log, restore=restore)
         outcome = finish(cfg, space, splits, inputs, tracker, parent, sweep_dir, tuned, log)
         status = "FINISHED"
         outcome.wall_seconds = time.perf_counter() - started
@@ -165,6 +233,10 @@ def finish(
 ) -> SweepOutcome:
     """Front, its test accuracy (the only use of the test split), files and MLflow marks."""
     rows = tuned.rows
+    lost = tracker.close_orphans(parent, "driver died before Tune recorded this trial")
+    if lost:
+        log(f"{lost} trial run(s) started by a killed driver were never recorded; "
+            "marked KILLED in MLflow")
     baseline = baseline_row(cfg, splits, inputs, rows)
     # The baseline competes: a trial it dominates is no reason to compress.
     front = [r for r in pareto_front([*rows, baseline], FRONT_OBJECTIVES) if r is not baseline]

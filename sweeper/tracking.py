@@ -17,6 +17,8 @@ from mlflow.tracking import MlflowClient
 
 MAX_PARAM_LEN = 500
 
+# mlflow sets its own logger to INFO on import; table-creation notices are not for users
+logging.getLogger("mlflow").setLevel(logging.WARNING)
 logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
@@ -41,14 +43,30 @@ class Tracker:
         self.client = MlflowClient(tracking_uri=uri)
         exp = self.client.get_experiment_by_name(experiment)
         if exp is None:
-            location = artifact_root.resolve().as_uri() if artifact_root else None
+            # A tracking server stores artifacts where it is configured to; a local store
+            # keeps them beside the sweep's outputs instead of in the working directory.
+            remote = uri.startswith(("http://", "https://", "databricks"))
+            location = artifact_root.resolve().as_uri() if artifact_root and not remote else None
             self.experiment_id = self.client.create_experiment(
                 experiment, artifact_location=location
             )
         else:
             self.experiment_id = exp.experiment_id
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its callbacks with the experiment state; a client holds DB engines.
+        return {"uri": self.uri, "experiment_id": self.experiment_id}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.uri = state["uri"]
+        self.experiment_id = state["experiment_id"]
+        self.client = MlflowClient(tracking_uri=self.uri)
+
     # -- parent ---------------------------------------------------------------------------
+    def reopen(self, run_id: str) -> None:
+        """Mark a sweep's parent run as running again (resume)."""
+        self.client.update_run(run_id, status="RUNNING")
+
     def start_sweep(self, name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
         run = self.client.create_run(
             self.experiment_id, run_name=name, tags={"sweeper.kind": "sweep", **tags}
@@ -98,6 +116,15 @@ class Tracker:
     def log_artifacts(self, run_id: str, folder: Path) -> None:
         if any(folder.iterdir()):
             self.client.log_artifacts(run_id, str(folder))
+
+    def close_orphans(self, parent_id: str, reason: str) -> int:
+        """End child runs still RUNNING after the sweep (their driver died before Tune
+        recorded the trial): KILLED with the reason, so no run is left dangling."""
+        orphans = [r for r in self.children(parent_id) if r.info.status == "RUNNING"]
+        for run in orphans:
+            self._log(run.info.run_id, tags={"error": reason})
+            self.client.set_terminated(run.info.run_id, status="KILLED")
+        return len(orphans)
 
     def tag(self, run_id: str, tags: dict[str, str]) -> None:
         self._log(run_id, tags=tags)

@@ -110,10 +110,19 @@ def run_trial(
     val_acc = accuracy(model, inputs.val, cfg.model.img_size, inputs.mean, inputs.std,
                        run_device, cfg.measure.eval_batch_size)
     artefact = state_bytes(model)
-    latency = compare_latency(
-        model, baseline.to(run_device), cfg.model.img_size, cfg.measure.batch_sizes,
-        run_device, cfg.measure.warmup, cfg.measure.repeats,
-    )
+    runtime_metrics: dict[str, float] = {}
+    if cfg.measure.runtime == "onnxruntime":
+        from sweeper import runtime  # onnx/onnxruntime load only when asked for
+
+        latency, runtime_metrics = runtime.measure(
+            model, baseline, cfg, run_device, threads, inputs.val, inputs.mean, inputs.std,
+            ctx.notes,
+        )
+    else:
+        latency = compare_latency(
+            model, baseline.to(run_device), cfg.model.img_size, cfg.measure.batch_sizes,
+            run_device, cfg.measure.warmup, cfg.measure.repeats,
+        )
     b1, blarge = cfg.measure.batch_sizes[0], cfg.measure.batch_sizes[-1]
     metrics = {
         "val_acc": val_acc,
@@ -131,6 +140,9 @@ def run_trial(
         f"baseline_latency_ms_b{blarge}": latency.baseline_ms[blarge],
         f"speedup_b{blarge}": latency.speedup(blarge),
         "params": float(count_parameters(model)),
+        # 1: low precision only simulated (fake-quant / unpack to float), latency is float's
+        "simulated": float(bool(ctx.notes.get("simulated", False))),
+        **runtime_metrics,
         "trial_seconds": time.perf_counter() - start,
     }
     notes = {k: v for k, v in ctx.notes.items() if k != "quantize_device"}

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
 from sweeper.config import Config, build_config
+from sweeper.data import Splits, load_splits
+from sweeper.models import Baseline, load_or_train_baseline
 
 # A 2-block ViT on 600 digits: trains in ~5 s and learns (val ~45%, chance is 10%).
 TINY = [
@@ -22,10 +28,35 @@ TINY = [
 ]
 
 
+# One baseline cache for the whole session: each tiny config trains once, then every test
+# (and every subprocess sweep) loads it. The cache is keyed by content, so sharing is safe.
+SHARED_CACHE = Path(tempfile.gettempdir()) / f"sweeper-test-cache-{os.getuid()}"
+
+
 def tiny_overrides(tmp: Path, *extra: str) -> list[str]:
-    return [*TINY, f"output_dir={tmp}", *extra]
+    return [*TINY, f"output_dir={tmp}", f"cache_dir={SHARED_CACHE}", *extra]
 
 
 @pytest.fixture
 def tiny_cfg(tmp_path: Path) -> Config:
     return build_config(tiny_overrides(tmp_path))
+
+
+CACHE = Path(__file__).resolve().parent / ".cache"
+
+
+@dataclass(frozen=True)
+class DefaultBaseline:
+    cfg: Config
+    splits: Splits
+    baseline: Baseline  # deep-copy baseline.model before changing it
+
+
+@pytest.fixture(scope="session")
+def default_baseline() -> DefaultBaseline:
+    """The embedded default (digits, 4-block ViT, ~97% val) trained once, ~75 s on 2 cores;
+    cached under tests/.cache by content hash, so later sessions only load it."""
+    cfg = build_config([f"output_dir={CACHE}"])
+    splits = load_splits(cfg.data, cfg.output_dir)
+    base = load_or_train_baseline(cfg, splits, torch.device("cpu"), log=lambda _msg: None)
+    return DefaultBaseline(cfg, splits, base)

@@ -20,8 +20,13 @@ def test_default_model_is_a_small_vit_with_65_tokens() -> None:
     assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
 
 
+def own_cache(tmp: Path, *extra: str) -> list[str]:
+    """These tests train and damage caches: keep them away from the shared one."""
+    return tiny_overrides(tmp, *extra, f"cache_dir={tmp / 'cache'}")
+
+
 def test_baseline_is_trained_once_then_loaded(tmp_path: Path) -> None:
-    cfg = build_config(tiny_overrides(tmp_path))
+    cfg = build_config(own_cache(tmp_path))
     splits = load_splits(cfg.data)
     logs: list[str] = []
     first = load_or_train_baseline(cfg, splits, CPU, logs.append)
@@ -43,13 +48,15 @@ def test_cache_key_covers_what_determines_the_baseline(tmp_path: Path) -> None:
     assert key != baseline_key(dataclasses.replace(cfg, train=dataclasses.replace(
         cfg.train, epochs=5)), splits)
     assert key != baseline_key(cfg, load_splits(dataclasses.replace(cfg.data, seed=3)))
-    # where results go is not part of what the baseline is
-    assert key == baseline_key(dataclasses.replace(cfg, output_dir="/elsewhere"), splits)
+    # where results and the cache go is not part of what the baseline is
+    moved = dataclasses.replace(cfg, output_dir="/elsewhere", cache_dir="/shared")
+    assert key == baseline_key(moved, splits)
+    assert moved.resolved_cache_dir() == Path("/shared")
 
 
 @pytest.mark.parametrize("damage", [b"", b"garbage" * 10, "truncate"])
 def test_corrupt_cache_is_rebuilt_not_loaded(tmp_path: Path, damage: bytes | str) -> None:
-    cfg = build_config(tiny_overrides(tmp_path, "train.epochs=1"))
+    cfg = build_config(own_cache(tmp_path, "train.epochs=1"))
     splits = load_splits(cfg.data)
     first = load_or_train_baseline(cfg, splits, CPU, lambda _m: None)
     raw = first.path.read_bytes()

@@ -47,7 +47,8 @@ def test_every_linear_quantized_and_notes_recorded() -> None:
     model = apply(copy.deepcopy(base), QuantizeConfig(), ctx)
     names = linears(base)
     assert all(isinstance(model.get_submodule(n), QLinear) for n in names)
-    assert ctx.notes == {"quantize_device": "cpu", "simulated": False, "quantized_linears": 9}
+    assert ctx.notes == {"quantize_device": "cpu", "simulated": False, "quantized_linears": 9,
+                         "quantize_method": "dynamic", "quantize_bits": 8}
     assert len(names) == 9  # 2 blocks x (qkv, proj, fc1, fc2) + head
 
 
@@ -135,7 +136,17 @@ def test_disabled_returns_model_unchanged() -> None:
         ({"bits": 1}, "bits=1 out of range 2..8"),
         ({"bits": 4}, "dynamic quantization is int8 only"),
         ({"bits": 8.0}, "bits must be an integer"),
-        ({"method": "static"}, "method='static' unknown; valid: dynamic"),
+        ({"method": "static", "bits": 4}, "static quantization is int8 only"),
+        ({"method": "float"}, "method='float' unknown; valid: dynamic, static, weight_only, lsq"),
+        ({"scheme": "lsq9"}, "bits=9 out of range 2..8"),
+        ({"scheme": "lsq"}, "scheme='lsq' must be a method followed by a bit width"),
+        ({"scheme": "lsq4", "method": "static"}, "scheme='lsq4' contradicts method='static'"),
+        ({"group_size": -1}, "group_size=-1 must be an integer in 0..65536"),
+        ({"calibration_batches": 0}, "calibration_batches=0 must be an integer"),
+        ({"lsq_epochs": 2.5}, "lsq_epochs=2.5 must be an integer"),
+        ({"lr": 0}, r"lr=0 out of range \(0, 1\]"),
+        ({"kd_alpha": 2}, "kd_alpha=2 out of range 0..1"),
+        ({"symmetric": "yes"}, "symmetric must be true or false"),
         ({"enabled": 1}, "enabled must be true or false"),
     ],
 )

@@ -1,13 +1,35 @@
-"""Post-training quantization of the Linear layers.
+"""Quantization of the Linear layers: four methods, 2-8 bits.
 
-"dynamic": int8 weights, activations quantized on the fly per batch
-(`torch.ao.quantization.quantize_dynamic`). It runs real int8 kernels (fbgemm / x86), which
-exist on CPU only, so the model is moved to CPU and its latency is measured there. It needs no
-calibration data, so the same call rebuilds the structure for `rebuild`.
+method       bits  what runs                                             simulated
+dynamic      8     int8 weights, activations quantized per batch          no
+                   (torch.ao quantize_dynamic: fbgemm/x86 int8 GEMM, CPU)
+static       8     int8 weights, activation scales calibrated on          no
+                   `calibration_batches` training batches (_static: int8
+                   GEMM with float in/out, CPU); LayerNorm, Softmax, GELU,
+                   attention matmuls and patch embedding stay float
+weight_only  2-8   weights packed at `bits` (per channel or per           yes in PyTorch
+                   `group_size` inputs, symmetric or not), round-to-
+                   nearest with a searched clip; activations float
+lsq          2-8   like weight_only, but the grid is learned by           yes in PyTorch
+                   `lsq_epochs` of quantization-aware fine-tuning (LSQ)
+
+"Simulated" means the PyTorch forward unpacks the weight and multiplies in float: size and
+accuracy are real, latency is float's. With `measure.runtime=onnxruntime` the packed 2/4/8-bit
+weights run in ONNX Runtime's MatMulNBits low-bit kernel instead (sweeper.onnx_lowering), and
+the trial records simulated=false. All methods quantize every nn.Linear (attention qkv/proj,
+MLP, head, and Nyström attention's); the patch embedding, norms and embeddings stay float.
+
+`scheme="lsq4"` is shorthand for method="lsq", bits=4: a space file has no conditional
+parameters, so one categorical over valid schemes is how it sweeps method x bits (dynamic and
+static are int8 only).
+
+`ctx.structure_only` rebuilds the quantized modules with empty buffers of the right shapes
+(no calibration, no training), so a saved state_dict loads into them.
 """
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -15,22 +37,40 @@ import torch
 from torch import nn
 
 from sweeper.compress import TrialContext, register
+from sweeper.compress._packing import WeightSpec
 
-METHODS = ("dynamic",)  # later: "static", "weight_only", "lsq"
-INT8_ONLY = ("dynamic",)  # methods whose kernels exist for 8 bits only
+METHODS = ("dynamic", "static", "weight_only", "lsq")
+INT8_ONLY = ("dynamic", "static")  # methods whose kernels exist for 8 bits only
 MIN_BITS, MAX_BITS = 2, 8
+SCHEME = re.compile(rf"^({'|'.join(METHODS)})([0-9])$")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
 class QuantizeConfig:
     method: str = "dynamic"
     bits: int = 8
+    scheme: str = ""  # shorthand for method + bits, e.g. "static8", "weight_only4", "lsq2"
+    group_size: int = 0  # weight_only/lsq: inputs per scale; 0 = one scale per output channel
+    symmetric: bool = True  # weight_only/lsq: symmetric grid (else a zero point per group)
+    calibration_batches: int = 8  # static: training batches seen by the observers
+    lsq_epochs: int = 3  # lsq: quantization-aware fine-tuning epochs
+    lr: float = 1e-4  # lsq: peak learning rate (AdamW, warm-up + cosine)
+    # lsq: weight of distillation from the float baseline (0: labels only). Pure distillation
+    # keeps the quantized model closest to the one it compresses: on the embedded default at
+    # 4 bits, KL to the float logits 0.0005 against 0.0044 with kd_alpha=0.5, lr=5e-4
+    kd_alpha: float = 1.0
     enabled: bool = True
 
     def __post_init__(self) -> None:
+        if self.scheme:
+            self._apply_scheme()
         if self.method not in METHODS:
             raise ValueError(f"method={self.method!r} unknown; valid: {', '.join(METHODS)}")
-        if not isinstance(self.bits, int) or isinstance(self.bits, bool):
+        if not _is_int(self.bits):
             raise ValueError(f"bits must be an integer, got {self.bits!r}")
         if not MIN_BITS <= self.bits <= MAX_BITS:
             raise ValueError(f"bits={self.bits} out of range {MIN_BITS}..{MAX_BITS}")
@@ -38,8 +78,36 @@ class QuantizeConfig:
             raise ValueError(
                 f"{self.method} quantization is int8 only (bits=8), got bits={self.bits}"
             )
-        if not isinstance(self.enabled, bool):
-            raise ValueError(f"enabled must be true or false, got {self.enabled!r}")
+        for name, low, high in (("group_size", 0, 1 << 16), ("calibration_batches", 1, 10_000),
+                                ("lsq_epochs", 0, 1000)):
+            value = getattr(self, name)
+            if not _is_int(value) or not low <= value <= high:
+                raise ValueError(f"{name}={value!r} must be an integer in {low}..{high}")
+        if not isinstance(self.lr, int | float) or not 0 < self.lr <= 1:
+            raise ValueError(f"lr={self.lr!r} out of range (0, 1]")
+        if not isinstance(self.kd_alpha, int | float) or not 0 <= self.kd_alpha <= 1:
+            raise ValueError(f"kd_alpha={self.kd_alpha!r} out of range 0..1")
+        for name in ("symmetric", "enabled"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+
+    def _apply_scheme(self) -> None:
+        match = SCHEME.match(str(self.scheme))
+        if not match:
+            raise ValueError(
+                f"scheme={self.scheme!r} must be a method followed by a bit width, e.g. "
+                f"static8, weight_only4, lsq2 (methods: {', '.join(METHODS)})"
+            )
+        method, bits = match.group(1), int(match.group(2))
+        defaults = QuantizeConfig.__dataclass_fields__
+        for name, value in (("method", method), ("bits", bits)):
+            given = getattr(self, name)
+            if given != defaults[name].default and given != value:
+                raise ValueError(f"scheme={self.scheme!r} contradicts {name}={given!r}")
+            object.__setattr__(self, name, value)  # frozen: set once, during construction
+
+    def weight_spec(self) -> WeightSpec:
+        return WeightSpec(self.bits, self.group_size, self.symmetric)
 
 
 def _dynamic_int8(model: nn.Module) -> nn.Module:
@@ -52,15 +120,87 @@ def _dynamic_int8(model: nn.Module) -> nn.Module:
         )
 
 
+def _static_int8(model: nn.Module, cfg: QuantizeConfig, ctx: TrialContext) -> int:
+    from sweeper.compress._static import FLOAT_OPS, StaticInt8Linear, calibrate
+    from sweeper.compress._weight_only import replace_linears
+
+    if ctx.structure_only:
+        return replace_linears(model, lambda lin, _n: StaticInt8Linear(lin.in_features,
+                                                                       lin.out_features))
+    if ctx.train is None:
+        raise ValueError("static quantization needs training data to calibrate on")
+    params, seen = calibrate(model, ctx.train, cfg.calibration_batches, ctx.batch_size,
+                             ctx.img_size, ctx.mean, ctx.std, ctx.seed)
+    ctx.notes["calibration_images"] = seen
+    ctx.notes["float_ops"] = FLOAT_OPS
+    return replace_linears(model, lambda lin, n: StaticInt8Linear.from_linear(lin, *params[n]))
+
+
+def _weight_only(model: nn.Module, cfg: QuantizeConfig, ctx: TrialContext) -> int:
+    from sweeper.compress._weight_only import PackedLinear, check_groups, replace_linears
+
+    spec = cfg.weight_spec()
+    check_groups(model, spec)
+    make = PackedLinear.like if ctx.structure_only else PackedLinear.from_linear
+    return replace_linears(model, lambda lin, _n: make(lin, spec))
+
+
+def _lsq(model: nn.Module, cfg: QuantizeConfig, ctx: TrialContext) -> int:
+    from sweeper.compress._lsq import LsqLinear
+    from sweeper.compress._weight_only import PackedLinear, check_groups, replace_linears
+    from sweeper.train import FitSettings, fit
+
+    spec = cfg.weight_spec()
+    check_groups(model, spec)
+    if ctx.structure_only:
+        return replace_linears(model, lambda lin, _n: PackedLinear.like(lin, spec))
+    if ctx.train is None:
+        raise ValueError("lsq needs training data for its quantization-aware fine-tuning")
+    teacher = ctx.teacher if cfg.kd_alpha > 0 else None
+    if cfg.kd_alpha > 0 and teacher is None:
+        raise ValueError("lsq with kd_alpha > 0 needs the baseline as teacher")
+    model.to(ctx.device)
+    count = replace_linears(model, lambda lin, _n: LsqLinear(lin, spec))
+    settings = FitSettings(
+        epochs=cfg.lsq_epochs,
+        batch_size=ctx.batch_size,
+        lr=cfg.lr,
+        weight_decay=0.0,  # decay would shrink the learned step sizes toward zero
+        warmup_epochs=min(1.0, cfg.lsq_epochs / 4),
+        seed=ctx.seed,
+        kd_alpha=cfg.kd_alpha,
+    )
+    fit(model, ctx.train, settings, ctx.img_size, ctx.mean, ctx.std, ctx.device, teacher=teacher)
+    lsq = [(n, m) for n, m in model.named_modules() if isinstance(m, LsqLinear)]
+    for name, layer in lsq:
+        parent_name, _, attr = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, attr, layer.to_packed())
+    ctx.notes["lsq_epochs"] = cfg.lsq_epochs
+    return count
+
+
 @register("quantize", "quantize", QuantizeConfig, example=QuantizeConfig())
 def apply(model: nn.Module, cfg: QuantizeConfig, ctx: TrialContext) -> nn.Module:
-    """Quantize every nn.Linear (Nyström attention's too), in place, on CPU (data-free)."""
+    """Quantize every nn.Linear in place (see the module docstring for what each method does)."""
     if not cfg.enabled:
         return model
-    model = _dynamic_int8(model.cpu())
-    ctx.notes["quantize_device"] = "cpu"
-    ctx.notes["simulated"] = False
-    ctx.notes["quantized_linears"] = sum(
-        isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in model.modules()
-    )
-    return model
+    if cfg.method == "dynamic":
+        model = _dynamic_int8(model.cpu())
+        count = sum(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in model.modules())
+    elif cfg.method == "static":
+        model = model.cpu().eval()
+        count = _static_int8(model, cfg, ctx)
+    elif cfg.method == "weight_only":
+        count = _weight_only(model, cfg, ctx)
+    else:
+        count = _lsq(model, cfg, ctx)
+    if cfg.method in INT8_ONLY:
+        ctx.notes["quantize_device"] = "cpu"  # int8 kernels exist on CPU only
+    else:
+        ctx.notes["weight_format"] = cfg.weight_spec().describe()
+    ctx.notes["quantize_method"] = cfg.method
+    ctx.notes["quantize_bits"] = cfg.bits
+    ctx.notes["simulated"] = cfg.method not in INT8_ONLY
+    ctx.notes["quantized_linears"] = count
+    return model.eval()

@@ -1,0 +1,141 @@
+"""Per-technique and per-hybrid numbers on the embedded default: accuracy drop, size ratio,
+latency speed-up.
+
+Every row is one `sweeper.trial.run_trial`, so it is measured exactly as a sweep measures it:
+validation accuracy against the baseline's, serialised bytes against the baseline's, and
+latency against the baseline timed in the same process (batch 1 and the large batch), with
+the trial's thread count (resources.cpus). Prints a table and writes JSON.
+
+    python benchmarks/techniques.py                 # the embedded default (minutes)
+    python benchmarks/techniques.py --quick         # smoke test: tiny model, 1-epoch training
+    python benchmarks/techniques.py --only tome-r8 distill-soft
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sweeper import compress
+from sweeper.compress.distill import DistillConfig
+from sweeper.compress.prune import PruneConfig
+from sweeper.compress.quantize import QuantizeConfig
+from sweeper.compress.tome import ToMeConfig
+from sweeper.config import Config, build_config
+from sweeper.data import load_splits
+from sweeper.measure import serialized_size
+from sweeper.models import load_or_train_baseline
+from sweeper.trial import TrialInputs, run_trial
+
+QUICK = ["model.embed_dim=32", "model.depth=2", "model.num_heads=2", "train.epochs=3",
+         "data.limit=300", "measure.batch_sizes=1,8", "measure.warmup=1", "measure.repeats=3"]
+
+
+def pipelines(quick: bool) -> dict[str, list[Any]]:
+    """name -> pipeline. Epochs shrink to 1 with --quick (a smoke test, not numbers)."""
+    def ep(n: int) -> int:
+        return 1 if quick else n
+
+    student = dict(student="vit", depth=2, embed_dim=32, num_heads=2, epochs=ep(20), lr=2e-3)
+    heal = dict(kind="soft", temperature=2.0, alpha=0.5, epochs=ep(3), lr=5e-4)
+    return {
+        "prune-unstructured-50": [PruneConfig(ratio=0.5, kind="unstructured")],
+        "prune-unstructured-50+distill": [PruneConfig(ratio=0.5, kind="unstructured"),
+                                          DistillConfig(**heal)],
+        "prune-structured-30": [PruneConfig(ratio=0.3)],
+        "prune-structured-30+distill": [PruneConfig(ratio=0.3), DistillConfig(**heal)],
+        "prune-structured-50+distill": [PruneConfig(ratio=0.5), DistillConfig(**heal)],
+        "tome-r8": [ToMeConfig(r=8)],
+        "tome-r12+distill": [ToMeConfig(r=12), DistillConfig(**{**heal, "epochs": ep(1)})],
+        "student-no-teacher": [DistillConfig(**student, alpha=0.0)],
+        "distill-soft": [DistillConfig(**student, kind="soft", temperature=2.0, alpha=0.5)],
+        "distill-hard": [DistillConfig(**student, kind="hard", alpha=0.5)],
+        "distill-deit": [DistillConfig(**student, kind="deit", alpha=0.5)],
+        "int8": [QuantizeConfig()],
+        "hybrid distill+int8": [DistillConfig(**student, kind="soft", temperature=2.0,
+                                              alpha=0.5), QuantizeConfig()],
+        "hybrid prune+distill+int8": [PruneConfig(ratio=0.3), DistillConfig(**heal),
+                                      QuantizeConfig()],
+    }
+
+
+def trial_inputs(cfg: Config, log: Callable[[str], None]) -> TrialInputs:
+    """As sweep.launch builds them: the cached (or freshly trained) baseline and the splits."""
+    splits = load_splits(cfg.data, cfg.output_dir)
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    base = load_or_train_baseline(cfg, splits, torch.device("cpu"), log)
+    model = base.model.cpu().eval()
+    return TrialInputs(
+        config=cfg, baseline_state=model.state_dict(), baseline_val_acc=base.val_acc,
+        baseline_size_bytes=serialized_size(model), num_classes=splits.num_classes,
+        train=splits.train, val=splits.val, mean=splits.mean, std=splits.std,
+    )
+
+
+def run(cfg: Config, names: list[str] | None, quick: bool,
+        log: Callable[[str], None] = print) -> dict[str, Any]:
+    inputs = trial_inputs(cfg, log)
+    table = pipelines(quick)
+    unknown = sorted(set(names or []) - set(table))
+    if unknown:
+        raise SystemExit(f"unknown row(s) {', '.join(unknown)}; valid: {', '.join(table)}")
+    rows = []
+    for name, pipeline in table.items():
+        if names and name not in names:
+            continue
+        compress.validate_pipeline(pipeline)
+        start = time.perf_counter()
+        result = run_trial(inputs, pipeline)
+        rows.append({"name": name, "pipeline": compress.pipeline_to_dict(pipeline),
+                     "metrics": result.metrics, "tags": result.tags,
+                     "seconds": time.perf_counter() - start})
+        log(f"{name}: val acc {result.val_acc:.2%} in {rows[-1]['seconds']:.0f}s")
+    return {"config": cfg.to_dict(), "baseline_val_acc": inputs.baseline_val_acc,
+            "baseline_size_bytes": inputs.baseline_size_bytes,
+            "threads": max(1, round(cfg.resources.cpus)), "rows": rows}
+
+
+def format_table(report: dict[str, Any]) -> str:
+    large = report["config"]["measure"]["batch_sizes"][-1]
+    head = (f"{'technique':<30} {'val acc':>8} {'drop pts':>8} {'size':>6} "
+            f"{'speed-up b1':>11} {f'speed-up b{large}':>12}")
+    lines = [f"baseline val acc {report['baseline_val_acc']:.2%}, "
+             f"{report['baseline_size_bytes'] / 1e6:.3f} MB, {report['threads']} thread(s)",
+             head, "-" * len(head)]
+    for row in report["rows"]:
+        m = row["metrics"]
+        lines.append(f"{row['name']:<30} {m['val_acc']:>8.2%} {100 * m['val_acc_drop']:>8.2f} "
+                     f"{m['size_ratio']:>6.3f} {m['speedup']:>10.2f}x "
+                     f"{m[f'speedup_b{large}']:>11.2f}x")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny model, 1-epoch training")
+    parser.add_argument("--out", type=Path, default=Path("outputs/bench/techniques.json"))
+    parser.add_argument("--output-dir", default="outputs", help="sweeper output_dir (cache)")
+    parser.add_argument("--only", nargs="*", help="row names to run (default: all)")
+    parser.add_argument("overrides", nargs="*", help="sweeper key=value overrides")
+    args = parser.parse_args(argv)
+    cfg = build_config([*(QUICK if args.quick else []), f"output_dir={args.output_dir}",
+                        *args.overrides])
+    report = run(cfg, args.only, args.quick)
+    text = format_table(report)
+    print(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({**report, "table": text}, indent=2, default=str))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""Knowledge distillation from the uncompressed baseline (ctx.teacher) into a student.
+
+student="self": the model arriving at this stage (pruned, merged, ...) is the student.
+student="vit": a new, smaller timm ViT (depth / embed_dim / num_heads; 0 = the teacher's)
+is trained from scratch and replaces the model, so no earlier technique may precede it
+(`replaces_model`, checked by compress.validate_pipeline).
+
+kind (loss = (1 - alpha) * CE(labels, smoothing 0.1) + alpha * teacher term):
+- soft: Hinton KL to the teacher's softened distribution at temperature T (scaled by T^2);
+- hard: cross-entropy to the teacher's argmax labels (temperature unused);
+- deit: DeiT's distillation token (timm VisionTransformerDistilled): the class head learns
+  the labels, the distillation head the teacher's argmax; inference averages both heads.
+
+The default T is 2, not Hinton's 4: the baseline is trained with label smoothing, so its
+logits are already soft, and at T=4 its distribution is nearly flat (on the embedded default
+the top class then gets ~0.26), which carries little signal.
+
+Teacher logits are computed once per training split and cached in-process, keyed by a hash of
+the teacher's weights and the data. Cached targets belong to un-augmented images, so the
+student trains without augmentation: a teacher pass per augmented batch would cost a
+forward of the (larger) teacher at every step of every epoch. Only ctx.train is used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from timm.models.deit import VisionTransformerDistilled
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+
+from sweeper.compress import TrialContext, register
+from sweeper.data import Pair, to_input
+from sweeper.measure import count_parameters
+from sweeper.train import FitSettings, kd_loss
+
+KINDS = ("soft", "hard", "deit")
+STUDENTS = ("self", "vit")
+LABEL_SMOOTHING = FitSettings.label_smoothing
+CACHE_ENTRIES = 4  # teacher logits kept per process (a CIFAR-100 split is ~20 MB)
+_LOGITS: OrderedDict[str, torch.Tensor] = OrderedDict()
+
+
+def _int(name: str, value: object, low: int, high: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{name}={value} out of range [{low}, {high}]")
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    student: str = "self"
+    depth: int = 0  # student="vit" only; 0 = the teacher's
+    embed_dim: int = 0
+    num_heads: int = 0
+    kind: str = "soft"
+    temperature: float = 2.0  # soft only
+    alpha: float = 0.5  # weight of the teacher term
+    epochs: int = 10
+    lr: float = 1e-3
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        if self.student not in STUDENTS:
+            raise ValueError(f"student={self.student!r} unknown; valid: {', '.join(STUDENTS)}")
+        if self.kind not in KINDS:
+            raise ValueError(f"kind={self.kind!r} unknown; valid: {', '.join(KINDS)}")
+        _int("depth", self.depth, 0, 48)
+        _int("embed_dim", self.embed_dim, 0, 8192)
+        _int("num_heads", self.num_heads, 0, 64)
+        _int("epochs", self.epochs, 0, 1000)
+        if self.student == "self" and (self.depth or self.embed_dim or self.num_heads):
+            raise ValueError("depth, embed_dim and num_heads apply to student='vit' only")
+        if self.embed_dim and self.num_heads and self.embed_dim % self.num_heads:
+            raise ValueError(f"embed_dim={self.embed_dim} not divisible by "
+                             f"num_heads={self.num_heads}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature={self.temperature} must be positive")
+        if not 0 <= self.alpha <= 1:
+            raise ValueError(f"alpha={self.alpha} out of range [0, 1]")
+        if not 0 < self.lr <= 1:
+            raise ValueError(f"lr={self.lr} out of range (0, 1]")
+        if self.kind == "deit" and self.student == "self":
+            raise ValueError("kind='deit' needs a new student with a distillation token "
+                             "(student='vit'); with student='self' use soft or hard")
+        if self.kind == "deit" and self.alpha == 0:
+            raise ValueError("kind='deit' with alpha=0 would leave the distillation head "
+                             "untrained")
+        if not isinstance(self.enabled, bool):
+            raise ValueError(f"enabled must be true or false, got {self.enabled!r}")
+
+    @property
+    def replaces_model(self) -> bool:
+        return self.student != "self"
+
+
+def build_student(teacher: VisionTransformer, cfg: DistillConfig, seed: int) -> nn.Module:
+    """A ViT shaped like `teacher` but for depth / width / heads (0 = the teacher's)."""
+    attn = teacher.blocks[0].attn
+    embed_dim = cfg.embed_dim or teacher.embed_dim
+    num_heads = cfg.num_heads or attn.num_heads
+    if embed_dim % num_heads:
+        raise ValueError(f"student embed_dim={embed_dim} not divisible by num_heads={num_heads}")
+    cls = VisionTransformerDistilled if cfg.kind == "deit" else VisionTransformer
+    torch.manual_seed(seed)
+    student = cls(
+        img_size=teacher.patch_embed.img_size,
+        patch_size=teacher.patch_embed.patch_size,
+        in_chans=teacher.patch_embed.proj.in_channels,
+        num_classes=teacher.num_classes,
+        embed_dim=embed_dim,
+        depth=cfg.depth or len(teacher.blocks),
+        num_heads=num_heads,
+        mlp_ratio=teacher.blocks[0].mlp.fc1.out_features / teacher.embed_dim,
+        qkv_bias=attn.qkv.bias is not None,
+    )
+    return student.to(next(teacher.parameters()).device)
+
+
+def _fingerprint(teacher: nn.Module, images: torch.Tensor, ctx: TrialContext) -> str:
+    h = hashlib.sha256(repr((ctx.img_size, ctx.mean, ctx.std)).encode())
+    for key, value in teacher.state_dict().items():
+        h.update(key.encode())
+        if isinstance(value, torch.Tensor):
+            h.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    h.update(images.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+@torch.inference_mode()
+def teacher_logits(teacher: nn.Module, train: Pair, ctx: TrialContext) -> tuple[torch.Tensor, bool]:
+    """Teacher logits for every training image (CPU float32) and whether they were cached."""
+    key = _fingerprint(teacher, train[0], ctx)
+    if key in _LOGITS:
+        _LOGITS.move_to_end(key)
+        return _LOGITS[key], True
+    teacher.eval()
+    out = [teacher(to_input(train[0][i : i + 256], ctx.img_size, ctx.mean, ctx.std,
+                            ctx.device)).float().cpu()
+           for i in range(0, len(train[1]), 256)]
+    _LOGITS[key] = torch.cat(out)
+    while len(_LOGITS) > CACHE_ENTRIES:
+        _LOGITS.popitem(last=False)
+    return _LOGITS[key], False
+
+
+def distill_loss(
+    out: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
+    labels: torch.Tensor,
+    targets: torch.Tensor | None,
+    cfg: DistillConfig,
+) -> torch.Tensor:
+    cls, dist = out if isinstance(out, tuple) else (out, out)
+    loss = F.cross_entropy(cls, labels, label_smoothing=LABEL_SMOOTHING)
+    if targets is None or cfg.alpha == 0:
+        return loss
+    if cfg.kind == "soft":
+        teach = kd_loss(cls, targets, cfg.temperature)
+    else:  # hard, deit: the teacher's decision as label (on the distillation head for deit)
+        teach = F.cross_entropy(dist, targets.argmax(dim=-1))
+    return (1 - cfg.alpha) * loss + cfg.alpha * teach
+
+
+def train_student(
+    student: nn.Module, train: Pair, targets: torch.Tensor | None, cfg: DistillConfig,
+    ctx: TrialContext,
+) -> nn.Module:
+    """AdamW, linear warm-up then cosine decay (as train.fit), no augmentation (see top)."""
+    images, labels = train
+    gen = torch.Generator().manual_seed(ctx.seed)
+    torch.manual_seed(ctx.seed)
+    student.to(ctx.device).train()
+    deit = isinstance(student, VisionTransformerDistilled)
+    if deit:
+        student.set_distilled_training(True)  # forward returns (class, distillation) logits
+    params = [p for p in student.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=ctx.weight_decay)
+    per_epoch = math.ceil(len(labels) / ctx.batch_size)
+    total, warm = cfg.epochs * per_epoch, max(1, int(min(1.0, cfg.epochs / 4) * per_epoch))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / warm if s < warm
+        else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm))),
+    )
+    for _ in range(cfg.epochs):
+        for idx in torch.randperm(len(labels), generator=gen).split(ctx.batch_size):
+            x = to_input(images[idx], ctx.img_size, ctx.mean, ctx.std, ctx.device)
+            t = None if targets is None else targets[idx].to(ctx.device)
+            loss = distill_loss(student(x), labels[idx].to(ctx.device), t, cfg)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+    if deit:
+        student.set_distilled_training(False)
+    return student.eval()
+
+
+@register("distill", "recover", DistillConfig,
+          example=DistillConfig(student="vit", depth=1, embed_dim=32, num_heads=2, alpha=0.0,
+                                epochs=1))
+def apply(model: nn.Module, cfg: DistillConfig, ctx: TrialContext) -> nn.Module:
+    if not cfg.enabled:
+        return model
+    teacher = ctx.teacher
+    # The arriving model is the shape template, also in structure_only (where no teacher is
+    # given): validate_pipeline lets a new student follow no other technique.
+    student = build_student(model, cfg, ctx.seed) if cfg.replaces_model else model
+    if ctx.structure_only or cfg.epochs == 0:
+        return student
+    if ctx.train is None:
+        raise ValueError("distill needs training data in the trial context")
+    targets, cached = None, False
+    if cfg.alpha > 0:
+        if teacher is None:
+            raise ValueError("distill with alpha > 0 needs the baseline as ctx.teacher")
+        targets, cached = teacher_logits(teacher, ctx.train, ctx)
+    ctx.notes.update({
+        "distill_student": cfg.student, "distill_kind": cfg.kind,
+        "distill_params": count_parameters(student), "distill_teacher_cached": cached,
+    })
+    return train_student(student, ctx.train, targets, cfg, ctx)

@@ -1,0 +1,166 @@
+"""python -m sweeper export RUN TRIAL [format=onnx|torch] [output_dir=DIR] [out=PATH]
+
+Writes one trial's compressed model to a single file:
+
+- format=onnx (default): the deployable ONNX graph (opset 18, input `input` float32 NCHW,
+  output `logits`, dynamic batch), with quantized layers lowered to ONNX Runtime's int8 and
+  MatMulNBits kernels, exactly as a `measure.runtime=onnxruntime` trial measures it. It needs
+  only onnxruntime to run:
+      sess = onnxruntime.InferenceSession("trial.onnx")
+      logits = sess.run(None, {"input": x})[0]     # x = (images/255 - mean) / std
+  Preprocessing (image size, mean, std) is written next to it as trial.onnx.json.
+- format=torch: the saved state_dict plus what rebuilds the module around it; loading is
+      model = sweeper.export.load_torch("trial.pt")
+
+RUN is the MLflow parent run id, the sweep name under <output_dir>/sweeps/, or its folder;
+TRIAL is the Ray trial id (the MLflow child run's name).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from sweeper import compress
+from sweeper.config import Config, ModelConfig, config_from_dict
+from sweeper.data import CIFAR_MEAN, CIFAR_STD
+from sweeper.errors import UserError
+from sweeper.models import create_model
+
+FORMATS = ("onnx", "torch")
+TORCH_FORMAT = "sweeper-torch-1"
+NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}
+
+
+@dataclass(frozen=True)
+class TrialArtefact:
+    """A finished trial as saved by the sweep: its checkpoint and what it reported."""
+
+    config: Config
+    trial: str
+    checkpoint: Path
+    pipeline: dict[str, dict[str, Any]]
+    reported: dict[str, float]
+
+    def state(self) -> dict[str, Any]:
+        return torch.load(self.checkpoint / "model.pt", map_location="cpu", weights_only=True)
+
+    def model(self) -> nn.Module:
+        num_classes = NUM_CLASSES[self.config.data.name]
+        baseline = create_model(self.config.model, num_classes)
+        return compress.rebuild(baseline, compress.pipeline_from_dict(self.pipeline),
+                                self.state())
+
+    def preprocessing(self) -> dict[str, Any]:
+        digits = self.config.data.name == "digits"
+        return {
+            "img_size": self.config.model.img_size,
+            "mean": [0.5] * 3 if digits else list(CIFAR_MEAN),
+            "std": [0.5] * 3 if digits else list(CIFAR_STD),
+            "num_classes": NUM_CLASSES[self.config.data.name],
+            "input": "float32 [batch, 3, img_size, img_size] = (uint8 RGB / 255 - mean) / std",
+        }
+
+
+def _last_result(trial_dir: Path) -> dict[str, Any]:
+    lines = (trial_dir / "result.json").read_text().strip().splitlines()
+    return json.loads(lines[-1]) if lines else {}
+
+
+def find_trial(run: str, trial: str, output_dir: str) -> TrialArtefact:
+    from sweeper.sweep import find_sweep
+
+    sweep_dir = find_sweep(run, output_dir)
+    meta = json.loads((sweep_dir / "sweep.json").read_text())
+    tune_dir = sweep_dir / "ray" / "tune"
+    dirs = [d for d in sorted(tune_dir.glob(f"*{trial}*")) if (d / "result.json").is_file()]
+    dirs = [d for d in dirs if _last_result(d).get("trial_id") == trial]
+    if not dirs:
+        raise UserError(f"no trial {trial!r} in sweep {meta['name']} (look under {tune_dir})")
+    checkpoints = sorted(dirs[0].glob("checkpoint_*"), key=lambda p: p.name)
+    checkpoints = [c for c in checkpoints if (c / "model.pt").is_file()]
+    if not checkpoints:
+        raise UserError(f"trial {trial} of sweep {meta['name']} saved no model (it failed?)")
+    ckpt = checkpoints[-1]
+    reported = {k: v for k, v in _last_result(dirs[0]).items() if isinstance(v, int | float)}
+    return TrialArtefact(config_from_dict(meta["config"]), trial, ckpt,
+                         json.loads((ckpt / "pipeline.json").read_text()), reported)
+
+
+def export_onnx(art: TrialArtefact, path: Path) -> int:
+    from sweeper.runtime import onnx_bytes
+
+    graph, _report = onnx_bytes(art.model(), art.config.model.img_size)
+    path.write_bytes(graph)
+    info = {**art.preprocessing(), "trial": art.trial, "pipeline": art.pipeline}
+    Path(f"{path}.json").write_text(json.dumps(info, indent=2) + "\n")
+    return len(graph)
+
+
+def export_torch(art: TrialArtefact, path: Path) -> int:
+    torch.save({
+        "format": TORCH_FORMAT,
+        "model": dataclasses.asdict(art.config.model),
+        "num_classes": NUM_CLASSES[art.config.data.name],
+        "pipeline": art.pipeline,
+        "preprocessing": art.preprocessing(),
+        "state_dict": art.state(),
+    }, path)
+    return path.stat().st_size
+
+
+def load_torch(path: str | Path) -> nn.Module:
+    """The compressed model of a `format=torch` export, in eval mode."""
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if payload.get("format") != TORCH_FORMAT:
+        raise UserError(f"{path} is not a sweeper torch export")
+    baseline = create_model(ModelConfig(**payload["model"]), payload["num_classes"])
+    pipeline = compress.pipeline_from_dict(payload["pipeline"])
+    return compress.rebuild(baseline, pipeline, payload["state_dict"])
+
+
+def parse(overrides: list[str]) -> dict[str, str]:
+    valid = {"format": "onnx", "output_dir": "outputs", "out": ""}
+    opts = dict(valid)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or key not in valid:
+            raise UserError(f"export takes {', '.join(f'{k}=...' for k in valid)}; got {item!r}")
+        opts[key] = value
+    if opts["format"] not in FORMATS:
+        raise UserError(f"format={opts['format']!r} is not valid; choose one of: onnx, torch")
+    return opts
+
+
+def run_export(run: str, trial: str, overrides: list[str]) -> tuple[Path, int, TrialArtefact]:
+    opts = parse(overrides)
+    art = find_trial(run, trial, opts["output_dir"])
+    suffix = ".onnx" if opts["format"] == "onnx" else ".pt"
+    path = Path(opts["out"]) if opts["out"] else art.checkpoint.parents[3] / "export" / (
+        trial + suffix)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    size = (export_onnx if opts["format"] == "onnx" else export_torch)(art, path)
+    return path, size, art
+
+
+def cmd_export(run: str, trial: str, overrides: list[str]) -> int:
+    path, size, art = run_export(run, trial, overrides)
+    onnx = path.suffix == ".onnx"
+    key = "onnx_size_bytes" if onnx and "onnx_size_bytes" in art.reported else "size_bytes"
+    reported = art.reported.get(key)
+    print(f"wrote {path} ({size:,} bytes)")
+    if reported:
+        what = "ONNX graph" if key == "onnx_size_bytes" else "saved state_dict"
+        print(f"the sweep reported {int(reported):,} bytes for this trial's {what} "
+              f"(ratio {size / reported:.4f})")
+    if onnx:
+        print(f"preprocessing: {path}.json; run it with onnxruntime.InferenceSession('{path}')")
+    else:
+        print(f"load it with: model = sweeper.export.load_torch('{path}')")
+    return 0

@@ -1,0 +1,146 @@
+"""The onnxruntime deployment runtime: export, sessions, latency and accuracy in ONNX Runtime.
+
+With `measure.runtime=onnxruntime` a trial exports the float baseline and the compressed model
+to ONNX (quantized layers lowered to ORT's int8 / low-bit kernels by sweeper.onnx_lowering),
+and times both with ONNX Runtime on the trial's device and thread count, alternating per batch
+size like `sweeper.measure.compare_latency`. Accuracy and size of the ONNX graph are recorded
+beside the PyTorch artefact's (`ort_val_acc`, `onnx_size_bytes`): ORT's dynamic int8 path
+quantizes activations at full 8-bit range where fbgemm's uses 7, so they can differ slightly.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from sweeper.config import Config
+from sweeper.data import Pair, batches, to_input
+from sweeper.measure import LatencyPair
+from sweeper.onnx_lowering import LoweringReport, export_float, to_onnx
+
+
+def onnx_bytes(model: nn.Module, img_size: int) -> tuple[bytes, LoweringReport]:
+    """Serialized deployable ONNX graph of `model` (see sweeper.onnx_lowering)."""
+    proto, report = to_onnx(model, img_size)
+    return proto.SerializeToString(), report
+
+
+def float_onnx_bytes(model: nn.Module, img_size: int) -> bytes:
+    return export_float(model, img_size).SerializeToString()
+
+
+def providers(device: torch.device) -> list[str]:
+    if device.type == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise RuntimeError(
+                "measure.runtime=onnxruntime on a CUDA device needs onnxruntime-gpu "
+                f"(available providers: {', '.join(ort.get_available_providers())})"
+            )
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def session(model: bytes, device: torch.device, threads: int) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3  # errors only
+    return ort.InferenceSession(model, opts, providers=providers(device))
+
+
+def predict(sess: ort.InferenceSession, x: np.ndarray) -> np.ndarray:
+    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+
+
+def latency_ms(sess: ort.InferenceSession, x: np.ndarray, warmup: int, repeats: int) -> float:
+    """Median wall time of one `run` (synchronous: it returns host memory)."""
+    feed = {sess.get_inputs()[0].name: x}
+    for _ in range(warmup):
+        sess.run(None, feed)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        sess.run(None, feed)
+        times.append(time.perf_counter() - start)
+    return 1000.0 * statistics.median(times)
+
+
+def compare_latency(
+    model: ort.InferenceSession,
+    baseline: ort.InferenceSession,
+    img_size: int,
+    batch_sizes: tuple[int, ...],
+    warmup: int = 5,
+    repeats: int = 30,
+) -> LatencyPair:
+    """Same protocol and inputs as sweeper.measure.compare_latency, in ONNX Runtime."""
+    model_ms: dict[int, float] = {}
+    base_ms: dict[int, float] = {}
+    gen = torch.Generator().manual_seed(0)
+    for batch in batch_sizes:
+        x = torch.randn(batch, 3, img_size, img_size, generator=gen).numpy()
+        base_ms[batch] = latency_ms(baseline, x, warmup, repeats)
+        model_ms[batch] = latency_ms(model, x, warmup, repeats)
+    return LatencyPair(model_ms, base_ms)
+
+
+def accuracy(
+    sess: ort.InferenceSession,
+    data: Pair,
+    img_size: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    batch_size: int = 256,
+) -> float:
+    correct = 0
+    for xb, yb in batches(data, batch_size):
+        logits = predict(sess, to_input(xb, img_size, mean, std, "cpu").numpy())
+        correct += int((torch.from_numpy(logits).argmax(-1) == yb).sum())
+    return correct / max(1, len(data[1]))
+
+
+def measure(
+    model: nn.Module,
+    baseline: nn.Module,
+    cfg: Config,
+    device: torch.device,
+    threads: int,
+    val: Pair,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    notes: dict[str, Any],
+) -> tuple[LatencyPair, dict[str, float]]:
+    """A trial's latency in ONNX Runtime, plus the ONNX graph's size and accuracy (metrics).
+
+    Records the runtime, provider and kernels in `notes`; where quantized layers were lowered,
+    `simulated` becomes whether any of them lacks a real low-bit ORT kernel.
+    """
+    img = cfg.model.img_size
+    graph, report = onnx_bytes(model, img)
+    sess = session(graph, device, threads)
+    base = session(float_onnx_bytes(copy.deepcopy(baseline).cpu(), img), device, threads)
+    m = cfg.measure
+    latency = compare_latency(sess, base, img, m.batch_sizes, m.warmup, m.repeats)
+    metrics = {
+        "onnx_size_bytes": float(len(graph)),
+        "onnx_size_mb": len(graph) / 1e6,
+        "ort_val_acc": accuracy(sess, val, img, mean, std, m.eval_batch_size),
+    }
+    notes.update(runtime="onnxruntime", ort_provider=sess.get_providers()[0],
+                 ort_kernels=report.describe())
+    if report.kernels:
+        notes["simulated"] = report.simulated
+    return latency, metrics
+
+
+def check_model(graph: bytes) -> None:
+    """ONNX checker on a serialized graph (custom com.microsoft ops are not checked)."""
+    onnx.checker.check_model(onnx.load_from_string(graph))

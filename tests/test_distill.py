@@ -1,0 +1,138 @@
+"""Distillation: students built from their config, teacher logits computed once and cached,
+soft / hard / DeiT losses, and a distilled student that beats the same student alone."""
+
+from __future__ import annotations
+
+import copy
+import io
+
+import pytest
+import torch
+from timm.models.deit import VisionTransformerDistilled
+from timm.models.vision_transformer import VisionTransformer
+
+from sweeper.compress import TrialContext, apply_pipeline, make_config, rebuild
+from sweeper.compress.distill import DistillConfig, apply, teacher_logits
+from sweeper.data import to_input
+from sweeper.errors import UserError
+from sweeper.measure import count_parameters, state_bytes
+from sweeper.models import token_count
+
+
+def vit() -> VisionTransformer:
+    torch.manual_seed(0)
+    return VisionTransformer(img_size=32, patch_size=4, embed_dim=64, depth=2, num_heads=4,
+                             mlp_ratio=2.0, num_classes=10).eval()
+
+
+def data(n: int = 48, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=gen),
+            torch.randint(0, 10, (n,), generator=gen))
+
+
+def context(teacher: torch.nn.Module | None, train=None) -> TrialContext:
+    return TrialContext(train=data() if train is None else train, teacher=teacher,
+                        batch_size=16)
+
+
+def images(batch: int = 3) -> torch.Tensor:
+    return torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [({"temperature": -1.0}, "temperature=-1.0 must be positive"),
+     ({"alpha": 1.5}, r"alpha=1.5 out of range \[0, 1\]"),
+     ({"kind": "deit"}, "needs a new student with a distillation token"),
+     ({"student": "vit", "kind": "deit", "alpha": 0.0}, "distillation head untrained"),
+     ({"depth": 2}, "apply to student='vit' only"),
+     ({"student": "vit", "embed_dim": 30, "num_heads": 4}, "not divisible"),
+     ({"student": "big"}, "student='big' unknown")],
+)
+def test_config_rejects_bad_values(params: dict, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        make_config("distill", params)
+
+
+def test_teacher_logits_are_computed_once_per_split() -> None:
+    teacher, calls = vit(), []
+    teacher.register_forward_hook(lambda *_: calls.append(1))
+    train = data(seed=7)
+    ctx = context(teacher, train)
+    first, cached = teacher_logits(teacher, train, ctx)
+    assert not cached and len(calls) == 1  # 48 images: one batch
+    with torch.no_grad():
+        assert torch.allclose(first, teacher(to_input(train[0], 32, ctx.mean, ctx.std)))
+    calls.clear()
+    cfg = DistillConfig(alpha=0.5, epochs=2)
+    ctx = context(teacher, train)
+    apply(vit(), cfg, ctx)
+    assert ctx.notes["distill_teacher_cached"] is True and not calls  # two epochs, no teacher
+    other = context(teacher, data(seed=8))
+    apply(vit(), cfg, other)
+    assert other.notes["distill_teacher_cached"] is False and len(calls) == 1
+
+
+@pytest.mark.filterwarnings("ignore:TypedStorage is deprecated:UserWarning")
+def test_deit_student_has_a_distillation_token_and_rebuilds() -> None:
+    teacher = vit()
+    cfg = DistillConfig(student="vit", depth=1, embed_dim=32, num_heads=2, kind="deit",
+                        alpha=0.5, epochs=1)
+    student = apply(copy.deepcopy(teacher), cfg, context(teacher))
+    assert isinstance(student, VisionTransformerDistilled)
+    assert token_count(student) == token_count(teacher) + 1
+    assert len(student.blocks) == 1 and student.embed_dim == 32
+    assert not student.distilled_training and not student.training
+    x = images()
+    with torch.no_grad():
+        feats = student.forward_features(x)
+        both = (student.head(feats[:, 0]) + student.head_dist(feats[:, 1])) / 2
+        assert torch.allclose(student(x), both)  # inference averages the two heads
+        state = torch.load(io.BytesIO(state_bytes(student)), weights_only=True)
+        assert torch.equal(rebuild(copy.deepcopy(teacher), [cfg], state)(x), student(x))
+
+
+def test_vit_student_takes_unset_sizes_from_the_teacher() -> None:
+    teacher = vit()
+    cfg = DistillConfig(student="vit", depth=1, alpha=0.0, epochs=0)
+    student = apply(copy.deepcopy(teacher), cfg, TrialContext(structure_only=True))
+    assert type(student) is VisionTransformer and len(student.blocks) == 1
+    assert student.embed_dim == 64 and student.blocks[0].attn.num_heads == 4
+    assert count_parameters(student) < count_parameters(teacher)
+
+
+@pytest.mark.parametrize("kind", ["soft", "hard"])
+def test_self_distillation_trains_the_given_model(kind: str) -> None:
+    teacher, model = vit(), vit()
+    before = copy.deepcopy(model.state_dict())
+    out = apply(model, DistillConfig(kind=kind, alpha=0.7, epochs=1), context(teacher))
+    assert out is model
+    assert not torch.equal(before["blocks.0.mlp.fc1.weight"], model.blocks[0].mlp.fc1.weight)
+    with pytest.raises(ValueError, match="needs the baseline as ctx.teacher"):
+        apply(vit(), DistillConfig(kind=kind, alpha=0.7, epochs=1), context(None))
+
+
+def test_structure_only_does_not_train() -> None:
+    model = vit()
+    before = copy.deepcopy(model.state_dict())
+    apply(model, DistillConfig(alpha=0.5, epochs=3), TrialContext(structure_only=True))
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+@pytest.mark.slow
+def test_distilled_student_beats_the_same_student_without_teacher(default_baseline) -> None:
+    """Same small student, same seed, same schedule; only the teacher term differs."""
+    from sweeper.train import accuracy
+
+    cfg, splits, base = default_baseline.cfg, default_baseline.splits, default_baseline.baseline
+    student = dict(student="vit", depth=2, embed_dim=32, num_heads=2, epochs=20, lr=2e-3)
+    accs = {}
+    for alpha in (0.0, 0.5):
+        ctx = TrialContext(train=splits.train, img_size=cfg.model.img_size, mean=splits.mean,
+                           std=splits.std, batch_size=cfg.train.batch_size, teacher=base.model)
+        model = apply_pipeline(copy.deepcopy(base.model),
+                               [DistillConfig(alpha=alpha, temperature=1.0, **student)], ctx)
+        accs[alpha] = accuracy(model, splits.val, cfg.model.img_size, splits.mean, splits.std,
+                               torch.device("cpu"))
+    assert accs[0.5] > accs[0.0] + 0.01, accs
