@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,9 @@ class TrialArtefact:
 
     def model(self) -> nn.Module:
         num_classes = NUM_CLASSES[self.config.data.name]
-        baseline = create_model(self.config.model, num_classes)
+        # structure only: the saved state replaces every weight, so nothing is downloaded
+        structure = dataclasses.replace(self.config.model, pretrained=False)
+        baseline = create_model(structure, num_classes)
         return compress.rebuild(baseline, compress.pipeline_from_dict(self.pipeline),
                                 self.state())
 
@@ -76,6 +79,8 @@ def _last_result(trial_dir: Path) -> dict[str, Any]:
 def find_trial(run: str, trial: str, output_dir: str) -> TrialArtefact:
     from sweeper.sweep import find_sweep
 
+    if not re.fullmatch(r"[\w-]+", trial):
+        raise UserError(f"trial {trial!r} is not a Ray trial id (letters, digits, _ and -)")
     sweep_dir = find_sweep(run, output_dir)
     meta = json.loads((sweep_dir / "sweep.json").read_text())
     tune_dir = sweep_dir / "ray" / "tune"
@@ -120,7 +125,8 @@ def load_torch(path: str | Path) -> nn.Module:
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if payload.get("format") != TORCH_FORMAT:
         raise UserError(f"{path} is not a sweeper torch export")
-    baseline = create_model(ModelConfig(**payload["model"]), payload["num_classes"])
+    structure = ModelConfig(**{**payload["model"], "pretrained": False})
+    baseline = create_model(structure, payload["num_classes"])
     pipeline = compress.pipeline_from_dict(payload["pipeline"])
     return compress.rebuild(baseline, pipeline, payload["state_dict"])
 

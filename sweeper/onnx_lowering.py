@@ -161,14 +161,19 @@ class _Graph:
         self.graph = proto.graph
         self.inits = {t.name: t for t in self.graph.initializer}
         self.count = 0
+        self.shared: dict[tuple[str, tuple[int, ...], bytes], str] = {}
 
     def name(self, stem: str) -> str:
         self.count += 1
         return f"sweeper_{stem}_{self.count}"
 
     def const(self, stem: str, array: np.ndarray) -> str:
-        name = self.name(stem)
-        self.graph.initializer.append(numpy_helper.from_array(np.asarray(array), name))
+        array = np.asarray(array)
+        key = (array.dtype.str, array.shape, array.tobytes())
+        if array.size <= 16 and key in self.shared:  # shapes, shifts...: one copy per graph
+            return self.shared[key]
+        name = self.shared[key] = self.name(stem)
+        self.graph.initializer.append(numpy_helper.from_array(array, name))
         return name
 
     def node(self, op: str, inputs: list[str], outputs: list[str] | None = None,
@@ -241,10 +246,14 @@ def _packed_float_matmul(g: _Graph, low: Lowering, x: str, out: str) -> None:
     codes = g.node("Cast", [codes], to=TensorProto.FLOAT)[0]
     codes = g.node("Reshape", [codes, g.const("grouped", np.array([n, groups, k // groups],
                                                                   dtype=np.int64))])[0]
-    offset = (np.array(spec.half, dtype=np.float32) if spec.symmetric
-              else p["zero"].astype(np.float32)[..., None])
-    w = g.node("Sub", [codes, g.const("offset", offset)])[0]
-    w = g.node("Mul", [w, g.const("scale", p["scale"][..., None].astype(np.float32))])[0]
+    # scales and zero points stay float16 / uint8 in the file, as in the PyTorch artefact
+    if spec.symmetric:
+        offset = g.const("offset", np.array(spec.half, dtype=np.float32))
+    else:
+        offset = g.node("Cast", [g.const("zero", p["zero"][..., None])], to=TensorProto.FLOAT)[0]
+    scale = g.const("scale", p["scale"][..., None].astype(np.float16))
+    w = g.node("Sub", [codes, offset])[0]
+    w = g.node("Mul", [w, g.node("Cast", [scale], to=TensorProto.FLOAT)[0]])[0]
     w = g.node("Reshape", [w, g.const("nk", np.array([n, k], dtype=np.int64))])[0]
     w_t = g.node("Transpose", [w], perm=[1, 0])[0]
     g.node("MatMul", [x, w_t], [out])

@@ -26,7 +26,7 @@ from sweeper.config import Config
 from sweeper.quiet import quiet_third_party
 from sweeper.report import describe_config
 from sweeper.spaces import Space
-from sweeper.tracking import Tracker
+from sweeper.tracking import BackgroundWriter, Tracker
 from sweeper.trial import TrialInputs, run_trial
 
 OBJECTIVE_METRICS = ["val_acc", "size_mb", "latency_ratio"]
@@ -133,6 +133,8 @@ class MlflowChildren(tune.Callback):
     runs: dict[str, str] = field(default_factory=dict)
     attempts: dict[str, int] = field(default_factory=dict)
     done: int = 0
+    writer: BackgroundWriter = field(default_factory=BackgroundWriter)
+    started: set[str] = field(default_factory=set)  # on the event loop; `runs` fills later
 
     def setup(self, **info: Any) -> None:
         """Also runs after a restore: re-find the child runs earlier drivers created."""
@@ -140,24 +142,32 @@ class MlflowChildren(tune.Callback):
             trial_id = run.data.tags.get("sweeper.trial_id")
             if trial_id:
                 self.runs.setdefault(trial_id, run.info.run_id)
+                self.started.add(trial_id)
                 if run.info.status in ("FINISHED", "FAILED"):
                     self.done += 1
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        if trial.trial_id in self.runs:  # a retried trial keeps its child run
+        if trial.trial_id in self.started:  # a retried trial keeps its child run
             return
+        self.started.add(trial.trial_id)
         params = pipeline_params(self.space, trial.config)
-        self.runs[trial.trial_id] = self.tracker.start_trial(
-            self.parent_id, trial.trial_id, params,
-            {"sweeper.config": describe_config(params)},
+        self.writer.submit(self._start, trial.trial_id, params)
+
+    def _start(self, trial_id: str, params: dict[str, Any]) -> None:
+        self.runs[trial_id] = self.tracker.start_trial(
+            self.parent_id, trial_id, params, {"sweeper.config": describe_config(params)}
         )
+
+    def _run_id(self, trial_id: str) -> str:
+        """The trial's child run (the writer thread created it earlier, in order)."""
+        if trial_id not in self.runs:  # failed before it ever started
+            self.runs[trial_id] = self.tracker.start_trial(self.parent_id, trial_id, {}, {})
+        return self.runs[trial_id]
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         n = self.attempts[trial.trial_id] = self.attempts.get(trial.trial_id, 1) + 1
-        run_id = self.runs.get(trial.trial_id)
-        if run_id:
-            self.tracker.tag(run_id, {"attempts": str(n), f"attempt_{n - 1}_error":
-                                      _error_text(trial)[-400:]})
+        tags = {"attempts": str(n), f"attempt_{n - 1}_error": _error_text(trial)[-400:]}
+        self.writer.submit(lambda: self.tracker.tag(self._run_id(trial.trial_id), tags))
         self.log(f"  trial {trial.trial_id} failed, retrying (attempt {n})")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -171,11 +181,9 @@ class MlflowChildren(tune.Callback):
         tags["attempts"] = str(self.attempts.get(trial.trial_id, 1))
         ok = feasible(result, self.max_drop)
         tags["feasible"] = str(ok).lower()
-        run_id = self.runs[trial.trial_id]
         checkpoint = trial.checkpoint
-        if checkpoint is not None and Path(checkpoint.path, ARTIFACTS).is_dir():
-            self.tracker.log_artifacts(run_id, Path(checkpoint.path, ARTIFACTS))
-        self.tracker.finish_trial(run_id, metrics, tags)
+        files = Path(checkpoint.path, ARTIFACTS) if checkpoint is not None else None
+        self.writer.submit(self._finish, trial.trial_id, metrics, tags, files)
         self.done += 1
         self.log(
             f"[{self.done}/{self.total}] {trial.trial_id} "
@@ -187,13 +195,18 @@ class MlflowChildren(tune.Callback):
             f"{metrics.get('trial_seconds', 0):.0f}s" + ("" if ok else "  (infeasible)")
         )
 
+    def _finish(self, trial_id: str, metrics: dict[str, float], tags: dict[str, str],
+                files: Path | None) -> None:
+        run_id = self._run_id(trial_id)
+        if files is not None and files.is_dir():
+            self.tracker.log_artifacts(run_id, files)
+        self.tracker.finish_trial(run_id, metrics, tags)
+
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         text = _error_text(trial)
-        run_id = self.runs.get(trial.trial_id)
-        if run_id is None:
-            run_id = self.tracker.start_trial(self.parent_id, trial.trial_id, {}, {})
-        self.tracker.fail_trial(
-            run_id, text, {"attempts": str(self.attempts.get(trial.trial_id, 1))}
+        tags = {"attempts": str(self.attempts.get(trial.trial_id, 1))}
+        self.writer.submit(
+            lambda: self.tracker.fail_trial(self._run_id(trial.trial_id), text, tags)
         )
         self.done += 1
         last = text.strip().splitlines()[-1] if text.strip() else "unknown error"
@@ -218,6 +231,9 @@ def init_ray(cfg: Config, log: Callable[[str], None]) -> str | None:
     """Start (or attach to) Ray; return the dashboard URL when one is running."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    # Tune's JSON/CSV/TensorBoard loggers write every result to disk again; the metrics
+    # reach MLflow and Tune's own experiment state without them.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     # Save Tune's experiment state every 2 s (default: at least 10 s), so a killed driver
     # loses little; saving is cheap next to trials that take seconds.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
@@ -227,6 +243,9 @@ def init_ray(cfg: Config, log: Callable[[str], None]) -> str | None:
         ctx = ray.init(address=cfg.ray.address, **kwargs)
     else:
         ctx = ray.init(
+            # "local": always a new instance; a bare init() would attach to whatever
+            # cluster `ray start` last left on this machine, even a dead one
+            address="local",
             include_dashboard=cfg.dashboard,
             dashboard_host=cfg.ray.dashboard_host,
             dashboard_port=cfg.ray.dashboard_port,
@@ -313,6 +332,7 @@ def run_tune(
     start = time.perf_counter()
     grid = tuner.fit()
     wall = time.perf_counter() - start
+    callback.writer.flush()
     fail_orphans(storage, sweep_name)
     return collect(grid, space, callback.runs, wall, cfg.max_accuracy_drop)
 

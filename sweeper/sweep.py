@@ -51,8 +51,9 @@ class SweepOutcome:
     front: list[dict[str, Any]]
     baseline: dict[str, Any]
     hypervolume: float
-    wall_seconds: float
+    wall_seconds: float  # the whole sweep, baseline and front included
     table: str
+    tune_seconds: float = 0.0  # Tune's fit alone: scheduling plus the trials
 
 
 def prepare(cfg: Config) -> Prepared:
@@ -264,4 +265,5 @@ def finish(
                 tracker.log_metrics(row["run_id"], {"test_acc": row["test_acc"]})
     tracker.log_front(parent, hv, files, {"front_size": len(front), "trials_ok": len(rows),
                                           "baseline_test_acc": baseline["test_acc"]})
-    return SweepOutcome(sweep_dir, parent, rows, front, baseline, hv, tuned.wall_seconds, table)
+    return SweepOutcome(sweep_dir, parent, rows, front, baseline, hv, tuned.wall_seconds, table,
+                        tune_seconds=tuned.wall_seconds)

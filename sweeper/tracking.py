@@ -9,6 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +165,48 @@ class Tracker:
             params=[Param(k, v) for k, v in (params or {}).items()],
             tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
         )
+
+
+class BackgroundWriter:
+    """Runs tracking calls on one thread, in submission order, off Tune's event loop.
+
+    Each trial costs the MLflow store ~0.09 s of writes (SQLite here); done inline, that time
+    is added to every trial's scheduling. `flush` waits for the queue and re-raises the first
+    error, so nothing is lost silently.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._errors: list[BaseException] = []
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._work, name="mlflow-writer",
+                                            daemon=True)
+            self._thread.start()
+        self._queue.put((fn, args))
+
+    def _work(self) -> None:
+        while True:
+            fn, args = self._queue.get()
+            try:
+                fn(*args)
+            except BaseException as exc:  # reported by flush, on the driver's thread
+                self._errors.append(exc)
+            finally:
+                self._queue.task_done()
+
+    def flush(self) -> None:
+        self._queue.join()
+        if self._errors:
+            raise RuntimeError(f"MLflow logging failed: {self._errors[0]!r}") from self._errors[0]
+
+    def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks; threads do not pickle
+        return {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__()
 
 
 def dumps(data: Any) -> str:

@@ -36,3 +36,14 @@ def test_importing_sweeper_stays_light() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=ROOT, check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_no_user_string_reaches_a_shell_and_checkpoints_load_weights_only() -> None:
+    """Static guard for the safety rules: no shell=True / os.system anywhere in the package,
+    and every torch.load passes weights_only=True."""
+    for path in (ROOT / "sweeper").rglob("*.py"):
+        text = path.read_text()
+        assert "shell=True" not in text and "os.system(" not in text, path
+        for line in text.splitlines():
+            if "torch.load(" in line and not line.strip().startswith("#"):
+                assert "weights_only=True" in line, f"{path}: {line.strip()}"

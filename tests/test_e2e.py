@@ -13,6 +13,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.cluster import free_port
 from tests.conftest import tiny_overrides
 
 pytestmark = pytest.mark.slow
@@ -33,8 +34,11 @@ def sweep_dir(tmp: Path) -> Path:
 
 
 def test_sweep_logs_parent_children_front_and_artifacts(tmp_path: Path) -> None:
-    proc = launch(tmp_path, "space=nystrom_m", "search.trials=4", "search.concurrency=2")
+    port = free_port()
+    proc = launch(tmp_path, "space=nystrom_m", "search.trials=4", "search.concurrency=2",
+                  "dashboard=true", f"ray.dashboard_port={port}")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"Ray dashboard: http://127.0.0.1:{port}" in proc.stdout  # loopback only
     assert "Pareto front" in proc.stdout and "mlflow ui --backend-store-uri" in proc.stdout
     assert "[4/4]" in proc.stdout  # progress printed per trial
 

@@ -183,3 +183,15 @@ def test_scheme_round_trips_and_sets_method_and_bits() -> None:
     cfg = QuantizeConfig(scheme="lsq3")
     assert (cfg.method, cfg.bits) == ("lsq", 3)
     assert QuantizeConfig(**{**cfg.__dict__}) == cfg
+
+
+def test_quant_bits_space_sweeps_every_valid_method_and_bit_width() -> None:
+    from sweeper.spaces import load_space
+
+    space = load_space("quant_bits")
+    (param,) = [p for t in space.techniques for p in t.searched]
+    pipelines = [space.pipeline({param.name: c}) for c in param.choices]
+    pairs = {(cfg.method, cfg.bits) for (cfg,) in pipelines}
+    assert {("dynamic", 8), ("static", 8), ("weight_only", 2), ("weight_only", 4),
+            ("weight_only", 8), ("lsq", 2), ("lsq", 4)} <= pairs
+    assert all(cfg.bits == 8 for cfg, in pipelines if cfg.method in ("dynamic", "static"))

@@ -13,6 +13,7 @@ from sweeper.compress import TrialContext, apply_pipeline, make_config
 from sweeper.compress._tome_attention import ToMeAttention, merge_tokens
 from sweeper.compress.nystrom import NystromConfig
 from sweeper.compress.prune import PruneConfig
+from sweeper.compress.quantize import QuantizeConfig
 from sweeper.compress.tome import ToMeBlock, ToMeConfig, apply, tokens_per_block
 from sweeper.errors import UserError
 
@@ -121,11 +122,11 @@ def test_proportional_attention_equals_attention_over_the_duplicates(fused: bool
     assert torch.allclose(merged, exact[:, :6], atol=1e-5)
 
 
-def test_composes_after_pruning_and_nystrom() -> None:
+def test_composes_with_pruning_nystrom_and_int8() -> None:
     x = images()
-    for first in (PruneConfig(ratio=0.3), NystromConfig(landmarks=8)):
+    for other in (PruneConfig(ratio=0.3), NystromConfig(landmarks=8), QuantizeConfig()):
         ctx = TrialContext()
-        model = apply_pipeline(vit(), [ToMeConfig(r=8), first], ctx)
+        model = apply_pipeline(vit(), [ToMeConfig(r=8), other], ctx)
         with torch.no_grad():
             assert model(x).shape == (2, 10)
         assert ctx.notes["tome_final_tokens"] == TOKENS - 32

@@ -63,7 +63,8 @@ def unit_params(mlp: Mlp) -> int:
 
 
 def prunable_params(attn: Attention, mlp: Mlp) -> int:
-    layers = [attn.qkv, attn.proj, mlp.fc1, mlp.fc2] + ([attn.gate] if attn.gate else [])
+    layers = [attn.qkv, attn.proj, mlp.fc1, mlp.fc2]
+    layers += [attn.gate] if attn.gate is not None else []
     return sum(_linear_params(layer) for layer in layers)
 
 

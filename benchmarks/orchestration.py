@@ -1,0 +1,123 @@
+"""Orchestration overhead: what Ray Tune + Optuna + MLflow cost per trial, beyond the trials.
+
+Three sweeps of N trials at concurrency C, in one process, one after the other:
+
+- `ray-defaults`: a bare Ray Tune run of a trivial function with Tune's defaults (a fresh
+  worker per trial, result loggers on) and no Optuna or MLflow: the reference;
+- `trivial`: sweeper's own path (OptunaSearch with SQLite storage, MLflow child runs,
+  checkpoints) with a trial body that does nothing;
+- `cheap`: sweeper's path with real cheap trials (copy the baseline, evaluate, time it).
+
+overhead per trial = (Tune wall time - sum of trial bodies / C) / N
+
+    python benchmarks/orchestration.py                # N=100, C=2
+    python benchmarks/orchestration.py --quick        # smoke test, N=6
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sweeper import orchestrate  # noqa: E402
+from sweeper.config import build_config  # noqa: E402
+from sweeper.quiet import quiet_third_party  # noqa: E402
+from sweeper.sweep import launch, prepare  # noqa: E402
+
+TINY = ["model.embed_dim=64", "model.depth=2", "model.num_heads=2", "train.epochs=2",
+        "data.limit=200", "measure.batch_sizes=1", "measure.warmup=0", "measure.repeats=1",
+        "quiet=true"]
+TRIVIAL_METRICS = {"val_acc": 0.5, "val_acc_drop": 0.0, "size_mb": 1.0, "latency_ms": 1.0,
+                   "latency_ratio": 1.0, "speedup": 1.0, "size_ratio": 1.0,
+                   "baseline_latency_ms": 1.0, "trial_seconds": 0.0}
+
+
+def _trivial_trainable(config: dict[str, Any], **_: Any) -> None:
+    from ray import tune
+
+    tune.report(dict(TRIVIAL_METRICS, tags={}))
+
+
+def ray_defaults(n: int, concurrency: int) -> dict[str, float]:
+    """Tune with its defaults on a trivial function: the cost before any tuning."""
+    import ray
+    from ray import tune
+
+    ray.init(address="local", include_dashboard=False, log_to_driver=False,
+             logging_level="ERROR")
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            tuner = tune.Tuner(
+                lambda config: tune.report({"x": config["x"]}),
+                param_space={"x": tune.uniform(0, 1)},
+                tune_config=tune.TuneConfig(num_samples=n, max_concurrent_trials=concurrency,
+                                            metric="x", mode="max"),
+                run_config=tune.RunConfig(storage_path=tmp, verbose=0),
+            )
+            start = time.perf_counter()
+            tuner.fit()
+            wall = time.perf_counter() - start
+    finally:
+        ray.shutdown()
+    return {"tune_seconds": wall, "body_seconds": 0.0}
+
+
+def sweeper_run(n: int, concurrency: int, out: Path, trivial: bool) -> dict[str, float]:
+    space = ROOT / "tests" / "spaces" / "cheap.yaml"
+    cfg = build_config([*TINY, f"output_dir={out}", f"space={space}", f"search.trials={n}",
+                        f"search.concurrency={concurrency}"])
+    real = orchestrate._trainable
+    if trivial:
+        orchestrate._trainable = _trivial_trainable  # same scheduling path, empty body
+    try:
+        outcome = launch(prepare(cfg), log=lambda _m: None)
+    finally:
+        orchestrate._trainable = real
+    bodies = sum(r.get("trial_seconds", 0.0) for r in outcome.rows)
+    return {"tune_seconds": outcome.tune_seconds, "body_seconds": bodies,
+            "trials_ok": len(outcome.rows)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--trials", type=int, default=100)
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="smoke test: 6 trials")
+    parser.add_argument("--json", default="benchmarks/results/orchestration.json")
+    args = parser.parse_args()
+    quiet_third_party()
+    n = 6 if args.quick else args.trials
+    c = args.concurrency
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("ray-defaults", "trivial", "cheap"):
+            if name == "ray-defaults":
+                m = ray_defaults(n, c)
+            else:
+                m = sweeper_run(n, c, Path(tmp) / name, trivial=name == "trivial")
+            overhead = (m["tune_seconds"] - m["body_seconds"] / c) / n
+            rows.append({"sweep": name, "trials": n, "concurrency": c, **m,
+                         "overhead_per_trial_s": overhead})
+            print(f"{name:13s} N={n:4d} C={c}  tune {m['tune_seconds']:7.1f}s  "
+                  f"bodies {m['body_seconds']:7.1f}s  overhead/trial "
+                  f"{overhead:.3f}s", flush=True)
+    result = {"date": time.strftime("%Y-%m-%d"), "machine": platform.platform(),
+              "cpus": os.cpu_count(), "rows": rows}
+    path = Path(args.json)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
