@@ -33,7 +33,7 @@ from sweeper.compress._weight_only import PackedLinear
 
 OPSET = 18
 MS_DOMAIN = "com.microsoft"
-NBITS = (2, 4, 8)  # bit widths MatMulNBits implements
+MAX_BLOCK = {2: 256, 4: 2048, 8: 2048}  # bit widths MatMulNBits implements, largest block
 DynamicLinear = torch.ao.nn.quantized.dynamic.Linear
 
 
@@ -79,16 +79,19 @@ def _qtensor_parts(w: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def _nbits_block(spec: WeightSpec, k: int) -> int | None:
-    """MatMulNBits block size for this layer, or None: a power of two >= 16 dividing K."""
-    if spec.bits not in NBITS or (k * spec.bits) % 8:
+    """MatMulNBits block size for this layer, or None where the kernel cannot take it.
+
+    Blocks are powers of two from 16 up to MAX_BLOCK[bits] (ORT rejects 2-bit blocks above
+    256); a group that is a multiple of the block (per-channel: the whole row) repeats its
+    scale over the blocks it spans.
+    """
+    if spec.bits not in MAX_BLOCK:
         return None
-    if spec.group_size:
-        g = spec.group_size
-        return g if g >= 16 and g & (g - 1) == 0 else None
+    group = spec.group(k)
     block = 16
-    while k % (block * 2) == 0 and block * 2 <= k:
+    while group % (block * 2) == 0 and block * 2 <= MAX_BLOCK[spec.bits]:
         block *= 2
-    return block if k % block == 0 else None  # per-channel: repeat the scale per block
+    return block if group % block == 0 else None
 
 
 def _lowering(name: str, m: nn.Module) -> tuple[Lowering, nn.Linear] | None:
@@ -142,11 +145,18 @@ def export_float(model: nn.Module, img_size: int) -> onnx.ModelProto:
     x = torch.randn(2, 3, img_size, img_size)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            model.eval(), (x,), dynamo=True, opset_version=OPSET, verbose=False,
-            input_names=["input"], output_names=["logits"],
-            dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
-        )
+        try:
+            program = torch.onnx.export(
+                model.eval(), (x,), dynamo=True, opset_version=OPSET, verbose=False,
+                input_names=["input"], output_names=["logits"],
+                dynamic_shapes=({0: torch.export.Dim("batch")},),  # positional: any arg name
+            )
+        except Exception as exc:  # the exporter raises many types; keep the first cause
+            cause = exc.__cause__ or exc
+            raise RuntimeError(
+                f"cannot export {type(model).__name__} to ONNX (needed by "
+                f"measure.runtime=onnxruntime and export format=onnx): {str(cause)[:300]}"
+            ) from exc
     proto = program.model_proto
     for node in proto.graph.node:  # drop per-node stack traces (local paths, ~1 KB a node)
         del node.metadata_props[:]

@@ -230,16 +230,27 @@ def _check_combination(space: Space, where: str) -> None:
             raise UserError(f"{where}: {exc}") from None
 
 
-def check_against_model(space: Space, tokens: int) -> None:
-    """Model-dependent limits: Nyström landmarks cannot exceed the token count."""
+def _values(tech: TechniqueSpace, key: str) -> list[Any]:
+    """Every value `key` can take in this technique: fixed, choices or range ends."""
+    values = [tech.fixed[key]] if key in tech.fixed else []
+    return values + [v for p in tech.searched if p.name == f"{tech.name}.{key}"
+                     for v in p.extremes()]
+
+
+def check_against_model(space: Space, tokens: int, depth: int = 1, prefix: int = 1) -> None:
+    """Model-dependent limits, checked before anything runs: Nyström landmarks cannot exceed
+    the token count, and token merging cannot merge away every patch token."""
     for tech in space.techniques:
-        if tech.name != "nystrom":
-            continue
-        values = [tech.fixed.get("landmarks")]
-        values += [v for p in tech.searched if p.name == "nystrom.landmarks" for v in p.extremes()]
-        for m in values:
-            if m is not None and m > tokens:
-                raise UserError(
-                    f"{space.name}.yaml: nystrom.landmarks={m} exceeds the model's "
-                    f"{tokens} tokens"
-                )
+        if tech.name == "nystrom":
+            for m in _values(tech, "landmarks"):
+                if m > tokens:
+                    raise UserError(f"{space.name}.yaml: nystrom.landmarks={m} exceeds the "
+                                    f"model's {tokens} tokens")
+        if tech.name == "tome":
+            for r in _values(tech, "r"):
+                if r * depth >= tokens - prefix:
+                    raise UserError(
+                        f"{space.name}.yaml: tome.r={r} merges {r * depth} of the model's "
+                        f"{tokens - prefix} patch tokens over {depth} blocks; use "
+                        f"r < {(tokens - prefix + depth - 1) // depth}"
+                    )

@@ -60,7 +60,8 @@ def prepare(cfg: Config) -> Prepared:
     """All validation that needs no writes: space file, data, model-dependent limits."""
     space = load_space(cfg.space)
     splits = load_splits(cfg.data, cfg.output_dir)
-    check_against_model(space, token_count(create_model(cfg.model, splits.num_classes)))
+    model = create_model(cfg.model, splits.num_classes)
+    check_against_model(space, token_count(model), len(model.blocks), model.num_prefix_tokens)
     return Prepared(cfg, space, splits)
 
 

@@ -32,5 +32,6 @@ def test_quick_benchmark_writes_every_row(tmp_path: Path) -> None:
         assert 0 <= m["val_acc"] <= 1 and m["size_ratio"] > 0 and m["speedup"] > 0
     assert rows["prune-structured-30"]["metrics"]["size_ratio"] < 0.8
     assert rows["prune-unstructured-50"]["tags"]["stored_sparse"] == "True"
-    assert rows["hybrid prune+distill+int8"]["metrics"]["size_ratio"] < 0.35
+    size = {name: row["metrics"]["size_ratio"] for name, row in rows.items()}
+    assert size["hybrid prune+distill+int8"] < min(size["int8"], size["prune-structured-30"])
     assert "hybrid distill+int8" in report["table"] and "speed-up b8" in report["table"]

@@ -192,22 +192,23 @@ def test_importance_histogram_artefact(kind: str, tmp_path) -> None:
 
 @pytest.mark.slow
 def test_structured_30_percent_with_recovery_within_one_point(default_baseline) -> None:
-    """The issue's bar on the embedded default: 30% of parameters out, recovered by
-    distillation from the baseline, validation accuracy within 1 point."""
+    """The issue's bar on the embedded default: 30% of all parameters out (ratio 0.33 of the
+    blocks' Linear parameters), recovered by distillation from the baseline, validation
+    accuracy within 1 point."""
     from sweeper.compress.distill import DistillConfig
     from sweeper.train import accuracy
 
     cfg, splits, base = default_baseline.cfg, default_baseline.splits, default_baseline.baseline
     ctx = TrialContext(train=splits.train, img_size=cfg.model.img_size, mean=splits.mean,
                        std=splits.std, batch_size=cfg.train.batch_size, teacher=base.model)
-    pipeline = [PruneConfig(ratio=0.3), DistillConfig(alpha=0.5, epochs=3, lr=5e-4)]
+    pipeline = [PruneConfig(ratio=0.33), DistillConfig(alpha=0.5, epochs=3, lr=5e-4)]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # reproducible: measured at 1 thread, 0 points lost
     try:
         model = apply_pipeline(copy.deepcopy(base.model), pipeline, ctx)
     finally:
         torch.set_num_threads(threads)
-    assert ctx.notes["params_removed_fraction"] > 0.27
+    assert ctx.notes["params_removed_fraction"] >= 0.30
     acc = accuracy(model, splits.val, cfg.model.img_size, splits.mean, splits.std,
                    torch.device("cpu"))
     assert acc >= base.val_acc - 0.01, (acc, base.val_acc)

@@ -126,3 +126,30 @@ def test_weight_only_in_eager_torch_is_flagged_simulated(ort_inputs: TrialInputs
     result = run_trial(eager, [QuantizeConfig(scheme="weight_only4")])
     assert result.tags["simulated"] == "true" and result.metrics["simulated"] == 1.0
     assert "runtime" not in result.tags and "ort_val_acc" not in result.metrics
+
+
+@pytest.mark.parametrize(("bits", "group", "k", "block"), [
+    (2, 0, 1536, 256),  # ORT caps 2-bit blocks at 256: the row's scale repeats over 6 blocks
+    (4, 0, 1536, 512),
+    (4, 48, 384, 16),  # a group of 48 = 3 blocks of 16 sharing one scale
+    (8, 0, 72, None),  # 72 = 8 x 9: no power-of-two block >= 16 -> unpacked to float
+    (3, 0, 384, None),  # no 3-bit kernel
+])
+def test_matmulnbits_block_choice(bits: int, group: int, k: int, block: int | None) -> None:
+    from sweeper.compress._packing import WeightSpec
+    from sweeper.onnx_lowering import _nbits_block
+
+    assert _nbits_block(WeightSpec(bits, group), k) == block
+
+
+def test_two_bit_rows_wider_than_256_run_in_matmulnbits() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 16))
+    packed = apply(copy.deepcopy(model), QuantizeConfig(scheme="weight_only2"), context())
+    graph, report = runtime.onnx_bytes(packed, 32)
+    assert report.kernels == {"nbits": 1}
+    x = images(3)
+    with torch.no_grad():
+        ref = packed(x).numpy()
+    out = runtime.predict(runtime.session(graph, torch.device("cpu"), 1), x.numpy())
+    assert np.abs(out - ref).max() < 1e-4

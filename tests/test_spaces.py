@@ -85,6 +85,13 @@ def test_landmarks_beyond_token_count_rejected() -> None:
         check_against_model(space, 17)
 
 
+def test_token_merge_beyond_the_token_count_rejected() -> None:
+    space = load_space("token_merge")
+    check_against_model(space, 65, depth=2)
+    with pytest.raises(UserError, match=r"tome.r=\d+ merges .* patch tokens over 4 blocks"):
+        check_against_model(space, 17, depth=4)
+
+
 def test_space_whose_techniques_cannot_combine_is_rejected(tmp_path: Path) -> None:
     body = ("techniques:\n  nystrom:\n    landmarks: 8\n  recover:\n    epochs: 1\n"
             "  quantize:\n    enabled: {choices: [false, true]}\n")
