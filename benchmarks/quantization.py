@@ -13,7 +13,9 @@ Two models:
 
 Speed-ups are float-baseline time / quantized time measured in the same process, in eager
 PyTorch (`torch`) and in ONNX Runtime (`ort`, the lowered graph against the float graph), at
-batch 1 and a larger batch, on `--threads` threads (a trial's default is 1). `ort_vs_eager`
+batch 1 and a larger batch, on `--threads` threads (a trial's default is 1); each is the median
+of `--rounds` alternating comparisons, so a neighbour's load burst spoils a round, not the
+number. `ort_vs_eager`
 is the float eager time over the ORT quantized time, the deployment view. `sim` marks
 low precision that is only simulated (weights unpacked to float) in that runtime.
 `--quick` is a smoke test: a tiny digits model and ViT-S layers at 32x32 input.
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -52,26 +55,31 @@ CPU = torch.device("cpu")
 
 
 def latencies(model: torch.nn.Module, base: torch.nn.Module, graph: bytes, base_graph: bytes,
-              img: int, batches: tuple[int, ...], threads: int, repeats: int) -> dict[str, Any]:
+              img: int, batches: tuple[int, ...], threads: int, repeats: int,
+              rounds: int) -> dict[str, Any]:
+    """Speed-ups as the median over `rounds` alternating comparisons: a neighbour's burst of
+    load then spoils one round, not the number."""
     warm = max(2, repeats // 5)
-    eager = compare_latency(model, base, img, batches, CPU, warm, repeats)
     sess = runtime.session(graph, CPU, threads)
-    ort = runtime.compare_latency(sess, runtime.session(base_graph, CPU, threads), img, batches,
-                                  warm, repeats)
+    base_sess = runtime.session(base_graph, CPU, threads)
+    eager = [compare_latency(model, base, img, batches, CPU, warm, repeats)
+             for _ in range(rounds)]
+    ort = [runtime.compare_latency(sess, base_sess, img, batches, warm, repeats)
+           for _ in range(rounds)]
     out: dict[str, Any] = {}
     for b in batches:
-        out[f"torch_speedup_b{b}"] = eager.speedup(b)
-        out[f"ort_speedup_b{b}"] = ort.speedup(b)
-        out[f"ort_vs_eager_b{b}"] = eager.baseline_ms[b] / ort.model_ms[b]
-        out[f"torch_float_ms_b{b}"] = eager.baseline_ms[b]
-        out[f"ort_ms_b{b}"] = ort.model_ms[b]
+        out[f"torch_speedup_b{b}"] = statistics.median(p.speedup(b) for p in eager)
+        out[f"ort_speedup_b{b}"] = statistics.median(p.speedup(b) for p in ort)
+        out[f"torch_float_ms_b{b}"] = statistics.median(p.baseline_ms[b] for p in eager)
+        out[f"ort_ms_b{b}"] = statistics.median(p.model_ms[b] for p in ort)
+        out[f"ort_vs_eager_b{b}"] = out[f"torch_float_ms_b{b}"] / out[f"ort_ms_b{b}"]
     out["_session"] = sess
     return out
 
 
 def measure(name: str, cfg: QuantizeConfig, base: torch.nn.Module, ctx: TrialContext,
-            img: int, batches: tuple[int, ...], threads: int, repeats: int, base_graph: bytes,
-            base_size: int, score: Any) -> dict[str, Any]:
+            img: int, batches: tuple[int, ...], args: argparse.Namespace, repeats: int,
+            base_graph: bytes, base_size: int, score: Any) -> dict[str, Any]:
     start = time.perf_counter()
     ctx = copy.copy(ctx)
     ctx.notes = {}
@@ -82,7 +90,8 @@ def measure(name: str, cfg: QuantizeConfig, base: torch.nn.Module, ctx: TrialCon
            "onnx_size_ratio": len(graph) / len(base_graph),
            "sim_torch": bool(ctx.notes.get("simulated")), "sim_ort": report.simulated,
            "ort_kernels": report.describe()}
-    row |= latencies(model, base, graph, base_graph, img, batches, threads, repeats)
+    row |= latencies(model, base, graph, base_graph, img, batches, args.threads, repeats,
+                     args.rounds)
     row |= score(model, row.pop("_session"))
     row["seconds"] = time.perf_counter() - start
     return row
@@ -108,8 +117,8 @@ def digits_rows(args: argparse.Namespace, log: Any) -> list[dict[str, Any]]:
     rows = []
     for scheme in QUICK_SCHEMES if args.quick else SCHEMES:
         qcfg = QuantizeConfig(scheme=scheme, **(lsq if scheme.startswith("lsq") else {}))
-        rows.append(measure("digits-vit", qcfg, base, ctx, img, (1, 64), args.threads,
-                            args.repeats, base_graph, serialized_size(base), score))
+        rows.append(measure("digits-vit", qcfg, base, ctx, img, (1, 64), args, args.repeats,
+                            base_graph, serialized_size(base), score))
         log(f"digits-vit {scheme}: {rows[-1]['seconds']:.0f}s")
     return rows
 
@@ -141,8 +150,7 @@ def vits_rows(args: argparse.Namespace, log: Any) -> list[dict[str, Any]]:
     for scheme in (["weight_only4"] if args.quick else
                    [s for s in SCHEMES if not s.startswith("lsq")]):
         rows.append(measure("vit_small_patch16_224", QuantizeConfig(scheme=scheme), base, ctx,
-                            img, (1, 8),
-                            args.threads, max(3, args.repeats // 3), base_graph,
+                            img, (1, 8), args, max(3, args.repeats // 5), base_graph,
                             serialized_size(base), score))
         log(f"vit_small {scheme}: {rows[-1]['seconds']:.0f}s")
     return rows
@@ -180,11 +188,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-dir", default=str(ROOT / "outputs"),
                         help="sweeper output_dir holding the baseline cache")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=30, help="timed calls (ViT-S: 1/5)")
+    parser.add_argument("--rounds", type=int, default=3, help="comparisons, median kept")
     parser.add_argument("--no-vits", action="store_true", help="skip the ViT-S/16 rows")
     args = parser.parse_args(argv)
     if args.quick:
-        args.repeats = min(args.repeats, 3)
+        args.repeats, args.rounds = min(args.repeats, 3), 1
     torch.set_num_threads(args.threads)
 
     def log(msg: str) -> None:
@@ -195,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         rows += vits_rows(args, log)
     print(table(rows))
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"threads": args.threads, "repeats": args.repeats, "quick": args.quick,
+    meta = {"threads": args.threads, "repeats": args.repeats, "rounds": args.rounds,
+            "quick": args.quick,
             "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
     args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     print(f"\nwrote {args.json}")

@@ -63,13 +63,50 @@ def make_sampler(cfg: Config) -> optuna.samplers.BaseSampler:
     return optuna.samplers.RandomSampler(seed=s.seed)
 
 
+NOVEL_ASKS = 20  # asks per trial before a repeat is accepted (a space smaller than the sweep)
+
+
+def ask_novel(
+    study: optuna.Study, define: Callable[[Any], Any], asks: int = NOVEL_ASKS
+) -> optuna.trial.Trial:
+    """`study.ask()` plus `define(trial)`, skipping configurations a finished trial already
+    measured. In a discrete space samplers propose those often (an NSGA-II child equal to
+    its parent, a categorical sampled again); running one again spends a trial to learn
+    nothing. A repeat is told the earlier trial's result at once (attribute `repeat_of`),
+    so the sampler sees its answer without a Tune trial, and the study is asked again; after
+    `asks` repeats in a row (an exhausted space) the repeat is returned and runs."""
+    done = {_params_key(t.params): t for t in study.get_trials(
+        deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))}
+    for attempt in range(asks):
+        trial = study.ask()
+        define(trial)
+        earlier = done.get(_params_key(trial.params))
+        if earlier is None or attempt == asks - 1:
+            return trial
+        for key, value in earlier.user_attrs.items():
+            trial.set_user_attr(key, value)
+        trial.set_user_attr("repeat_of", earlier.number)
+        study.tell(trial, earlier.values)
+    raise ValueError("asks must be at least 1")
+
+
+def _params_key(params: dict[str, Any]) -> tuple:
+    return tuple(sorted((k, repr(v)) for k, v in params.items()))
+
+
 class ConstrainedOptunaSearch(OptunaSearch):
     """OptunaSearch that stores the accuracy-drop constraint on the Optuna trial before
-    telling its result, so constraint-aware samplers steer away from infeasible regions."""
+    telling its result, so constraint-aware samplers steer away from infeasible regions,
+    and that never spends a trial on a configuration already measured (`ask_novel`)."""
 
     def __init__(self, *args: Any, max_drop: float | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.max_drop = max_drop
+
+    def suggest(self, trial_id: str) -> dict | None:
+        if callable(self._space) and trial_id not in self._ot_trials:
+            self._ot_trials[trial_id] = ask_novel(self._ot_study, self._space)
+        return super().suggest(trial_id)  # reads the suggestions back from that trial
 
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False

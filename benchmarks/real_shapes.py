@@ -1,0 +1,131 @@
+"""Latency at real model shapes: ViT-S/16 and ViT-B/16 (random weights, synthetic input).
+
+For each model and compression: the compressed model and the uncompressed one are timed in
+the same process, alternating, after warm-up (median of repeated calls), at batch 1 and 8, in
+eager PyTorch and in ONNX Runtime; the speed-up is the ratio. Nyström is also timed at 384 px,
+where the token count (577) is large enough for low-rank attention to pay. No accuracy here
+(random weights): `benchmarks/techniques.py` has the accuracy side.
+
+    python benchmarks/real_shapes.py                  # ViT-S/16 and ViT-B/16 (tens of minutes)
+    python benchmarks/real_shapes.py --models vit_small_patch16_224
+    python benchmarks/real_shapes.py --quick          # smoke test: ViT-Ti at half the size
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sweeper import compress  # noqa: E402
+from sweeper.compress.nystrom import NystromConfig  # noqa: E402
+from sweeper.compress.prune import PruneConfig  # noqa: E402
+from sweeper.compress.quantize import QuantizeConfig  # noqa: E402
+from sweeper.compress.tome import ToMeConfig  # noqa: E402
+from sweeper.measure import compare_latency  # noqa: E402
+from sweeper.quiet import quiet_third_party  # noqa: E402
+
+# (name, image size, pipeline)
+CASES: list[tuple[str, int, list[Any]]] = [
+    ("int8 dynamic", 224, [QuantizeConfig(method="dynamic")]),
+    ("structured prune 30%", 224, [PruneConfig(ratio=0.3)]),
+    ("structured prune 50%", 224, [PruneConfig(ratio=0.5)]),
+    ("tome r=8", 224, [ToMeConfig(r=8)]),
+    ("nystrom m=32 @224", 224, [NystromConfig(landmarks=32)]),
+    ("nystrom m=32 @384", 384, [NystromConfig(landmarks=32)]),
+    ("nystrom m=64 @384", 384, [NystromConfig(landmarks=64)]),
+]
+
+QUICK_CASES = [CASES[0], CASES[2], CASES[3], CASES[5]]
+
+
+def build(name: str, img_size: int) -> torch.nn.Module:
+    import timm
+
+    torch.manual_seed(0)
+    return timm.create_model(name, pretrained=False, img_size=img_size).eval()
+
+
+def ort_speedup(model: torch.nn.Module, base: torch.nn.Module, img: int, batches: tuple,
+                threads: int, warmup: int, repeats: int) -> dict[int, float] | str:
+    from sweeper import runtime
+
+    try:
+        graph, _ = runtime.onnx_bytes(model, img)
+        base_graph = runtime.float_onnx_bytes(base, img)
+    except Exception as exc:  # an op without an ONNX lowering: reported, not hidden
+        return f"export failed: {type(exc).__name__}"
+    cpu = torch.device("cpu")
+    pair = runtime.compare_latency(runtime.session(graph, cpu, threads),
+                                   runtime.session(base_graph, cpu, threads),
+                                   img, batches, warmup, repeats)
+    return {b: pair.speedup(b) for b in batches}
+
+
+def run(models: list[str], batches: tuple[int, ...], warmup: int, repeats: int,
+        threads: int, quick: bool) -> list[dict[str, Any]]:
+    torch.set_num_threads(threads)
+    rows = []
+    for model_name in models:
+        bases: dict[int, torch.nn.Module] = {}
+        for case, img, pipeline in QUICK_CASES if quick else CASES:
+            if quick:  # half the pixels, and few enough merges for the 50 tokens left
+                img //= 2
+                pipeline = [ToMeConfig(r=2) if isinstance(c, ToMeConfig) else c
+                            for c in pipeline]
+            if img not in bases:
+                bases[img] = build(model_name, img)
+            base = bases[img]
+            compressed = compress.apply_pipeline(copy.deepcopy(base), pipeline,
+                                                 compress.TrialContext())
+            eager = compare_latency(compressed, base, img, batches, torch.device("cpu"),
+                                    warmup, repeats)
+            ort = ort_speedup(compressed, base, img, batches, threads, warmup, repeats)
+            row = {"model": model_name, "case": case, "img_size": img,
+                   "baseline_ms": eager.baseline_ms, "model_ms": eager.model_ms,
+                   "speedup_torch": {b: eager.speedup(b) for b in batches},
+                   "speedup_ort": ort}
+            rows.append(row)
+            ort_text = (" ".join(f"b{b} {v:5.2f}x" for b, v in ort.items())
+                        if isinstance(ort, dict) else ort)
+            print(f"{model_name:24s} {case:22s} torch " +
+                  " ".join(f"b{b} {eager.speedup(b):5.2f}x" for b in batches) +
+                  f" | onnxruntime {ort_text}   (baseline b1 {eager.baseline_ms[1]:.1f} ms)",
+                  flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+",
+                        default=["vit_small_patch16_224", "vit_base_patch16_224"])
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json", default="benchmarks/results/real_shapes.json")
+    args = parser.parse_args()
+    quiet_third_party()
+    models = ["vit_tiny_patch16_224"] if args.quick else args.models
+    repeats, warmup = (2, 1) if args.quick else (args.repeats, args.warmup)
+    rows = run(models, (1, 8), warmup, repeats, args.threads, args.quick)
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "machine": platform.platform(),
+                               "threads": args.threads, "rows": rows}, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

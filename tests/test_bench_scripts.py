@@ -1,0 +1,38 @@
+"""Smoke runs of the benchmark scripts (their real runs make the README's tables)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def run_script(name: str, out: Path) -> dict:
+    proc = subprocess.run([sys.executable, f"benchmarks/{name}.py", "--quick", "--json", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+def test_orchestration_benchmark_measures_overhead(tmp_path: Path) -> None:
+    result = run_script("orchestration", tmp_path / "o.json")
+    sweeps = {r["sweep"]: r for r in result["rows"]}
+    assert set(sweeps) == {"ray-defaults", "trivial", "cheap"}
+    for row in sweeps.values():
+        assert row["tune_seconds"] > 0 and row["overhead_per_trial_s"] > 0
+    assert sweeps["cheap"]["trials_ok"] == 6 and sweeps["cheap"]["body_seconds"] > 0
+
+
+def test_real_shapes_benchmark_times_both_runtimes(tmp_path: Path) -> None:
+    result = run_script("real_shapes", tmp_path / "r.json")
+    assert len(result["rows"]) == 4
+    for row in result["rows"]:
+        assert set(row["speedup_torch"]) == {"1", "8"}
+        assert all(v > 0 for v in row["speedup_torch"].values())
+    assert isinstance(result["rows"][0]["speedup_ort"], dict)  # int8 exports and runs in ORT
