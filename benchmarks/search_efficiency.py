@@ -197,6 +197,7 @@ def run(cfg: Config, space_file: Path, table_dir: Path, samplers: list[str],
     hv_base = front_and_hv([], baseline)[1]
     log(f"exhaustive: {len(rows)} pipelines, front {len(front)}, normalised hypervolume "
         f"{hv_all:.4f} (baseline alone {hv_base:.4f})")
+    torch.set_num_threads(1)  # GP fits: tiny models, threads only contend on a shared machine
     runs = []
     for sampler in samplers:
         for budget in budgets:

@@ -71,9 +71,15 @@ class TrialArtefact:
         }
 
 
-def _last_result(trial_dir: Path) -> dict[str, Any]:
-    lines = (trial_dir / "result.json").read_text().strip().splitlines()
-    return json.loads(lines[-1]) if lines else {}
+def _reported(checkpoint: Path) -> dict[str, float]:
+    """The metrics the trial reported, saved with its checkpoint (or, from sweeps before
+    that, in Tune's result.json log of the trial folder)."""
+    for path in (checkpoint / "result.json", checkpoint.parent / "result.json"):
+        if path.is_file():
+            lines = path.read_text().strip().splitlines()
+            result = json.loads(lines[-1]) if lines else {}
+            return {k: v for k, v in result.items() if isinstance(v, int | float)}
+    return {}
 
 
 def find_trial(run: str, trial: str, output_dir: str) -> TrialArtefact:
@@ -84,18 +90,15 @@ def find_trial(run: str, trial: str, output_dir: str) -> TrialArtefact:
     sweep_dir = find_sweep(run, output_dir)
     meta = json.loads((sweep_dir / "sweep.json").read_text())
     tune_dir = sweep_dir / "ray" / "tune"
-    dirs = [d for d in sorted(tune_dir.glob(f"*{trial}*")) if (d / "result.json").is_file()]
-    dirs = [d for d in dirs if _last_result(d).get("trial_id") == trial]
-    if not dirs:
-        raise UserError(f"no trial {trial!r} in sweep {meta['name']} (look under {tune_dir})")
-    checkpoints = sorted(dirs[0].glob("checkpoint_*"), key=lambda p: p.name)
-    checkpoints = [c for c in checkpoints if (c / "model.pt").is_file()]
+    # Tune names a trial's folder <trainable>_<trial id>_<index>_<params>_<time>
+    checkpoints = sorted(c for c in tune_dir.glob(f"*_{trial}_*/checkpoint_*")
+                         if (c / "model.pt").is_file())
     if not checkpoints:
-        raise UserError(f"trial {trial} of sweep {meta['name']} saved no model (it failed?)")
+        raise UserError(f"no finished trial {trial!r} in sweep {meta['name']} "
+                        f"(trial folders are under {tune_dir})")
     ckpt = checkpoints[-1]
-    reported = {k: v for k, v in _last_result(dirs[0]).items() if isinstance(v, int | float)}
     return TrialArtefact(config_from_dict(meta["config"]), trial, ckpt,
-                         json.loads((ckpt / "pipeline.json").read_text()), reported)
+                         json.loads((ckpt / "pipeline.json").read_text()), _reported(ckpt))
 
 
 def export_onnx(art: TrialArtefact, path: Path) -> int:

@@ -46,48 +46,125 @@ def constraint_values(trial: optuna.trial.FrozenTrial) -> list[float]:
     return trial.user_attrs.get("constraint", [0.0])
 
 
-def make_sampler(cfg: Config) -> optuna.samplers.BaseSampler:
+def make_sampler(
+    cfg: Config, define: Callable[[Any], Any] | None = None
+) -> optuna.samplers.BaseSampler:
+    """The sweep's Optuna sampler; given the space's define-by-run function, wrapped in
+    `NoRepeatSampler` so no trial repeats a configuration another trial already has."""
     s = cfg.search
     constraints = constraint_values if cfg.max_accuracy_drop is not None else None
+    sampler: optuna.samplers.BaseSampler
     if s.sampler == "nsga2":
         population = s.population or max(4, min(50, s.trials // 4))
-        return optuna.samplers.NSGAIISampler(
+        sampler = optuna.samplers.NSGAIISampler(
             population_size=population, seed=s.seed, constraints_func=constraints
         )
-    if s.sampler == "tpe":
-        return optuna.samplers.TPESampler(
+    elif s.sampler == "tpe":
+        sampler = optuna.samplers.TPESampler(
             seed=s.seed, multivariate=True, constraints_func=constraints
         )
-    if s.sampler == "gp":
-        return optuna.samplers.GPSampler(seed=s.seed, constraints_func=constraints)
-    return optuna.samplers.RandomSampler(seed=s.seed)
+    elif s.sampler == "gp":
+        sampler = optuna.samplers.GPSampler(seed=s.seed, constraints_func=constraints)
+    else:
+        sampler = optuna.samplers.RandomSampler(seed=s.seed)
+    return sampler if define is None else NoRepeatSampler(sampler, define)
 
 
-NOVEL_ASKS = 20  # asks per trial before a repeat is accepted (a space smaller than the sweep)
+class NoRepeatSampler(optuna.samplers.BaseSampler):
+    """Wraps a sampler so that a trial does not repeat the configuration of a finished or
+    running trial. Discrete spaces make samplers propose those often (an NSGA-II child equal
+    to a parent, a categorical drawn again): on benchmarks/search_efficiency.py NSGA-II spent
+    13 of 32 trials on repeats. When a trial takes its first parameter, the define-by-run
+    space is rehearsed through the wrapped sampler, up to `tries` times, until a new
+    configuration comes out (else the last one stands: an exhausted space); the trial's
+    suggestions then return that plan. The study holds one trial per sweep trial, as before.
+    GP's proposal for the always-present parameters is deterministic given the history, so
+    for GP only the rest is drawn again (another model fit would return the same point)."""
+
+    def __init__(self, sampler: optuna.samplers.BaseSampler, define: Callable[[Any], Any],
+                 tries: int = 10) -> None:
+        self.sampler, self.define, self.tries = sampler, define, tries
+        self.redraw_relative = not isinstance(sampler, optuna.samplers.GPSampler)
+        self._plans: dict[int, dict[str, Any]] = {}
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: Any) -> dict[str, Any]:
+        return self.sampler.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: optuna.Study, trial: Any,
+                        search_space: dict[str, Any]) -> dict[str, Any]:
+        taken = {_params_key(t.params) for t in study.get_trials(
+            deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
+                                    optuna.trial.TrialState.RUNNING))
+            if t.number != trial.number}
+        relative = self.sampler.sample_relative(study, trial, search_space)
+        verbosity = optuna.logging.get_verbosity()
+        try:
+            for attempt in range(self.tries):
+                if attempt:  # the wrapped sampler's notices were shown once already
+                    optuna.logging.set_verbosity(optuna.logging.ERROR)
+                    if self.redraw_relative:
+                        relative = self.sampler.sample_relative(study, trial, search_space)
+                rehearsal = _Rehearsal(self.sampler, study, trial, relative)
+                self.define(rehearsal)
+                if _params_key(rehearsal.params) not in taken:
+                    break
+        finally:
+            optuna.logging.set_verbosity(verbosity)
+        self._plans[trial.number] = rehearsal.params
+        return {}  # every parameter is served from the plan by sample_independent
+
+    def sample_independent(self, study: optuna.Study, trial: Any, param_name: str,
+                           param_distribution: Any) -> Any:
+        plan = self._plans.get(trial.number, {})
+        if param_name in plan:
+            value = plan[param_name]
+            if param_distribution._contains(param_distribution.to_internal_repr(value)):
+                return value
+        return self.sampler.sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study: optuna.Study, trial: Any) -> None:
+        self.sampler.before_trial(study, trial)
+
+    def after_trial(self, study: optuna.Study, trial: Any, state: Any, values: Any) -> None:
+        self._plans.pop(trial.number, None)
+        self.sampler.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.sampler.reseed_rng()
 
 
-def ask_novel(
-    study: optuna.Study, define: Callable[[Any], Any], asks: int = NOVEL_ASKS
-) -> optuna.trial.Trial:
-    """`study.ask()` plus `define(trial)`, skipping configurations a finished trial already
-    measured. In a discrete space samplers propose those often (an NSGA-II child equal to
-    its parent, a categorical sampled again); running one again spends a trial to learn
-    nothing. A repeat is told the earlier trial's result at once (attribute `repeat_of`),
-    so the sampler sees its answer without a Tune trial, and the study is asked again; after
-    `asks` repeats in a row (an exhausted space) the repeat is returned and runs."""
-    done = {_params_key(t.params): t for t in study.get_trials(
-        deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))}
-    for attempt in range(asks):
-        trial = study.ask()
-        define(trial)
-        earlier = done.get(_params_key(trial.params))
-        if earlier is None or attempt == asks - 1:
-            return trial
-        for key, value in earlier.user_attrs.items():
-            trial.set_user_attr(key, value)
-        trial.set_user_attr("repeat_of", earlier.number)
-        study.tell(trial, earlier.values)
-    raise ValueError("asks must be at least 1")
+class _Rehearsal:
+    """Stands in for an Optuna trial while a define-by-run function is played through a
+    sampler: the relative proposal where it has the parameter, else the sampler's
+    independent draw, as `optuna.Trial` would pick."""
+
+    def __init__(self, sampler: optuna.samplers.BaseSampler, study: optuna.Study, trial: Any,
+                 relative: dict[str, Any]) -> None:
+        self.sampler, self.study, self.trial, self.relative = sampler, study, trial, relative
+        self.params: dict[str, Any] = {}
+
+    def _suggest(self, name: str, dist: Any) -> Any:
+        if name in self.params:
+            return self.params[name]
+        if dist.single():
+            value = dist.choices[0] if hasattr(dist, "choices") else dist.low
+        elif name in self.relative and dist._contains(dist.to_internal_repr(self.relative[name])):
+            value = self.relative[name]
+        else:
+            value = self.sampler.sample_independent(self.study, self.trial, name, dist)
+        self.params[name] = value
+        return value
+
+    def suggest_categorical(self, name: str, choices: Any) -> Any:
+        return self._suggest(name, optuna.distributions.CategoricalDistribution(choices))
+
+    def suggest_int(self, name: str, low: int, high: int, step: int = 1,
+                    log: bool = False) -> int:
+        return self._suggest(name, optuna.distributions.IntDistribution(low, high, log, step))
+
+    def suggest_float(self, name: str, low: float, high: float, step: float | None = None,
+                      log: bool = False) -> float:
+        return self._suggest(name, optuna.distributions.FloatDistribution(low, high, log, step))
 
 
 def _params_key(params: dict[str, Any]) -> tuple:
@@ -96,17 +173,11 @@ def _params_key(params: dict[str, Any]) -> tuple:
 
 class ConstrainedOptunaSearch(OptunaSearch):
     """OptunaSearch that stores the accuracy-drop constraint on the Optuna trial before
-    telling its result, so constraint-aware samplers steer away from infeasible regions,
-    and that never spends a trial on a configuration already measured (`ask_novel`)."""
+    telling its result, so constraint-aware samplers steer away from infeasible regions."""
 
     def __init__(self, *args: Any, max_drop: float | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.max_drop = max_drop
-
-    def suggest(self, trial_id: str) -> dict | None:
-        if callable(self._space) and trial_id not in self._ot_trials:
-            self._ot_trials[trial_id] = ask_novel(self._ot_study, self._space)
-        return super().suggest(trial_id)  # reads the suggestions back from that trial
 
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
@@ -342,7 +413,7 @@ def run_tune(
             space=space.define,
             metric=OBJECTIVE_METRICS,
             mode=OBJECTIVE_MODES,
-            sampler=make_sampler(cfg),
+            sampler=make_sampler(cfg, space.define),
             study_name=sweep_name,
             storage=storage,
         )

@@ -133,9 +133,10 @@ def test_resume_rejects_unknown_or_finished_sweeps(tmp_path: Path) -> None:
 
 
 def test_two_node_cluster_runs_on_both_and_survives_a_dead_node(tmp_path: Path) -> None:
-    cluster = LoopbackCluster().start()
+    cluster = LoopbackCluster()
     log = tmp_path / "sweep.log"
     try:
+        cluster.start()  # inside the try: a half-started cluster is stopped too
         proc = start_sweep(["launch", *tiny_overrides(
             tmp_path, f"space={SLOW_SPACE}", f"ray.address={cluster.address}",
             "search.trials=5", "search.concurrency=2", "search.max_failures=10",

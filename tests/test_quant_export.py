@@ -97,7 +97,7 @@ def test_export_onnx_and_torch_predict_alike_at_the_reported_size(sweep, capsys)
 def test_export_errors_are_one_line_exit_2(sweep, capsys) -> None:
     tmp, meta, _children = sweep
     assert main(["export", meta["name"], "nope", f"output_dir={tmp}"]) == 2
-    assert "no trial 'nope'" in capsys.readouterr().err
+    assert "no finished trial 'nope'" in capsys.readouterr().err
     assert main(["export", "missing-sweep", "x", f"output_dir={tmp}"]) == 2
     assert main(["export", meta["name"], "x", "format=tf", f"output_dir={tmp}"]) == 2
     assert "format='tf' is not valid" in capsys.readouterr().err
