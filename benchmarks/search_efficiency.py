@@ -13,12 +13,13 @@ distinct pipelines: structured prune ratio x Nyström off/16/32 x quantization o
 3. **Samplers.** For each sampler (nsga2, tpe, gp, random), budget (8/16/32 trials) and seed
    (0/1/2): an Optuna study with three directions and the production sampler, built by
    `sweeper.orchestrate.make_sampler` from a Config with search.sampler / search.seed /
-   search.trials set (so NSGA-II gets the population size rule a real sweep gets). It is
-   driven by ask/tell as a sweep's ConstrainedOptunaSearch drives it: define-by-run
-   suggestions from `Space.define` through `sweeper.orchestrate.ask_novel` (a proposal that
-   repeats a measured configuration is told that result and costs no trial; `--allow-repeats`
-   turns this off for comparison), `search.concurrency` trials in flight (the oldest is told
-   before the next is asked). A trial's objectives are **looked up** in the table, not
+   search.trials set (so NSGA-II gets the population size rule a real sweep gets) and the
+   space's define-by-run function, as `run_tune` builds it (so wrapped in NoRepeatSampler:
+   no trial repeats a finished or running configuration; `--allow-repeats` leaves the
+   wrapper out, for comparison). It is driven by ask/tell as Ray Tune's OptunaSearch drives
+   it: `study.ask()` then `Space.define(trial)`, `search.concurrency` trials in flight (the
+   oldest is told before the next is asked). A trial's objectives are **looked up** in the
+   table, not
    re-measured: every sampler sees the same numbers for the same pipeline, which isolates
    the sampler's quality from measurement noise (and costs no trial time: the studies take
    about two minutes, mostly GP fitting). Score: hypervolume of the distinct pipelines
@@ -30,7 +31,7 @@ distinct pipelines: structured prune ratio x Nyström off/16/32 x quantization o
     python benchmarks/search_efficiency.py                  # embedded default (~5 min; ~2 min
                                                             # once the table is cached)
     python benchmarks/search_efficiency.py cache_dir=tests/.cache/cache measure.repeats=10
-    python benchmarks/search_efficiency.py --allow-repeats  # samplers without ask_novel
+    python benchmarks/search_efficiency.py --allow-repeats  # samplers without NoRepeatSampler
     python benchmarks/search_efficiency.py --quick          # smoke test: tiny model, 4/8 trials
 """
 
@@ -61,13 +62,7 @@ from sweeper import compress  # noqa: E402
 from sweeper.config import Config, build_config  # noqa: E402
 from sweeper.data import load_splits  # noqa: E402
 from sweeper.models import baseline_key  # noqa: E402
-from sweeper.orchestrate import (  # noqa: E402
-    NOVEL_ASKS,
-    OBJECTIVE_METRICS,
-    OBJECTIVE_MODES,
-    ask_novel,
-    make_sampler,
-)
+from sweeper.orchestrate import OBJECTIVE_METRICS, OBJECTIVE_MODES, make_sampler  # noqa: E402
 from sweeper.pareto import normalised_hypervolume, pareto_front  # noqa: E402
 from sweeper.quiet import quiet_third_party  # noqa: E402
 from sweeper.spaces import Space, load_space, resolve_path  # noqa: E402
@@ -163,29 +158,31 @@ def front_and_hv(rows: list[dict[str, Any]], baseline: dict[str, Any]) -> tuple[
 
 
 def search(cfg: Config, space: Space, rows: dict[str, dict[str, Any]], sampler: str,
-           budget: int, seed: int, asks: int = NOVEL_ASKS) -> tuple[list[str], int]:
-    """One Optuna study of `budget` trials, driven as ConstrainedOptunaSearch drives it
-    (`ask_novel`: a repeat of a measured configuration is told its result and costs no
-    trial; asks=1 turns that off). Returns the pipeline key of every trial in order
-    (objectives come from the table) and the number of Optuna trials, repeats included."""
+           budget: int, seed: int, no_repeats: bool = True) -> list[str]:
+    """One Optuna study of `budget` trials with the sweep's sampler, driven as OptunaSearch
+    drives it; returns the pipeline key of every trial in order (objectives come from the
+    table). no_repeats=False: the bare sampler, without NoRepeatSampler."""
     run_cfg = build_config([f"search.sampler={sampler}", f"search.seed={seed}",
                             f"search.trials={budget}"], base=cfg)
     directions = ["maximize" if m == "max" else "minimize" for m in OBJECTIVE_MODES]
-    study = optuna.create_study(directions=directions, sampler=make_sampler(run_cfg))
+    define = space.define if no_repeats else None
+    study = optuna.create_study(directions=directions, sampler=make_sampler(run_cfg, define))
     pending: deque = deque()
     keys: list[str] = []
     while len(keys) < budget:
         while len(pending) < run_cfg.search.concurrency and len(keys) + len(pending) < budget:
-            pending.append(ask_novel(study, space.define, asks))
+            trial = study.ask()
+            space.define(trial)
+            pending.append(trial)
         trial = pending.popleft()
         key = pipeline_key(space, trial.params)
         study.tell(trial, [rows[key][m] for m in OBJECTIVE_METRICS])
         keys.append(key)
-    return keys, len(study.trials)
+    return keys
 
 
 def run(cfg: Config, space_file: Path, table_dir: Path, samplers: list[str],
-        budgets: list[int], seeds: list[int], asks: int = NOVEL_ASKS,
+        budgets: list[int], seeds: list[int], no_repeats: bool = True,
         log: Log = print) -> dict[str, Any]:
     space = load_space(str(space_file))
     path = table_path(cfg, space_file, table_dir)
@@ -203,15 +200,14 @@ def run(cfg: Config, space_file: Path, table_dir: Path, samplers: list[str],
         for budget in budgets:
             for seed in seeds:
                 start = time.perf_counter()
-                keys, asked = search(cfg, space, rows, sampler, budget, seed, asks)
+                keys = search(cfg, space, rows, sampler, budget, seed, no_repeats)
                 found = [rows[k] for k in dict.fromkeys(keys)]
                 hv = front_and_hv(found, baseline)[1]
                 runs.append({
                     "sampler": sampler, "budget": budget, "seed": seed, "hypervolume": hv,
                     "fraction": hv / hv_all,
                     "gain": (hv - hv_base) / (hv_all - hv_base) if hv_all > hv_base else 1.0,
-                    "distinct": len(found), "repeats_told": asked - budget,
-                    "seconds": time.perf_counter() - start,
+                    "distinct": len(found), "seconds": time.perf_counter() - start,
                     "front_found": sum(k in keys for k in (r["trial"] for r in front)),
                 })
     summary = summarise(runs, samplers, budgets)
@@ -223,7 +219,7 @@ def run(cfg: Config, space_file: Path, table_dir: Path, samplers: list[str],
             "table": [{"config": r["pipeline"], **{k: r[k] for k in KEPT}}
                       for r in rows.values()],
             "config": cfg.to_dict(), "samplers": samplers, "budgets": budgets, "seeds": seeds,
-            "skip_repeats": asks > 1,
+            "no_repeat_sampler": no_repeats,
             "runs": runs, "summary": summary}
 
 
@@ -253,8 +249,9 @@ def format_report(report: dict[str, Any]) -> str:
         f"{report['baseline_hypervolume']:.4f}, val acc {report['baseline_val_acc']:.2%})",
         f"hypervolume reached / exhaustive, mean and min over seeds "
         f"{','.join(map(str, report['seeds']))}; [gain above the baseline alone, mean; "
-        "distinct pipelines tried, mean]; repeats "
-        + ("skipped (ask_novel)" if report["skip_repeats"] else "allowed (plain ask)"),
+        "distinct pipelines tried, mean]; samplers "
+        + ("wrapped in NoRepeatSampler" if report["no_repeat_sampler"]
+           else "bare (--allow-repeats)"),
     ]
     head = f"{'sampler':<8}" + "".join(f"{f'{b} trials':>30}" for b in budgets)
     lines += [head, "-" * len(head)]
@@ -290,8 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budgets", nargs="+", type=int)
     parser.add_argument("--seeds", nargs="+", type=int)
     parser.add_argument("--allow-repeats", action="store_true",
-                        help="plain study.ask(): trials may repeat a measured configuration "
-                        "(the search before sweeper.orchestrate.ask_novel), for comparison")
+                        help="bare samplers, without sweeper.orchestrate.NoRepeatSampler: "
+                        "trials may repeat a configuration (for comparison)")
     parser.add_argument("overrides", nargs="*",
                         help="sweeper key=value overrides, e.g. cache_dir=DIR measure.repeats=10")
     args = parser.parse_args(argv)
@@ -304,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     budgets = args.budgets or list(QUICK_BUDGETS if args.quick else BUDGETS)
     seeds = args.seeds or ([0] if args.quick else list(SEEDS))
     report = run(cfg, resolve_path(args.space).resolve(), args.table_dir, args.samplers,
-                 budgets, seeds, asks=1 if args.allow_repeats else NOVEL_ASKS)
+                 budgets, seeds, no_repeats=not args.allow_repeats)
     text = format_report(report)
     print(text)
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -67,7 +67,7 @@ def make_sampler(
         sampler = optuna.samplers.GPSampler(seed=s.seed, constraints_func=constraints)
     else:
         sampler = optuna.samplers.RandomSampler(seed=s.seed)
-    return sampler if define is None else NoRepeatSampler(sampler, define)
+    return sampler if define is None else NoRepeatSampler(sampler, define, seed=s.seed)
 
 
 class NoRepeatSampler(optuna.samplers.BaseSampler):
@@ -75,15 +75,19 @@ class NoRepeatSampler(optuna.samplers.BaseSampler):
     running trial. Discrete spaces make samplers propose those often (an NSGA-II child equal
     to a parent, a categorical drawn again): on benchmarks/search_efficiency.py NSGA-II spent
     13 of 32 trials on repeats. When a trial takes its first parameter, the define-by-run
-    space is rehearsed through the wrapped sampler, up to `tries` times, until a new
-    configuration comes out (else the last one stands: an exhausted space); the trial's
-    suggestions then return that plan. The study holds one trial per sweep trial, as before.
-    GP's proposal for the always-present parameters is deterministic given the history, so
-    for GP only the rest is drawn again (another model fit would return the same point)."""
+    space is rehearsed, up to `tries` times, until a new configuration comes out: through the
+    wrapped sampler for the first `own_tries`, then through a random sampler (TPE and GP
+    propose the maximum of their acquisition, the same point again; a random new point is
+    the exploration they skip). An exhausted space keeps the last rehearsal. The trial's
+    suggestions then return that plan, so the study holds one trial per sweep trial, as
+    without the wrapper. GP only draws its always-present parameters again at the cost of
+    another model fit for the same answer, so its relative proposal is made once."""
 
     def __init__(self, sampler: optuna.samplers.BaseSampler, define: Callable[[Any], Any],
-                 tries: int = 10) -> None:
-        self.sampler, self.define, self.tries = sampler, define, tries
+                 seed: int | None = None, tries: int = 10, own_tries: int = 3) -> None:
+        self.sampler, self.define, self.tries, self.own_tries = sampler, define, tries, own_tries
+        # a stream of its own: seeded like the wrapped RandomSampler it would redraw its repeats
+        self.random = optuna.samplers.RandomSampler(seed=None if seed is None else seed + 1)
         self.redraw_relative = not isinstance(sampler, optuna.samplers.GPSampler)
         self._plans: dict[int, dict[str, Any]] = {}
 
@@ -100,11 +104,13 @@ class NoRepeatSampler(optuna.samplers.BaseSampler):
         verbosity = optuna.logging.get_verbosity()
         try:
             for attempt in range(self.tries):
+                own = attempt < self.own_tries
                 if attempt:  # the wrapped sampler's notices were shown once already
                     optuna.logging.set_verbosity(optuna.logging.ERROR)
-                    if self.redraw_relative:
+                    if own and self.redraw_relative:
                         relative = self.sampler.sample_relative(study, trial, search_space)
-                rehearsal = _Rehearsal(self.sampler, study, trial, relative)
+                rehearsal = _Rehearsal(self.sampler if own else self.random, study, trial,
+                                       relative if own else {})
                 self.define(rehearsal)
                 if _params_key(rehearsal.params) not in taken:
                     break
@@ -413,7 +419,7 @@ def run_tune(
             space=space.define,
             metric=OBJECTIVE_METRICS,
             mode=OBJECTIVE_MODES,
-            sampler=make_sampler(cfg, space.define),
+            sampler=make_sampler(cfg),
             study_name=sweep_name,
             storage=storage,
         )

@@ -38,7 +38,8 @@ _BARE = {"method", "mode", "scheme", "dtype"}
 _QUIET = {
     "nystrom": {"pinv_iters": 6},
     "recover": {"lr": 5e-4, "kd_alpha": 0.0, "kd_temperature": 4.0},
-    "quantize": {"method": "dynamic"},
+    "quantize": {"method": "dynamic", "scheme": "", "group_size": 0, "symmetric": True,
+                 "calibration_batches": 8, "lsq_epochs": 3, "lr": 1e-4, "kd_alpha": 1.0},
 }
 # A technique with this parameter value does nothing, so it is left out like a disabled one.
 _NO_OP = {"recover": ("epochs", 0)}

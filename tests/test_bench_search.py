@@ -25,7 +25,7 @@ def test_quick_benchmark_scores_every_sampler_and_budget(tmp_path: Path) -> None
     report = json.loads(out.read_text())
     assert report["pipelines"] == len(report["table"]) == 48
     assert report["front"] and report["exhaustive_hypervolume"] >= report["baseline_hypervolume"]
-    assert report["skip_repeats"] is True
+    assert report["no_repeat_sampler"] is True
     cells = {(r["sampler"], r["budget"]) for r in report["runs"]}
     assert cells == {(s, b) for s in ("nsga2", "tpe", "gp", "random") for b in (4, 8)}
     for run in report["runs"]:
