@@ -86,7 +86,8 @@ class NoRepeatSampler(optuna.samplers.BaseSampler):
     def __init__(self, sampler: optuna.samplers.BaseSampler, define: Callable[[Any], Any],
                  seed: int | None = None, tries: int = 10, own_tries: int = 3) -> None:
         self.sampler, self.define, self.tries, self.own_tries = sampler, define, tries, own_tries
-        # a stream of its own: seeded like the wrapped RandomSampler it would redraw its repeats
+        # seed + 1: with the sweep's seed it would be the twin of a wrapped RandomSampler
+        # and draw the very repeats it is there to replace
         self.random = optuna.samplers.RandomSampler(seed=None if seed is None else seed + 1)
         self.redraw_relative = not isinstance(sampler, optuna.samplers.GPSampler)
         self._plans: dict[int, dict[str, Any]] = {}
