@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -70,6 +71,24 @@ class LatencyPair:
         return self.baseline_ms[batch] / self.model_ms[batch]
 
 
+def alternate(
+    time_model: Callable[[torch.Tensor], float],
+    time_baseline: Callable[[torch.Tensor], float],
+    img_size: int,
+    batch_sizes: tuple[int, ...],
+) -> LatencyPair:
+    """Time baseline then model on the same seeded input, per batch size, so drift hits both
+    equally. Shared by eager PyTorch (below) and ONNX Runtime (sweeper.runtime)."""
+    model_ms: dict[int, float] = {}
+    base_ms: dict[int, float] = {}
+    gen = torch.Generator().manual_seed(0)
+    for batch in batch_sizes:
+        x = torch.randn(batch, 3, img_size, img_size, generator=gen)
+        base_ms[batch] = time_baseline(x)
+        model_ms[batch] = time_model(x)
+    return LatencyPair(model_ms, base_ms)
+
+
 def compare_latency(
     model: nn.Module,
     baseline: nn.Module,
@@ -79,12 +98,9 @@ def compare_latency(
     warmup: int = 5,
     repeats: int = 30,
 ) -> LatencyPair:
-    """Time model and baseline alternately per batch size so drift hits both equally."""
-    model_ms: dict[int, float] = {}
-    base_ms: dict[int, float] = {}
-    gen = torch.Generator().manual_seed(0)
-    for batch in batch_sizes:
-        x = torch.randn(batch, 3, img_size, img_size, generator=gen).to(device)
-        base_ms[batch] = latency_ms(baseline, x, warmup, repeats)
-        model_ms[batch] = latency_ms(model, x, warmup, repeats)
-    return LatencyPair(model_ms, base_ms)
+    """Eager PyTorch latency of model and baseline on `device`, alternating."""
+    return alternate(
+        lambda x: latency_ms(model, x.to(device), warmup, repeats),
+        lambda x: latency_ms(baseline, x.to(device), warmup, repeats),
+        img_size, batch_sizes,
+    )

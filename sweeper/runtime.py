@@ -23,7 +23,7 @@ from torch import nn
 
 from sweeper.config import Config
 from sweeper.data import Pair, batches, to_input
-from sweeper.measure import LatencyPair
+from sweeper.measure import LatencyPair, alternate
 from sweeper.onnx_lowering import LoweringReport, export_float, to_onnx
 
 
@@ -82,14 +82,11 @@ def compare_latency(
     repeats: int = 30,
 ) -> LatencyPair:
     """Same protocol and inputs as sweeper.measure.compare_latency, in ONNX Runtime."""
-    model_ms: dict[int, float] = {}
-    base_ms: dict[int, float] = {}
-    gen = torch.Generator().manual_seed(0)
-    for batch in batch_sizes:
-        x = torch.randn(batch, 3, img_size, img_size, generator=gen).numpy()
-        base_ms[batch] = latency_ms(baseline, x, warmup, repeats)
-        model_ms[batch] = latency_ms(model, x, warmup, repeats)
-    return LatencyPair(model_ms, base_ms)
+    return alternate(
+        lambda x: latency_ms(model, x.numpy(), warmup, repeats),
+        lambda x: latency_ms(baseline, x.numpy(), warmup, repeats),
+        img_size, batch_sizes,
+    )
 
 
 def accuracy(
