@@ -48,13 +48,18 @@ def test_int8_stays_within_one_point(default_baseline: DefaultBaseline, scheme: 
 
 
 def test_lsq_beats_weight_only_at_4_and_2_bits(default_baseline: DefaultBaseline) -> None:
+    """LSQ (distilled from the float model) stays closer to it than weight-only PTQ at the
+    same bits. Measured as KL to the float softmax: accuracy on 270 validation images moves
+    in steps of 0.37 points, and at 4 bits both methods sit within 1-3 images of the
+    baseline, in either order, depending on how the baseline trained."""
     d = default_baseline
     scores = {s: val_scores(d, quantized(d, QuantizeConfig(scheme=s)))
               for s in ("weight_only4", "lsq4", "weight_only2", "lsq2")}
-    # observed (acc, KL): weight_only4 (95.56%, 0.0018), lsq4 (96.67%, 0.00045),
-    # weight_only2 (93.33%, 0.080), lsq2 (96.30%, 0.0036); baseline 96.67%
-    for bits in (4, 2):
+    # observed (acc drop in points, KL) over 4 baselines (train.seed 0-2 and CI's):
+    # weight_only4 -0.4..+0.4, 0.0013-0.0016; lsq4 0..+0.7, 0.00048-0.0006;
+    # weight_only2 -0.4..+1.9, 0.073-0.109; lsq2 -0.4..+0.7, 0.0035-0.0072
+    for bits, margin in ((4, 1.5), (2, 5.0)):
         ptq, lsq = scores[f"weight_only{bits}"], scores[f"lsq{bits}"]
-        assert lsq[0] > ptq[0], (bits, scores)  # higher accuracy
-        assert lsq[1] < ptq[1], (bits, scores)  # and closer to the float model
-    assert d.baseline.val_acc - scores["lsq4"][0] <= 0.01
+        assert lsq[1] * margin < ptq[1], (bits, scores)  # several times closer in KL
+        # and no accuracy loss beyond the split's noise (5 of 270 images)
+        assert d.baseline.val_acc - lsq[0] <= 0.02, (bits, scores, d.baseline.val_acc)
