@@ -4,8 +4,9 @@ Three sweeps of N trials at concurrency C, in one process, one after the other:
 
 - `ray-defaults`: a bare Ray Tune run of a trivial function with Tune's defaults (a fresh
   worker per trial, result loggers on) and no Optuna or MLflow: the reference;
-- `trivial`: sweeper's own path (OptunaSearch with SQLite storage, MLflow child runs,
-  checkpoints) with a trial body that does nothing;
+- `trivial`: sweeper's own path (OptunaSearch with its journal-file storage, MLflow child
+  runs, a worker reused across trials) with a trial body that does nothing;
+- `trivial-sqlite`: the same with the study in a SQLite file (sweeper's earlier default);
 - `cheap`: sweeper's path with real cheap trials (copy the baseline, evaluate, time it).
 
 overhead per trial = (Tune wall time - sum of trial bodies / C) / N
@@ -37,6 +38,7 @@ from sweeper.sweep import launch, prepare  # noqa: E402
 TINY = ["model.embed_dim=64", "model.depth=2", "model.num_heads=2", "train.epochs=2",
         "data.limit=200", "measure.batch_sizes=1", "measure.warmup=0", "measure.repeats=1",
         "quiet=true"]
+TARGET_S = 0.15  # overhead per trial at concurrency 2, MLflow tracking on
 TRIVIAL_METRICS = {"val_acc": 0.5, "val_acc_drop": 0.0, "size_mb": 1.0, "latency_ms": 1.0,
                    "latency_ratio": 1.0, "speedup": 1.0, "size_ratio": 1.0,
                    "baseline_latency_ms": 1.0, "trial_seconds": 0.0}
@@ -72,17 +74,18 @@ def ray_defaults(n: int, concurrency: int) -> dict[str, float]:
     return {"tune_seconds": wall, "body_seconds": 0.0}
 
 
-def sweeper_run(n: int, concurrency: int, out: Path, trivial: bool) -> dict[str, float]:
+def sweeper_run(n: int, concurrency: int, out: Path, trivial: bool,
+                *extra: str) -> dict[str, float]:
     space = ROOT / "tests" / "spaces" / "cheap.yaml"
     cfg = build_config([*TINY, f"output_dir={out}", f"space={space}", f"search.trials={n}",
-                        f"search.concurrency={concurrency}"])
-    real = orchestrate._trainable
+                        f"search.concurrency={concurrency}", *extra])
+    real = orchestrate.trainable
     if trivial:
-        orchestrate._trainable = _trivial_trainable  # same scheduling path, empty body
+        orchestrate.trainable = _trivial_trainable  # same scheduling path, empty body
     try:
         outcome = launch(prepare(cfg), log=lambda _m: None)
     finally:
-        orchestrate._trainable = real
+        orchestrate.trainable = real
     bodies = sum(r.get("trial_seconds", 0.0) for r in outcome.rows)
     return {"tune_seconds": outcome.tune_seconds, "body_seconds": bodies,
             "trials_ok": len(outcome.rows)}
@@ -100,17 +103,24 @@ def main() -> None:
     c = args.concurrency
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name in ("ray-defaults", "trivial", "cheap"):
+        for name in ("ray-defaults", "trivial", "trivial-sqlite", "cheap"):
+            out = Path(tmp) / name
             if name == "ray-defaults":
                 m = ray_defaults(n, c)
+            elif name == "trivial-sqlite":
+                out.mkdir()
+                m = sweeper_run(n, c, out, True, f"search.storage=sqlite:///{out}/optuna.db")
             else:
-                m = sweeper_run(n, c, Path(tmp) / name, trivial=name == "trivial")
+                m = sweeper_run(n, c, out, trivial=name == "trivial")
             overhead = (m["tune_seconds"] - m["body_seconds"] / c) / n
             rows.append({"sweep": name, "trials": n, "concurrency": c, **m,
                          "overhead_per_trial_s": overhead})
-            print(f"{name:13s} N={n:4d} C={c}  tune {m['tune_seconds']:7.1f}s  "
+            print(f"{name:15s} N={n:4d} C={c}  tune {m['tune_seconds']:7.1f}s  "
                   f"bodies {m['body_seconds']:7.1f}s  overhead/trial "
                   f"{overhead:.3f}s", flush=True)
+    for row in rows[1:]:
+        ok = row["overhead_per_trial_s"] <= TARGET_S
+        print(f"target <= {TARGET_S} s/trial, {row['sweep']}: {'met' if ok else 'NOT met'}")
     result = {"date": time.strftime("%Y-%m-%d"), "machine": platform.platform(),
               "cpus": os.cpu_count(), "rows": rows}
     path = Path(args.json)

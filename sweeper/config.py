@@ -97,7 +97,7 @@ class SearchConfig:
     seed: int = 0
     max_failures: int = 3  # retries of a trial whose process or node died
     # Optuna storage URL (e.g. postgresql+psycopg2://user@host/optuna, password in PGPASSWORD:
-    # the config is logged to MLflow); None: sqlite:///<sweep folder>/optuna.db
+    # the config is logged to MLflow); None: a journal file, <sweep folder>/optuna.journal
     storage: str | None = None
 
     def __post_init__(self) -> None:

@@ -6,9 +6,7 @@ need to reach the tracking store; trial artefacts travel back as Tune checkpoint
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,17 +21,15 @@ from ray.tune.search.optuna import OptunaSearch
 
 from sweeper import compress
 from sweeper.config import Config
-from sweeper.quiet import quiet_third_party
 from sweeper.report import describe_config
 from sweeper.spaces import Space
 from sweeper.tracking import BackgroundWriter, Tracker
-from sweeper.trial import TrialInputs, run_trial
+from sweeper.trial import TrialInputs
+from sweeper.worker import ARTIFACTS, trainable
 
 OBJECTIVE_METRICS = ["val_acc", "size_mb", "latency_ratio"]
 OBJECTIVE_MODES = ["max", "min", "min"]
-ARTEFACT = "model.pt"
-ARTIFACTS = "artifacts"  # files techniques wrote; logged to the trial's MLflow run
-RESULT = "result.json"  # the reported metrics, kept with the artefact
+OPTUNA_JOURNAL = "optuna.journal"  # the study, in the sweep folder
 
 
 def feasible(result: dict[str, Any], max_drop: float | None) -> bool:
@@ -196,38 +192,6 @@ class ConstrainedOptunaSearch(OptunaSearch):
         super().on_trial_complete(trial_id, result, error)
 
 
-def _finished_before(experiment_dir: str, trial_id: str) -> Path | None:
-    """A checkpoint this trial already reported: the driver died after the trial finished
-    but before Tune saved its experiment state. Its result is reused, not recomputed.
-    (Looked up in the experiment's storage folder: the worker's own trial dir is a
-    per-session staging copy that a resumed session does not have.)"""
-    done = sorted(Path(experiment_dir).glob(f"*_{trial_id}_*/checkpoint_*/{RESULT}"))
-    return done[-1].parent if done else None
-
-
-def _trainable(
-    config: dict[str, Any], inputs: TrialInputs, space: Space, experiment_dir: str
-) -> None:
-    """Runs inside a Ray worker: one trial, reported with its artefact as a checkpoint."""
-    quiet_third_party()
-    previous = _finished_before(experiment_dir, tune.get_context().get_trial_id())
-    if previous is not None:
-        saved = json.loads((previous / RESULT).read_text())
-        tune.report({**saved, "reused": 1}, checkpoint=tune.Checkpoint.from_directory(previous))
-        return
-    pipeline = space.pipeline(config)
-    with tempfile.TemporaryDirectory() as tmp:
-        files = Path(tmp, ARTIFACTS)
-        files.mkdir()
-        result = run_trial(inputs, pipeline, files)
-        tags = {**result.tags, "ray_node_id": ray.get_runtime_context().get_node_id()}
-        metrics = {**result.metrics, "tags": tags}
-        Path(tmp, ARTEFACT).write_bytes(result.artefact)
-        Path(tmp, "pipeline.json").write_text(json.dumps(compress.pipeline_to_dict(pipeline)))
-        Path(tmp, RESULT).write_text(json.dumps(metrics))
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
-
-
 def pipeline_params(space: Space, config: dict[str, Any]) -> dict[str, Any]:
     try:
         return compress.pipeline_to_dict(space.pipeline(config))
@@ -381,12 +345,20 @@ class SweepRun:
     wall_seconds: float
 
 
-def optuna_storage(cfg: Config, sweep_dir: Path) -> optuna.storages.RDBStorage:
+def optuna_storage(cfg: Config, sweep_dir: Path) -> optuna.storages.BaseStorage:
     """The sweep's Optuna study storage: `search.storage` (e.g. a PostgreSQL database shared
-    by a cluster) when set, else a SQLite file in the sweep folder."""
-    return optuna.storages.RDBStorage(
-        cfg.search.storage or f"sqlite:///{sweep_dir / 'optuna.db'}"
-    )
+    by a cluster) when set, else an append-only journal file in the sweep folder. The journal
+    costs less per trial than a SQLite file, whose every ask, suggest and tell is a committed
+    transaction (benchmarks/orchestration.py, `trivial` against `trivial-sqlite`).
+    Sweeps started with the SQLite default keep their optuna.db on resume."""
+    if cfg.search.storage:
+        return optuna.storages.RDBStorage(cfg.search.storage)
+    legacy = sweep_dir / "optuna.db"
+    if legacy.exists():
+        return optuna.storages.RDBStorage(f"sqlite:///{legacy}")
+    from optuna.storages.journal import JournalFileBackend
+
+    return optuna.storages.JournalStorage(JournalFileBackend(str(sweep_dir / OPTUNA_JOURNAL)))
 
 
 def run_tune(
@@ -402,15 +374,15 @@ def run_tune(
 ) -> SweepRun:
     storage = optuna_storage(cfg, sweep_dir)
     experiment_dir = (sweep_dir / "ray" / "tune").resolve()
-    trainable = tune.with_resources(
-        tune.with_parameters(_trainable, inputs=inputs, space=space,
+    job = tune.with_resources(
+        tune.with_parameters(trainable, inputs=inputs, space=space,
                              experiment_dir=str(experiment_dir)),
         {"cpu": cfg.resources.cpus, "gpu": cfg.resources.gpus},
     )
     if restore:
         # Tune reloads its trials, the searcher (with the Optuna study) and our callback.
         tuner = tune.Tuner.restore(
-            str(experiment_dir), trainable,
+            str(experiment_dir), job,
             resume_unfinished=True, resume_errored=False, restart_errored=False,
         )
         callback = _our_callback(tuner)
@@ -420,14 +392,14 @@ def run_tune(
             space=space.define,
             metric=OBJECTIVE_METRICS,
             mode=OBJECTIVE_MODES,
-            sampler=make_sampler(cfg),
+            sampler=make_sampler(cfg, space.define),
             study_name=sweep_name,
             storage=storage,
         )
         callback = MlflowChildren(tracker, parent_id, space, cfg.search.trials,
                                   cfg.max_accuracy_drop, log)
         tuner = tune.Tuner(
-            trainable,
+            job,
             tune_config=tune.TuneConfig(
                 search_alg=ConcurrencyLimiter(searcher, max_concurrent=cfg.search.concurrency),
                 num_samples=cfg.search.trials,
@@ -446,8 +418,8 @@ def run_tune(
         )
     start = time.perf_counter()
     grid = tuner.fit()
+    callback.writer.flush()  # MLflow writes still queued belong to the sweep's time
     wall = time.perf_counter() - start
-    callback.writer.flush()
     fail_orphans(storage, sweep_name)
     return collect(grid, space, callback.runs, wall, cfg.max_accuracy_drop)
 

@@ -6,6 +6,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -40,6 +41,13 @@ def tiny_overrides(tmp: Path, *extra: str) -> list[str]:
 @pytest.fixture
 def tiny_cfg(tmp_path: Path) -> Config:
     return build_config(tiny_overrides(tmp_path))
+
+
+def sweep_study_storage(sweep_folder: Path) -> Any:
+    """The Optuna storage a sweep folder's study lives in, as the driver opens it."""
+    from sweeper.orchestrate import optuna_storage
+
+    return optuna_storage(build_config([]), sweep_folder)
 
 
 CACHE = Path(__file__).resolve().parent / ".cache"

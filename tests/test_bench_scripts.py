@@ -23,7 +23,7 @@ def run_script(name: str, out: Path) -> dict:
 def test_orchestration_benchmark_measures_overhead(tmp_path: Path) -> None:
     result = run_script("orchestration", tmp_path / "o.json")
     sweeps = {r["sweep"]: r for r in result["rows"]}
-    assert set(sweeps) == {"ray-defaults", "trivial", "cheap"}
+    assert set(sweeps) == {"ray-defaults", "trivial", "trivial-sqlite", "cheap"}
     for row in sweeps.values():
         assert row["tune_seconds"] > 0 and row["overhead_per_trial_s"] > 0
     assert sweeps["cheap"]["trials_ok"] == 6 and sweeps["cheap"]["body_seconds"] > 0

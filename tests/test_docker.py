@@ -323,12 +323,24 @@ def test_search_storage_is_where_the_study_lands(tmp_path: Path) -> None:
     cfg = build_config([f"search.storage=sqlite:///{custom}", f"output_dir={tmp_path}"])
     study = optuna.create_study(study_name="s", storage=optuna_storage(cfg, sweep))
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
-    assert custom.is_file() and not (sweep / "optuna.db").exists()
+    assert custom.is_file() and not (sweep / "optuna.journal").exists()
     assert len(optuna.load_study(study_name="s", storage=f"sqlite:///{custom}").trials) == 2
 
     default = optuna_storage(build_config([f"output_dir={tmp_path}"]), sweep)
     optuna.create_study(study_name="d", storage=default)
-    assert (sweep / "optuna.db").is_file()
+    assert (sweep / "optuna.journal").is_file() and not (sweep / "optuna.db").exists()
+
+
+def test_a_sweep_from_the_sqlite_default_resumes_on_its_database(tmp_path: Path) -> None:
+    from sweeper.orchestrate import optuna_storage
+
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    old = optuna.create_study(study_name="s", storage=f"sqlite:///{sweep / 'optuna.db'}")
+    old.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+    storage = optuna_storage(build_config([f"output_dir={tmp_path}"]), sweep)
+    assert len(optuna.load_study(study_name="s", storage=storage).trials) == 3
+    assert not (sweep / "optuna.journal").exists()
 
 
 @pytest.mark.slow
@@ -345,6 +357,6 @@ def test_a_sweep_keeps_its_study_in_search_storage(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (sweep,) = list((tmp_path / "out" / "sweeps").iterdir())
-    assert not (sweep / "optuna.db").exists()
+    assert not (sweep / "optuna.db").exists() and not (sweep / "optuna.journal").exists()
     (summary,) = optuna.get_all_study_summaries(f"sqlite:///{custom}")
     assert summary.study_name == sweep.name and summary.n_trials == 2

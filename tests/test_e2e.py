@@ -14,7 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.cluster import free_port
-from tests.conftest import tiny_overrides
+from tests.conftest import sweep_study_storage, tiny_overrides
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,9 +72,8 @@ def test_sweep_logs_parent_children_front_and_artifacts(tmp_path: Path) -> None:
     for child in children:  # test accuracy exists exactly for the front
         assert ("test_acc" in child.data.metrics) == (child.info.run_name in on_front)
 
-    study = optuna.load_study(
-        study_name=meta["name"], storage=f"sqlite:///{sweep_dir(tmp_path)}/optuna.db"
-    )
+    study = optuna.load_study(study_name=meta["name"],
+                              storage=sweep_study_storage(sweep_dir(tmp_path)))
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(done) == 4 and all(len(t.values) == 3 for t in done)
 
@@ -106,3 +105,18 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path: Path) -> None:
         lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
         assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
         assert not out.exists()
+
+
+def test_no_trial_repeats_a_configuration_of_a_small_discrete_space(tmp_path: Path) -> None:
+    """Six configurations, six trials through Tune's OptunaSearch: each one once (plain
+    NSGA-II repeats one with probability 1 - 6!/6**6 = 98%), and the study holds exactly the
+    sweep's trials."""
+    space = ROOT / "tests" / "spaces" / "discrete_cheap.yaml"
+    proc = launch(tmp_path, f"space={space}", "search.trials=6", "search.concurrency=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    meta = json.loads((sweep_dir(tmp_path) / "sweep.json").read_text())
+    study = optuna.load_study(study_name=meta["name"],
+                              storage=sweep_study_storage(sweep_dir(tmp_path)))
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 6
+    configs = {tuple(sorted(t.params.items())) for t in study.trials}
+    assert len(configs) == 6, [t.params for t in study.trials]

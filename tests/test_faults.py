@@ -27,7 +27,7 @@ from tests.cluster import (
     start_sweep,
     wait_for,
 )
-from tests.conftest import tiny_overrides
+from tests.conftest import sweep_study_storage, tiny_overrides
 
 pytestmark = pytest.mark.slow
 SLOW_SPACE = str(ROOT / "tests" / "spaces" / "slow_trials.yaml")
@@ -46,7 +46,7 @@ def children(out: Path, parent: str) -> list:
 
 
 def optuna_states(folder: Path, name: str) -> collections.Counter:
-    study = optuna.load_study(study_name=name, storage=f"sqlite:///{folder}/optuna.db")
+    study = optuna.load_study(study_name=name, storage=sweep_study_storage(folder))
     return collections.Counter(t.state.name for t in study.trials)
 
 

@@ -1,0 +1,54 @@
+"""What a Ray worker runs for one trial. Kept apart from `orchestrate` so that a worker
+imports Ray Tune, torch and timm, but not the driver's MLflow and Optuna (~0.85 s less per
+worker start, which every sweep waits for before its first trial)."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+
+from sweeper import compress
+from sweeper.quiet import quiet_third_party
+from sweeper.spaces import Space
+from sweeper.trial import TrialInputs, run_trial
+
+ARTEFACT = "model.pt"
+ARTIFACTS = "artifacts"  # files techniques wrote; logged to the trial's MLflow run
+RESULT = "result.json"  # the reported metrics, kept with the artefact
+
+
+def _finished_before(experiment_dir: str, trial_id: str) -> Path | None:
+    """A checkpoint this trial already reported: the driver died after the trial finished
+    but before Tune saved its experiment state. Its result is reused, not recomputed.
+    (Looked up in the experiment's storage folder: the worker's own trial dir is a
+    per-session staging copy that a resumed session does not have.)"""
+    done = sorted(Path(experiment_dir).glob(f"*_{trial_id}_*/checkpoint_*/{RESULT}"))
+    return done[-1].parent if done else None
+
+
+def trainable(
+    config: dict[str, Any], inputs: TrialInputs, space: Space, experiment_dir: str
+) -> None:
+    """Runs inside a Ray worker: one trial, reported with its artefact as a checkpoint."""
+    quiet_third_party()
+    previous = _finished_before(experiment_dir, tune.get_context().get_trial_id())
+    if previous is not None:
+        saved = json.loads((previous / RESULT).read_text())
+        tune.report({**saved, "reused": 1}, checkpoint=tune.Checkpoint.from_directory(previous))
+        return
+    pipeline = space.pipeline(config)
+    with tempfile.TemporaryDirectory() as tmp:
+        files = Path(tmp, ARTIFACTS)
+        files.mkdir()
+        result = run_trial(inputs, pipeline, files)
+        tags = {**result.tags, "ray_node_id": ray.get_runtime_context().get_node_id()}
+        metrics = {**result.metrics, "tags": tags}
+        Path(tmp, ARTEFACT).write_bytes(result.artefact)
+        Path(tmp, "pipeline.json").write_text(json.dumps(compress.pipeline_to_dict(pipeline)))
+        Path(tmp, RESULT).write_text(json.dumps(metrics))
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
