@@ -20,6 +20,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,14 +58,13 @@ def build(name: str, img_size: int) -> torch.nn.Module:
     return timm.create_model(name, pretrained=False, img_size=img_size).eval()
 
 
-def ort_times(model: torch.nn.Module, base: torch.nn.Module, img: int, batches: tuple,
+def ort_times(model: torch.nn.Module, base_graph: bytes, img: int, batches: tuple,
               threads: int, warmup: int, repeats: int) -> LatencyPair | str:
-    """The compressed and the float model, both exported and timed in ONNX Runtime."""
+    """The compressed model exported and timed in ONNX Runtime against the float graph."""
     from sweeper import runtime
 
     try:
         graph, _ = runtime.onnx_bytes(model, img)
-        base_graph = runtime.float_onnx_bytes(base, img)
     except Exception as exc:  # an op without an ONNX lowering: reported, not hidden
         return f"export failed: {type(exc).__name__}"
     cpu = torch.device("cpu")
@@ -74,24 +74,34 @@ def ort_times(model: torch.nn.Module, base: torch.nn.Module, img: int, batches: 
 
 
 def run(models: list[str], batches: tuple[int, ...], warmup: int, repeats: int,
-        threads: int, quick: bool) -> list[dict[str, Any]]:
+        threads: int, quick: bool, cases: list[str] | None = None,
+        on_row: Callable[[list[dict[str, Any]]], None] = lambda _rows: None,
+        ) -> list[dict[str, Any]]:
+    """Times every case; `on_row` gets the rows so far after each one (a ViT-B run takes
+    most of an hour: what was measured is kept if it is stopped)."""
+    from sweeper import runtime
+
     torch.set_num_threads(threads)
     rows = []
     for model_name in models:
         bases: dict[int, torch.nn.Module] = {}
+        base_graphs: dict[int, bytes] = {}  # exporting takes longer than timing
         for case, img, pipeline in QUICK_CASES if quick else CASES:
+            if cases and case not in cases:
+                continue
             if quick:  # half the pixels, and few enough merges for the 50 tokens left
                 img //= 2
                 pipeline = [ToMeConfig(r=2) if isinstance(c, ToMeConfig) else c
                             for c in pipeline]
             if img not in bases:
                 bases[img] = build(model_name, img)
+                base_graphs[img] = runtime.float_onnx_bytes(bases[img], img)
             base = bases[img]
             compressed = compress.apply_pipeline(copy.deepcopy(base), pipeline,
                                                  compress.TrialContext())
             eager = compare_latency(compressed, base, img, batches, torch.device("cpu"),
                                     warmup, repeats)
-            pair = ort_times(compressed, base, img, batches, threads, warmup, repeats)
+            pair = ort_times(compressed, base_graphs[img], img, batches, threads, warmup, repeats)
             ort: dict[int, float] | str = pair if isinstance(pair, str) else {
                 b: pair.speedup(b) for b in batches}
             # what a user who deploys through ONNX Runtime gets over eager float PyTorch
@@ -102,6 +112,7 @@ def run(models: list[str], batches: tuple[int, ...], warmup: int, repeats: int,
                    "speedup_torch": {b: eager.speedup(b) for b in batches},
                    "speedup_ort": ort, "ort_vs_eager_float": ort_vs_eager}
             rows.append(row)
+            on_row(rows)
             ort_text = (" ".join(f"b{b} {v:5.2f}x" for b, v in ort.items())
                         if isinstance(ort, dict) else ort)
             if isinstance(ort_vs_eager, dict):
@@ -120,17 +131,23 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--cases", nargs="+", choices=[c[0] for c in CASES],
+                        help="only these cases (default: all)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", default="benchmarks/results/real_shapes.json")
     args = parser.parse_args()
     quiet_third_party()
     models = ["vit_tiny_patch16_224"] if args.quick else args.models
     repeats, warmup = (2, 1) if args.quick else (args.repeats, args.warmup)
-    rows = run(models, (1, 8), warmup, repeats, args.threads, args.quick)
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "machine": platform.platform(),
-                               "threads": args.threads, "rows": rows}, indent=2))
+
+    def save(rows: list[dict[str, Any]]) -> None:
+        out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"),
+                                   "machine": platform.platform(), "threads": args.threads,
+                                   "repeats": repeats, "rows": rows}, indent=2))
+
+    save(run(models, (1, 8), warmup, repeats, args.threads, args.quick, args.cases, save))
     print(f"wrote {out}")
 
 

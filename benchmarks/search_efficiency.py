@@ -13,9 +13,9 @@ distinct pipelines: structured prune ratio x Nyström off/16/32 x quantization o
 3. **Samplers.** For each sampler (nsga2, tpe, gp, random), budget (8/16/32 trials) and seed
    (0/1/2): an Optuna study with three directions and the production sampler, built by
    `sweeper.orchestrate.make_sampler` from a Config with search.sampler / search.seed /
-   search.trials set (so NSGA-II gets the population size rule a real sweep gets), as
-   `run_tune` builds it; `--no-repeats` wraps it in `NoRepeatSampler` (no trial repeats a
-   finished or running configuration), the candidate fix for repeated proposals. It is
+   search.trials set (so NSGA-II gets the population size rule a real sweep gets), wrapped
+   in `NoRepeatSampler` (no trial repeats a finished or running configuration) as `run_tune`
+   builds it; `--plain` leaves the wrapper out, to show what repeats cost. It is
    driven by ask/tell as Ray Tune's OptunaSearch drives it: `study.ask()` then
    `Space.define(trial)`, `search.concurrency` trials in flight (the oldest is told before
    the next is asked). A trial's objectives are **looked up** in the table, not
@@ -30,7 +30,7 @@ distinct pipelines: structured prune ratio x Nyström off/16/32 x quantization o
     python benchmarks/search_efficiency.py                  # embedded default (~5 min; ~1.5 min
                                                             # once the table is cached)
     python benchmarks/search_efficiency.py cache_dir=tests/.cache/cache measure.repeats=10
-    python benchmarks/search_efficiency.py --no-repeats     # samplers in NoRepeatSampler
+    python benchmarks/search_efficiency.py --plain          # samplers without NoRepeatSampler
     python benchmarks/search_efficiency.py --quick          # smoke test: tiny model, 4/8 trials
 """
 
@@ -157,7 +157,7 @@ def front_and_hv(rows: list[dict[str, Any]], baseline: dict[str, Any]) -> tuple[
 
 
 def search(cfg: Config, space: Space, rows: dict[str, dict[str, Any]], sampler: str,
-           budget: int, seed: int, no_repeats: bool = False) -> list[str]:
+           budget: int, seed: int, no_repeats: bool = True) -> list[str]:
     """One Optuna study of `budget` trials with the sweep's sampler, driven as OptunaSearch
     drives it; returns the pipeline key of every trial in order (objectives come from the
     table). no_repeats: the sampler wrapped in NoRepeatSampler."""
@@ -181,7 +181,7 @@ def search(cfg: Config, space: Space, rows: dict[str, dict[str, Any]], sampler: 
 
 
 def run(cfg: Config, space_file: Path, table_dir: Path, samplers: list[str],
-        budgets: list[int], seeds: list[int], no_repeats: bool = False,
+        budgets: list[int], seeds: list[int], no_repeats: bool = True,
         log: Log = print) -> dict[str, Any]:
     space = load_space(str(space_file))
     path = table_path(cfg, space_file, table_dir)
@@ -249,8 +249,8 @@ def format_report(report: dict[str, Any]) -> str:
         f"hypervolume reached / exhaustive, mean and min over seeds "
         f"{','.join(map(str, report['seeds']))}; [gain above the baseline alone, mean; "
         "distinct pipelines tried, mean]; samplers "
-        + ("wrapped in NoRepeatSampler (--no-repeats)" if report["no_repeat_sampler"]
-           else "as run_tune builds them"),
+        + ("in NoRepeatSampler, as run_tune builds them" if report["no_repeat_sampler"]
+           else "without NoRepeatSampler (--plain)"),
     ]
     head = f"{'sampler':<8}" + "".join(f"{f'{b} trials':>30}" for b in budgets)
     lines += [head, "-" * len(head)]
@@ -286,9 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=SAMPLERS)
     parser.add_argument("--budgets", nargs="+", type=int)
     parser.add_argument("--seeds", nargs="+", type=int)
-    parser.add_argument("--no-repeats", action="store_true",
-                        help="wrap each sampler in sweeper.orchestrate.NoRepeatSampler: no "
-                        "trial repeats a configuration another trial has")
+    parser.add_argument("--plain", action="store_true",
+                        help="samplers without sweeper.orchestrate.NoRepeatSampler (which "
+                        "launch uses), so trials may repeat a configuration")
     parser.add_argument("overrides", nargs="*",
                         help="sweeper key=value overrides, e.g. cache_dir=DIR measure.repeats=10")
     args = parser.parse_args(argv)
@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     budgets = args.budgets or list(QUICK_BUDGETS if args.quick else BUDGETS)
     seeds = args.seeds or ([0] if args.quick else list(SEEDS))
     report = run(cfg, resolve_path(args.space).resolve(), args.table_dir, args.samplers,
-                 budgets, seeds, no_repeats=args.no_repeats)
+                 budgets, seeds, no_repeats=not args.plain)
     text = format_report(report)
     print(text)
     args.json.parent.mkdir(parents=True, exist_ok=True)

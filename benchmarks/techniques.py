@@ -14,6 +14,7 @@ the trial's thread count (resources.cpus). Prints a table and writes JSON.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
@@ -26,14 +27,16 @@ import torch
 
 from sweeper import compress
 from sweeper.compress.distill import DistillConfig
+from sweeper.compress.nystrom import NystromConfig
 from sweeper.compress.prune import PruneConfig
 from sweeper.compress.quantize import QuantizeConfig
+from sweeper.compress.recover import RecoverConfig
 from sweeper.compress.tome import ToMeConfig
 from sweeper.config import Config, build_config
 from sweeper.data import load_splits
 from sweeper.measure import serialized_size
 from sweeper.models import load_or_train_baseline
-from sweeper.trial import TrialInputs, run_trial
+from sweeper.trial import TrialInputs, evaluate_artefact, run_trial
 
 QUICK = ["model.embed_dim=32", "model.depth=2", "model.num_heads=2", "train.epochs=3",
          "data.limit=300", "measure.batch_sizes=1,8", "measure.warmup=1", "measure.repeats=3"]
@@ -51,27 +54,39 @@ def pipelines(quick: bool) -> dict[str, list[Any]]:
                    views=4)
     short = {**student, "epochs": ep(30), "lr": 1e-3, "views": 1}
     heal = dict(kind="soft", temperature=2.0, alpha=0.5, epochs=ep(3), lr=5e-4)
-    return {
-        "prune-unstructured-50": [PruneConfig(ratio=0.5, kind="unstructured")],
-        "prune-unstructured-50+distill": [PruneConfig(ratio=0.5, kind="unstructured"),
-                                          DistillConfig(**heal)],
-        "prune-structured-30": [PruneConfig(ratio=0.3)],
-        "prune-structured-30+distill": [PruneConfig(ratio=0.3), DistillConfig(**heal)],
-        "prune-structured-50+distill": [PruneConfig(ratio=0.5), DistillConfig(**heal)],
-        "tome-r8": [ToMeConfig(r=8)],
-        "tome-r12+distill": [ToMeConfig(r=12), DistillConfig(**{**heal, "epochs": ep(1)})],
-        "student-no-teacher (30ep)": [DistillConfig(**short, alpha=0.0)],
-        "distill-soft (30ep)": [DistillConfig(**short, kind="soft", temperature=2.0, alpha=0.5)],
-        "student-no-teacher": [DistillConfig(**student, alpha=0.0)],
-        "distill-soft": [DistillConfig(**student, kind="soft", temperature=2.0, alpha=0.5)],
-        "distill-hard": [DistillConfig(**student, kind="hard", alpha=0.5)],
-        "distill-deit": [DistillConfig(**student, kind="deit", alpha=0.5)],
-        "int8": [QuantizeConfig()],
-        "hybrid distill+int8": [DistillConfig(**student, kind="soft", temperature=2.0,
-                                              alpha=0.5), QuantizeConfig()],
-        "hybrid prune+distill+int8": [PruneConfig(ratio=0.3), DistillConfig(**heal),
-                                      QuantizeConfig()],
+    soft = dict(student, kind="soft", alpha=0.5)
+    rows: dict[str, list[Any]] = {
+        "int8 dynamic": [QuantizeConfig(scheme="dynamic8")],
+        "int8 static": [QuantizeConfig(scheme="static8")],
+        "4-bit weights": [QuantizeConfig(scheme="weight_only4")],
+        "2-bit weights": [QuantizeConfig(scheme="weight_only2")],
+        "lsq 4-bit": [QuantizeConfig(scheme="lsq4", lsq_epochs=ep(3))],
     }
+    for m in (8, 16, 32):
+        rows[f"nystrom m={m}"] = [NystromConfig(landmarks=m)]
+        rows[f"nystrom m={m}+recover"] = [NystromConfig(landmarks=m),
+                                          RecoverConfig(epochs=ep(2))]
+    for kind in ("unstructured", "structured"):
+        for pct in (10, 30, 50):
+            rows[f"prune {kind} {pct}%"] = [PruneConfig(ratio=pct / 100, kind=kind)]
+        rows[f"prune {kind} 50%+distill"] = [PruneConfig(ratio=0.5, kind=kind),
+                                              DistillConfig(**heal)]
+    rows |= {
+        "tome r=8": [ToMeConfig(r=8)],
+        "tome r=12+distill": [ToMeConfig(r=12), DistillConfig(**{**heal, "epochs": ep(1)})],
+        "student, no teacher": [DistillConfig(**student, alpha=0.0)],
+        "distill soft T=1": [DistillConfig(**soft, temperature=1.0)],
+        "distill soft T=4": [DistillConfig(**soft, temperature=4.0)],
+        "distill hard": [DistillConfig(**student, kind="hard", alpha=0.5)],
+        "student (30ep), no teacher": [DistillConfig(**short, alpha=0.0)],
+        "distill soft T=2 (30ep)": [DistillConfig(**short, kind="soft", temperature=2.0,
+                                                  alpha=0.5)],
+        "hybrid distill T=4+int8": [DistillConfig(**soft, temperature=4.0),
+                                    QuantizeConfig(scheme="dynamic8")],
+        "hybrid prune 30%+distill+int8": [PruneConfig(ratio=0.3), DistillConfig(**heal),
+                                          QuantizeConfig(scheme="dynamic8")],
+    }
+    return rows
 
 
 def trial_inputs(cfg: Config, log: Callable[[str], None]) -> TrialInputs:
@@ -90,6 +105,7 @@ def trial_inputs(cfg: Config, log: Callable[[str], None]) -> TrialInputs:
 def run(cfg: Config, names: list[str] | None, quick: bool,
         log: Callable[[str], None] = print) -> dict[str, Any]:
     inputs = trial_inputs(cfg, log)
+    test = load_splits(cfg.data, cfg.output_dir).test  # reported only, never chosen on
     table = pipelines(quick)
     unknown = sorted(set(names or []) - set(table))
     if unknown:
@@ -101,27 +117,42 @@ def run(cfg: Config, names: list[str] | None, quick: bool,
         compress.validate_pipeline(pipeline)
         start = time.perf_counter()
         result = run_trial(inputs, pipeline)
+        state = torch.load(io.BytesIO(result.artefact), map_location="cpu", weights_only=True)
+        test_acc = evaluate_artefact(inputs, pipeline, state, test)
         rows.append({"name": name, "pipeline": compress.pipeline_to_dict(pipeline),
-                     "metrics": result.metrics, "tags": result.tags,
+                     "metrics": {**result.metrics, "test_acc": test_acc}, "tags": result.tags,
                      "seconds": time.perf_counter() - start})
         log(f"{name}: val acc {result.val_acc:.2%} in {rows[-1]['seconds']:.0f}s")
+    base_test = evaluate_artefact(inputs, [], inputs.baseline_state, test)
     return {"config": cfg.to_dict(), "baseline_val_acc": inputs.baseline_val_acc,
+            "baseline_test_acc": base_test,
             "baseline_size_bytes": inputs.baseline_size_bytes,
             "threads": max(1, round(cfg.resources.cpus)), "rows": rows}
 
 
 def format_table(report: dict[str, Any]) -> str:
     large = report["config"]["measure"]["batch_sizes"][-1]
-    head = (f"{'technique':<30} {'val acc':>8} {'drop pts':>8} {'size':>6} "
-            f"{'speed-up b1':>11} {f'speed-up b{large}':>12}")
-    lines = [f"baseline val acc {report['baseline_val_acc']:.2%}, "
-             f"{report['baseline_size_bytes'] / 1e6:.3f} MB, {report['threads']} thread(s)",
-             head, "-" * len(head)]
-    for row in report["rows"]:
+    rows = report["rows"]
+    base_ms = {b: rows[0]["metrics"][k] for b, k in
+               ((1, "baseline_latency_ms"), (large, f"baseline_latency_ms_b{large}"))} \
+        if rows else {}
+    lines = [f"baseline: val acc {report['baseline_val_acc']:.2%}, test acc "
+             f"{report['baseline_test_acc']:.2%}, {report['baseline_size_bytes']:,} bytes, "
+             + (f"{base_ms[1]:.2f} ms at batch 1, {base_ms[large]:.1f} ms at batch {large} "
+                if base_ms else "")
+             + f"({report['threads']} thread(s); each row's speed-up is against the baseline "
+             "timed in that row's own run)"]
+    head = (f"{'technique':<30} {'val acc':>7} {'test acc':>8} {'drop pts':>8} "
+            f"{'bytes':>9} {'ratio':>6} {'ms b1':>7} {f'ms b{large}':>8} "
+            f"{'speed-up b1':>11} {f'b{large}':>6}")
+    lines += [head, "-" * len(head)]
+    for row in rows:
         m = row["metrics"]
-        lines.append(f"{row['name']:<30} {m['val_acc']:>8.2%} {100 * m['val_acc_drop']:>8.2f} "
-                     f"{m['size_ratio']:>6.3f} {m['speedup']:>10.2f}x "
-                     f"{m[f'speedup_b{large}']:>11.2f}x")
+        lines.append(f"{row['name']:<30} {m['val_acc']:>7.2%} {m['test_acc']:>8.2%} "
+                     f"{100 * m['val_acc_drop']:>8.2f} {int(m['size_bytes']):>9,} "
+                     f"{m['size_ratio']:>6.3f} {m['latency_ms']:>7.2f} "
+                     f"{m[f'latency_ms_b{large}']:>8.1f} {m['speedup']:>10.2f}x "
+                     f"{m[f'speedup_b{large}']:>5.2f}x")
     return "\n".join(lines)
 
 
