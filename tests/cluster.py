@@ -64,6 +64,12 @@ def kill_tree(pids: list[int]) -> None:
                 pass
 
 
+def kill_ray_session(driver: int) -> None:
+    """What a SIGKILLed driver's local Ray instance leaves behind (its autoscaler monitor
+    and log monitors outlive it); the session folder ends with the driver's pid."""
+    kill_tree(pids_matching(f"_{driver}/logs"))
+
+
 def wait_for(predicate, timeout: float, step: float = 0.5) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:

@@ -22,6 +22,7 @@ from tests.cluster import (
     LoopbackCluster,
     cmdline,
     descendants,
+    kill_ray_session,
     kill_tree,
     ray_env,
     start_sweep,
@@ -86,6 +87,7 @@ def test_resume_after_driver_sigkill(tmp_path: Path) -> None:
         proc.wait(timeout=30)
     finally:
         kill_tree([proc.pid])
+        kill_ray_session(proc.pid)
     folder, meta = sweep_meta(tmp_path)
     assert meta["status"] == "RUNNING"
     finished_before = {r.info.run_name for r in children(tmp_path, meta["parent_run_id"])
