@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -65,8 +66,8 @@ def kill_tree(pids: list[int]) -> None:
 
 
 def kill_ray_session(driver: int) -> None:
-    """What a SIGKILLed driver's local Ray instance leaves behind (its autoscaler monitor
-    and log monitors outlive it); the session folder ends with the driver's pid."""
+    """Whatever of a SIGKILLed driver's local Ray instance outlives it (processes whose
+    parent died are not signalled); its session folder ends with the driver's pid."""
     kill_tree(pids_matching(f"_{driver}/logs"))
 
 
@@ -122,4 +123,8 @@ class LoopbackCluster:
                 if "raylet" in cmdline(p)]
 
     def stop(self) -> None:
-        kill_tree(pids_matching(self.address) + pids_matching(f"gcs_server_port={self.port}"))
+        # The head's monitors, dashboard and raylet name the GCS by the machine's address,
+        # not 127.0.0.1, so the port is what identifies this cluster's processes.
+        gcs = re.compile(rf"(127\.0\.0\.1:|gcs_server_port=|gcs[-_]address=[\d.]+:){self.port}\b")
+        kill_tree([int(p.name) for p in Path("/proc").iterdir()
+                   if p.name.isdigit() and gcs.search(cmdline(int(p.name)))])
