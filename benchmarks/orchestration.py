@@ -18,7 +18,6 @@ overhead per trial = (Tune wall time - sum of trial bodies / C) / N
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -33,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from sweeper import orchestrate  # noqa: E402
 from sweeper.config import build_config  # noqa: E402
 from sweeper.quiet import quiet_third_party  # noqa: E402
-from sweeper.sweep import launch, prepare  # noqa: E402
+from sweeper.sweep import launch, prepare, write_json  # noqa: E402
 
 TINY = ["model.embed_dim=64", "model.depth=2", "model.num_heads=2", "train.epochs=2",
         "data.limit=200", "measure.batch_sizes=1", "measure.warmup=0", "measure.repeats=1",
@@ -127,10 +126,8 @@ def main() -> None:
         print(f"target <= {TARGET_S} s/trial, {row['sweep']}: {'met' if ok else 'NOT met'}")
     result = {"date": time.strftime("%Y-%m-%d"), "machine": platform.platform(),
               "cpus": os.cpu_count(), "rows": rows}
-    path = Path(args.json)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2))
-    print(f"wrote {path}")
+    write_json(Path(args.json), result)
+    print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import statistics
 import sys
 import time
@@ -44,6 +43,7 @@ from sweeper.config import build_config  # noqa: E402
 from sweeper.data import load_splits, to_input  # noqa: E402
 from sweeper.measure import compare_latency, serialized_size  # noqa: E402
 from sweeper.models import load_or_train_baseline  # noqa: E402
+from sweeper.sweep import write_json  # noqa: E402
 from sweeper.train import accuracy  # noqa: E402
 
 SCHEMES = ["dynamic8", "static8", "weight_only8", "weight_only4", "weight_only3",
@@ -203,11 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_vits:
         rows += vits_rows(args, log)
     print(table(rows))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
     meta = {"threads": args.threads, "repeats": args.repeats, "rounds": args.rounds,
             "quick": args.quick,
             "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
-    args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    write_json(args.json, {"meta": meta, "rows": rows})
     print(f"\nwrote {args.json}")
     return 0
 

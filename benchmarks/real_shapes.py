@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import platform
 import sys
@@ -36,6 +35,7 @@ from sweeper.compress.quantize import QuantizeConfig  # noqa: E402
 from sweeper.compress.tome import ToMeConfig  # noqa: E402
 from sweeper.measure import LatencyPair, compare_latency  # noqa: E402
 from sweeper.quiet import quiet_third_party  # noqa: E402
+from sweeper.sweep import write_json  # noqa: E402
 
 # (name, image size, pipeline)
 CASES: list[tuple[str, int, list[Any]]] = [
@@ -140,12 +140,10 @@ def main() -> None:
     models = ["vit_tiny_patch16_224"] if args.quick else args.models
     repeats, warmup = (2, 1) if args.quick else (args.repeats, args.warmup)
     out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
 
     def save(rows: list[dict[str, Any]]) -> None:
-        out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"),
-                                   "machine": platform.platform(), "threads": args.threads,
-                                   "repeats": repeats, "rows": rows}, indent=2))
+        write_json(out, {"date": time.strftime("%Y-%m-%d"), "machine": platform.platform(),
+                         "threads": args.threads, "repeats": repeats, "rows": rows})
 
     save(run(models, (1, 8), warmup, repeats, args.threads, args.quick, args.cases, save))
     print(f"wrote {out}")

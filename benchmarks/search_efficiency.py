@@ -65,7 +65,7 @@ from sweeper.orchestrate import OBJECTIVE_METRICS, OBJECTIVE_MODES, make_sampler
 from sweeper.pareto import normalised_hypervolume, pareto_front  # noqa: E402
 from sweeper.quiet import quiet_third_party  # noqa: E402
 from sweeper.spaces import Space, load_space, resolve_path  # noqa: E402
-from sweeper.sweep import FRONT_OBJECTIVES, _inputs  # noqa: E402
+from sweeper.sweep import FRONT_OBJECTIVES, _inputs, write_json  # noqa: E402
 from sweeper.trial import run_trial  # noqa: E402
 
 SPACE = "search_bench"
@@ -125,14 +125,13 @@ def measure_table(cfg: Config, space: Space, path: Path, log: Log) -> dict[str, 
     table.update(baseline_val_acc=inputs.baseline_val_acc,
                  baseline_size_bytes=inputs.baseline_size_bytes, baseline_key=base.key,
                  config=cfg.to_dict())
-    path.parent.mkdir(parents=True, exist_ok=True)
     for i, key in enumerate(missing, 1):
         start = time.perf_counter()
         result = run_trial(inputs, space.pipeline(grid[key]))
         m = result.metrics
         table["rows"][key] = {"params": grid[key], "pipeline": json.loads(key),
                               **{k: m[k] for k in KEPT}}
-        path.write_text(json.dumps(table, indent=1))  # an interrupted run resumes here
+        write_json(path, table)  # an interrupted run resumes here
         log(f"[{i}/{len(missing)}] {describe(grid[key])}: val {m['val_acc']:.1%}  "
             f"size {m['size_ratio']:.3f}  latency {m['latency_ratio']:.2f}x  "
             f"{time.perf_counter() - start:.1f}s")
@@ -304,8 +303,7 @@ def main(argv: list[str] | None = None) -> int:
                  budgets, seeds, no_repeats=not args.plain)
     text = format_report(report)
     print(text)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({**report, "report": text}, indent=2, default=str))
+    write_json(args.json, {**report, "report": text})
     print(f"wrote {args.json}")
     return 0
 

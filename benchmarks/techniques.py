@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import sys
 import time
@@ -36,6 +35,7 @@ from sweeper.config import Config, build_config
 from sweeper.data import load_splits
 from sweeper.measure import serialized_size
 from sweeper.models import load_or_train_baseline
+from sweeper.sweep import write_json
 from sweeper.trial import TrialInputs, evaluate_artefact, run_trial
 
 QUICK = ["model.embed_dim=32", "model.depth=2", "model.num_heads=2", "train.epochs=3",
@@ -169,8 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     report = run(cfg, args.only, args.quick)
     text = format_table(report)
     print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({**report, "table": text}, indent=2, default=str))
+    write_json(args.out, {**report, "table": text})
     print(f"wrote {args.out}")
     return 0
 

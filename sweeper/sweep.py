@@ -66,6 +66,9 @@ def prepare(cfg: Config) -> Prepared:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write `data` as JSON atomically (a temporary file, then a rename), so a killed process
+    never leaves a half-written file; creates the parent folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     with os.fdopen(fd, "w") as fh:
         json.dump(data, fh, indent=2, default=str)
