@@ -5,7 +5,7 @@ nn.Linear holding its dequantized weight (the "float twin"), the twin is exporte
 MatMul/Gemm whose constant weight equals one of those dequantized weights (bit for bit) is
 rewritten with the stored integer weights and scales, unchanged:
 
-- dynamic int8 -> DynamicQuantizeLinear + MatMulInteger (ORT fuses to DynamicQuantizeMatMul)
+- dynamic int8 -> per-tensor 7-bit QuantizeLinear (as fbgemm's dynamic Linear) + MatMulInteger
 - static int8  -> QuantizeLinear with the calibrated scale + MatMulInteger, float output
 - packed 2/4/8 bits -> com.microsoft MatMulNBits (weights stay packed; accuracy_level 0:
   float activations, so the numbers match the PyTorch model's)
@@ -196,13 +196,30 @@ class _Graph:
     new: list[onnx.NodeProto]
 
 
+def _quantize_7bit(g: _Graph, x: str) -> tuple[str, str, str]:
+    """(codes, scale, zero point) of `x` per tensor over [min(x, 0), max(x, 0)] in uint8
+    0..127, as fbgemm's dynamic int8 Linear does (reduce_range). ORT's DynamicQuantizeLinear
+    would use 0..255, and uint8 x int8 pairs up to 255 * 128 * 2 overflow int16 in the int8
+    kernels of CPUs without VNNI (see _static.py). 7-bit codes are exact on every x86 CPU,
+    keep ORT's fast uint8 x int8 kernel (uint8 weights would run 2x slower on VNNI) and give
+    the same codes as the PyTorch model."""
+    zero = g.const("zero", np.array(0.0, dtype=np.float32))
+    qmax = g.const("q127", np.array(127.0, dtype=np.float32))
+    lo = g.node("Min", [g.node("ReduceMin", [x], keepdims=0)[0], zero])[0]
+    hi = g.node("Max", [g.node("ReduceMax", [x], keepdims=0)[0], zero])[0]
+    scale = g.node("Div", [g.node("Sub", [hi, lo])[0], qmax])[0]
+    scale = g.node("Max", [scale, g.const("tiny", np.array(1e-8, dtype=np.float32))])[0]
+    zp = g.node("Round", [g.node("Neg", [g.node("Div", [lo, scale])[0]])[0]])[0]
+    zp = g.node("Cast", [g.node("Clip", [zp, zero, qmax])[0]], to=TensorProto.UINT8)[0]
+    return g.node("QuantizeLinear", [x, scale, zp])[0], scale, zp
+
+
 def _int8_matmul(g: _Graph, low: Lowering, x: str, out: str) -> None:
     p = low.params
     wq = g.const("wq", np.ascontiguousarray(p["q"].T))  # [K, N]
     w_zero = g.const("wzp", p["zero"])
     if low.kind == "dynamic_int8":
-        xq, xs, xz = g.node("DynamicQuantizeLinear", [x], [g.name("xq"), g.name("xs"),
-                                                            g.name("xz")])
+        xq, xs, xz = _quantize_7bit(g, x)
         scale = g.node("Mul", [xs, g.const("ws", p["scale"])])[0]
     else:
         xs = g.const("xs", np.array(p["x_scale"], dtype=np.float32))

@@ -4,8 +4,8 @@ With `measure.runtime=onnxruntime` a trial exports the float baseline and the co
 to ONNX (quantized layers lowered to ORT's int8 / low-bit kernels by sweeper.onnx_lowering),
 and times both with ONNX Runtime on the trial's device and thread count, alternating per batch
 size like `sweeper.measure.compare_latency`. Accuracy and size of the ONNX graph are recorded
-beside the PyTorch artefact's (`ort_val_acc`, `onnx_size_bytes`): ORT's dynamic int8 path
-quantizes activations at full 8-bit range where fbgemm's uses 7, so they can differ slightly.
+beside the PyTorch artefact's (`ort_val_acc`, `onnx_size_bytes`); int8 layers use the same
+integer codes in both, so the two differ only by float rounding.
 """
 
 from __future__ import annotations

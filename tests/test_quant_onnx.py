@@ -27,7 +27,7 @@ from tests.test_quant_packing import context, images, vit
 pytestmark = pytest.mark.slow  # each case exports a model with the dynamo exporter (~3 s)
 
 CASES = {  # scheme -> (ORT kernel, max |ORT - torch| on logits of size ~0.3)
-    "dynamic8": ("dynamic_int8", 0.03),  # fbgemm's dynamic path uses 7-bit activations
+    "dynamic8": ("dynamic_int8", 5e-3),  # the same 7-bit activation codes as fbgemm
     "static8": ("static_int8", 5e-3),  # ~1e-7 float differences can flip one rounding
     "weight_only8": ("nbits", 1e-5),
     "weight_only4": ("nbits", 1e-5),

@@ -1,7 +1,7 @@
 """Static int8 post-training quantization of the Linear layers, calibrated on training data.
 
-Each nn.Linear becomes StaticInt8Linear: int8 per-channel symmetric weights (range -127..127,
-as ONNX Runtime's quantizer uses) and a per-tensor uint8 activation scale fixed by
+Each nn.Linear becomes StaticInt8Linear: int8 per-channel symmetric weights in 7 bits of
+range (-63..63, see `WEIGHT_QMAX`) and a per-tensor uint8 activation scale fixed by
 calibration. Its forward is fbgemm/oneDNN's
 `quantized::linear_with_input_q_dq_qweight_dq_output_fp32`: the float input is quantized with
 the calibrated scale, multiplied in int8 x int8 -> int32, and dequantized to float output, so
@@ -31,7 +31,13 @@ from torch.ao.quantization.observer import HistogramObserver
 from sweeper.data import batches, to_input
 
 FLOAT_OPS = "layernorm,softmax,gelu,attention_matmuls,patch_embed_conv"
-WEIGHT_QMAX = 127
+# x86 int8 GEMMs without VNNI (AVX2, AVX-512 without VNNI) multiply uint8 activations by int8
+# weights with `vpmaddubsw`, which adds each pair of adjacent products into a *saturating*
+# int16: 255 * 127 * 2 = 64770 overflows it and the result silently changes with the CPU
+# (fbgemm and ONNX Runtime's MLAS alike; VNNI's `vpdpbusd` accumulates in int32 and cannot).
+# Weights in -63..63 keep every pair within 255 * 63 * 2 = 32130 <= 32767, so the integer
+# result is exact on every x86 CPU. This is ONNX Runtime's `reduce_range` for U8S8.
+WEIGHT_QMAX = 63
 
 
 @contextlib.contextmanager
@@ -44,8 +50,8 @@ def quiet() -> Iterator[None]:
 
 
 def quantize_weight_int8(w: torch.Tensor) -> torch.Tensor:
-    """Per-output-channel symmetric qint8 weight, scale = max|w| / 127: codes stay in
-    -127..127 (ONNX Runtime's symmetric range), so the ONNX lowering reuses them exactly."""
+    """Per-output-channel symmetric qint8 weight, scale = max|w| / WEIGHT_QMAX: codes stay in
+    -63..63 (no int16 saturation on any x86 CPU), and the ONNX lowering reuses them exactly."""
     w = w.detach().float().cpu()
     scale = (w.abs().amax(1) / WEIGHT_QMAX).clamp_min(1e-8).double()
     zero = torch.zeros(w.shape[0], dtype=torch.long)
