@@ -9,6 +9,8 @@ the trial's thread count (resources.cpus). Prints a table and writes JSON.
     python benchmarks/techniques.py                 # the embedded default (minutes)
     python benchmarks/techniques.py --quick         # smoke test: tiny model, 1-epoch training
     python benchmarks/techniques.py --only tome-r8 distill-soft
+    python benchmarks/techniques.py --seeds 0 1 2   # baseline trained per train.seed; each
+                                                    # accuracy cell as mean (min-max)
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -33,6 +36,7 @@ from sweeper.compress.recover import RecoverConfig
 from sweeper.compress.tome import ToMeConfig
 from sweeper.config import Config, build_config
 from sweeper.data import load_splits
+from sweeper.hardware import cpu_model, isa_summary
 from sweeper.measure import serialized_size
 from sweeper.models import load_or_train_baseline
 from sweeper.sweep import write_json
@@ -156,20 +160,62 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _spread(values: list[float], pct: bool = True) -> str:
+    scale = 100 if pct else 1
+    lo, mid, hi = min(values) * scale, statistics.mean(values) * scale, max(values) * scale
+    return f"{mid:.2f} ({lo:.2f}-{hi:.2f})"
+
+
+def format_seeds_table(reports: dict[int, dict[str, Any]]) -> str:
+    """One row per technique over the baselines of several train.seed: accuracy cells as
+    mean (min-max) in percent, drop in points, speed-ups as the median of the runs."""
+    runs = list(reports.values())
+    large = runs[0]["config"]["measure"]["batch_sizes"][-1]
+    lines = [f"{len(runs)} baselines (train.seed {', '.join(map(str, reports))}) on "
+             f"{cpu_model()} [{isa_summary()}], {runs[0]['threads']} thread(s) per trial",
+             "baseline: val acc " + _spread([r["baseline_val_acc"] for r in runs])
+             + "%, test acc " + _spread([r["baseline_test_acc"] for r in runs]) + "%"]
+    head = (f"{'technique':<30} {'val acc %':>20} {'test acc %':>20} {'drop pts':>20} "
+            f"{'size ratio':>10} {'speed-up b1':>11} {f'b{large}':>6}")
+    lines += [head, "-" * len(head)]
+    for i, row in enumerate(runs[0]["rows"]):
+        ms = [r["rows"][i]["metrics"] for r in runs]
+        lines.append(
+            f"{row['name']:<30} {_spread([m['val_acc'] for m in ms]):>20} "
+            f"{_spread([m['test_acc'] for m in ms]):>20} "
+            f"{_spread([m['val_acc_drop'] for m in ms]):>20} "
+            f"{statistics.median(m['size_ratio'] for m in ms):>10.3f} "
+            f"{statistics.median(m['speedup'] for m in ms):>10.2f}x "
+            f"{statistics.median(m[f'speedup_b{large}'] for m in ms):>5.2f}x")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny model, 1-epoch training")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench/techniques.json"))
     parser.add_argument("--output-dir", default="outputs", help="sweeper output_dir (cache)")
     parser.add_argument("--only", nargs="*", help="row names to run (default: all)")
+    parser.add_argument("--seeds", nargs="+", type=int,
+                        help="train one baseline per train.seed and summarise over them")
     parser.add_argument("overrides", nargs="*", help="sweeper key=value overrides")
     args = parser.parse_args(argv)
-    cfg = build_config([*(QUICK if args.quick else []), f"output_dir={args.output_dir}",
-                        *args.overrides])
-    report = run(cfg, args.only, args.quick)
-    text = format_table(report)
-    print(text)
-    write_json(args.out, {**report, "table": text})
+    base = [*(QUICK if args.quick else []), f"output_dir={args.output_dir}", *args.overrides]
+    hardware = {"cpu": cpu_model(), "isa": isa_summary()}
+    if args.seeds:
+        reports = {}
+        for seed in args.seeds:
+            reports[seed] = run(build_config([*base, f"train.seed={seed}"]), args.only,
+                                args.quick)
+            print(format_table(reports[seed]), flush=True)
+        text = format_seeds_table(reports)
+        print(text)
+        write_json(args.out, {"hardware": hardware, "seeds": reports, "table": text})
+    else:
+        report = run(build_config(base), args.only, args.quick)
+        text = format_table(report)
+        print(text)
+        write_json(args.out, {**report, "hardware": hardware, "table": text})
     print(f"wrote {args.out}")
     return 0
 

@@ -23,7 +23,7 @@ from sweeper.data import Splits
 from sweeper.errors import UserError
 from sweeper.train import FitSettings, accuracy, fit
 
-CACHE_FORMAT = 1  # bump when the cache layout or training code changes meaningfully
+CACHE_FORMAT = 2  # bump when the cache layout or training code changes meaningfully
 
 
 def create_model(cfg: ModelConfig, num_classes: int) -> VisionTransformer:
@@ -111,7 +111,11 @@ def load_or_train_baseline(
 ) -> Baseline:
     key = baseline_key(cfg, splits)
     path = cfg.resolved_cache_dir() / f"baseline-{key}.pt"
-    model = create_model(cfg.model, splits.num_classes)
+    # The initial weights come from torch's global generator: seed it here, or whatever the
+    # process drew before (Ray, data loading) changes the baseline from run to run.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.train.seed)
+        model = create_model(cfg.model, splits.num_classes)
     payload = _load_cached(path, model)
     if payload is not None:
         log(f"baseline: loaded from cache {path} (val acc {payload['val_acc']:.2%})")

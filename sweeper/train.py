@@ -60,6 +60,25 @@ def fit(
     """AdamW with linear warm-up and cosine decay; optional distillation from `teacher`."""
     if settings.epochs <= 0:
         return model
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)  # bitwise-repeatable runs
+    try:
+        return _fit(model, train, settings, img_size, mean, std, device, teacher, on_epoch)
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def _fit(
+    model: nn.Module,
+    train: Pair,
+    settings: FitSettings,
+    img_size: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    device: torch.device,
+    teacher: nn.Module | None,
+    on_epoch: Callable[[int, float], None] | None,
+) -> nn.Module:
     gen = torch.Generator().manual_seed(settings.seed)
     torch.manual_seed(settings.seed)
     model.to(device).train()
