@@ -107,3 +107,19 @@ def test_new_spaces_sample_valid_ordered_pipelines(name: str) -> None:
         study.tell(trial, [0.5, 1.0, 1.0])
     if name == "hybrid":  # the toggles really vary the combination
         assert len(seen) > 10
+
+
+@pytest.mark.parametrize("scheme", ["dynamic8", "static8"])
+def test_unstructured_prune_then_int8_runs_and_rebuilds(scheme: str) -> None:
+    """torch.ao copies the sparse layer's forward hook onto the int8 layer, whose weight is a
+    packed tensor, not a Parameter: the hook must leave it alone (it raised before)."""
+    base = vit()
+    pipeline = [PruneConfig(ratio=0.5, kind="unstructured"), QuantizeConfig(scheme=scheme)]
+    model = apply_pipeline(copy.deepcopy(base), pipeline, context(base))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        out = model(x)
+    rebuilt = rebuild(copy.deepcopy(base), pipeline,
+                      torch.load(io.BytesIO(state_bytes(model)), weights_only=False))
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), out)

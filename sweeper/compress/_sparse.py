@@ -96,9 +96,13 @@ def _hook_weight_grad(module: nn.Module, _args: Any) -> None:
     """Before a forward that may train, make sure the weight's gradient keeps its zeros.
 
     The gradient hook lives on the Parameter, and copy.deepcopy makes a new Parameter without
-    hooks (or attributes); this module hook does survive a copy and re-attaches it.
+    hooks (or attributes); this module hook does survive a copy and re-attaches it. Quantizing
+    swaps the layer for one whose packed int8 weight is no Parameter (torch.ao copies the
+    forward hooks onto it): nothing trains there, so nothing to do.
     """
     weight = module.weight
+    if not isinstance(weight, torch.Tensor):
+        return
     if weight.requires_grad and torch.is_grad_enabled() and not getattr(weight, KEEPS, False):
         weight.register_hook(functools.partial(_keep_zeros, weight))
         setattr(weight, KEEPS, True)
