@@ -1,6 +1,8 @@
 """Compression techniques: a registry of (typed frozen config, apply function) pairs.
 
-Each technique module registers itself with `@register(name, stage, config_cls, example)`.
+Each technique module registers itself with `@register(name, stage, config_cls, example)`;
+`MODULES` lists them (adding a technique adds one line there). A config whose `enabled` is
+false is skipped here, for every technique, so `apply` functions never check it.
 A pipeline is a list of technique configs; `apply_pipeline` runs them in the fixed stage order
 prune -> low-rank -> token merge -> recover -> quantize, whatever order the list has.
 
@@ -12,8 +14,8 @@ training, no calibration): `rebuild` uses this to load a saved compressed state_
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +27,8 @@ from torch import nn
 from sweeper.errors import UserError
 
 STAGES = ("prune", "lowrank", "token_merge", "recover", "quantize")
+# The technique modules, imported by load_all (each registers itself on import).
+MODULES = ("prune", "nystrom", "lowrank", "tome", "recover", "distill", "quantize")
 
 
 @dataclass
@@ -66,16 +70,20 @@ def register(name: str, stage: str, config_cls: type, example: Any) -> Callable:
         raise TypeError(f"{name}: example must be a {config_cls.__name__}")
 
     def deco(fn: Callable) -> Callable:
-        REGISTRY[name] = Technique(name, stage, config_cls, fn, example)
+        @functools.wraps(fn)
+        def unless_disabled(model: nn.Module, cfg: Any, ctx: TrialContext) -> nn.Module:
+            return fn(model, cfg, ctx) if getattr(cfg, "enabled", True) else model
+
+        REGISTRY[name] = Technique(name, stage, config_cls, unless_disabled, example)
         return fn
 
     return deco
 
 
 def load_all() -> dict[str, Technique]:
-    """Import every module of this package: each registers its technique on import."""
-    for info in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{info.name}")
+    """Import the technique modules of `MODULES`: each registers its technique on import."""
+    for module in MODULES:
+        importlib.import_module(f"{__name__}.{module}")
     return REGISTRY
 
 

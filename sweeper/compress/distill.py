@@ -240,8 +240,6 @@ def train_student(
           example=DistillConfig(student="vit", depth=1, embed_dim=32, num_heads=2, alpha=0.0,
                                 epochs=1))
 def apply(model: nn.Module, cfg: DistillConfig, ctx: TrialContext) -> nn.Module:
-    if not cfg.enabled:
-        return model
     teacher = ctx.teacher
     # The arriving model is the shape template, also in structure_only (where no teacher is
     # given): validate_pipeline lets a new student follow no other technique.

@@ -133,8 +133,6 @@ class NystromAttention(nn.Module):
 @register("nystrom", "lowrank", NystromConfig, example=NystromConfig(landmarks=8))
 def apply(model: nn.Module, cfg: NystromConfig, ctx: TrialContext) -> nn.Module:
     """Swap every block's attention for Nyström attention, in place (data-free)."""
-    if not cfg.enabled:
-        return model
     for blk in model.blocks:
         if not isinstance(blk.attn, Attention):
             raise TypeError(f"nystrom expects timm Attention blocks, got {type(blk.attn).__name__}")

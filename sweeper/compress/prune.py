@@ -84,8 +84,6 @@ def _unstructured(model: nn.Module, ratio: float, ctx: TrialContext) -> list[tor
 @register("prune", "prune", PruneConfig, example=PruneConfig(ratio=0.3))
 def apply(model: nn.Module, cfg: PruneConfig, ctx: TrialContext) -> nn.Module:
     """Prune `model` in place (data-free); notes and an importance histogram record what went."""
-    if not cfg.enabled:
-        return model
     before = count_parameters(model)
     prune = _structured if cfg.kind == "structured" else _unstructured
     kept, gone = prune(model, cfg.ratio, ctx)

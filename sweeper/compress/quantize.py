@@ -183,8 +183,6 @@ def _lsq(model: nn.Module, cfg: QuantizeConfig, ctx: TrialContext) -> int:
 @register("quantize", "quantize", QuantizeConfig, example=QuantizeConfig())
 def apply(model: nn.Module, cfg: QuantizeConfig, ctx: TrialContext) -> nn.Module:
     """Quantize every nn.Linear in place (see the module docstring for what each method does)."""
-    if not cfg.enabled:
-        return model
     if cfg.method == "dynamic":
         model = _dynamic_int8(model.cpu())
         count = sum(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in model.modules())

@@ -32,7 +32,7 @@ class RecoverConfig:
 
 @register("recover", "recover", RecoverConfig, example=RecoverConfig(epochs=1))
 def apply(model: nn.Module, cfg: RecoverConfig, ctx: TrialContext) -> nn.Module:
-    if not cfg.enabled or cfg.epochs == 0 or ctx.structure_only:
+    if cfg.epochs == 0 or ctx.structure_only:
         return model
     if ctx.train is None:
         raise ValueError("recover needs training data in the trial context")

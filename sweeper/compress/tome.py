@@ -96,8 +96,6 @@ def tokens_per_block(tokens: int, prefix: int, r: int, depth: int) -> list[int]:
 @register("tome", "token_merge", ToMeConfig, example=ToMeConfig(r=4))
 def apply(model: nn.Module, cfg: ToMeConfig, ctx: TrialContext) -> nn.Module:
     """Swap every block for a token-merging block, in place (data-free)."""
-    if not cfg.enabled:
-        return model
     tokens, prefix, depth = token_count(model), model.num_prefix_tokens, len(model.blocks)
     if cfg.r * depth >= tokens - prefix:
         raise ValueError(

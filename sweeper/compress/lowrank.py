@@ -1,0 +1,118 @@
+"""Low-rank factorisation of Linear layers by truncated SVD.
+
+W (d_out x d_in) = U S Vᵀ is cut to its top r singular values and stored as two thinner
+layers, Linear(d_in, r) with weight √S Vᵀ and Linear(r, d_out) with weight U √S (plus the
+bias): r (d_in + d_out) weights instead of d_in d_out, and two smaller matmuls instead of one.
+r = round(rank_ratio * min(d_in, d_out)); a layer whose factorisation would not hold fewer
+weights is left whole (counted in `lowrank_skipped`). By Eckart-Young this is the best rank-r
+approximation of each weight in the Frobenius norm. It needs no data; a recovery fine-tune
+(recover or distill) heals what the truncation loses.
+
+targets: `mlp` factorises every block's fc1 and fc2 (most of a ViT's weights); `all` adds the
+attention's qkv and proj. The two thin layers are ordinary nn.Linear, so quantization, ONNX
+export and every runtime take them as they are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from sweeper.compress import TrialContext, register
+from sweeper.measure import count_parameters
+
+TARGETS = {"mlp": (("mlp", "fc1"), ("mlp", "fc2")),
+           "all": (("mlp", "fc1"), ("mlp", "fc2"), ("attn", "qkv"), ("attn", "proj"))}
+
+
+@dataclass(frozen=True)
+class LowRankConfig:
+    rank_ratio: float = 0.5  # kept rank as a fraction of min(d_in, d_out)
+    targets: str = "mlp"  # mlp | all (mlp plus attention qkv and proj)
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        ratio = self.rank_ratio
+        if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 < ratio <= 1:
+            raise ValueError(f"rank_ratio={ratio!r} out of range (0, 1]")
+        if self.targets not in TARGETS:
+            raise ValueError(f"targets={self.targets!r} is not one of: {', '.join(TARGETS)}")
+        if not isinstance(self.enabled, bool):
+            raise ValueError(f"enabled must be true or false, got {self.enabled!r}")
+
+
+class LowRankLinear(nn.Module):
+    """`up(down(x))`: a rank-r stand-in for Linear(in_features, out_features)."""
+
+    def __init__(self, in_features: int, out_features: int, rank: int, bias: bool):
+        super().__init__()
+        self.in_features, self.out_features, self.rank = in_features, out_features, rank
+        self.down = nn.Linear(in_features, rank, bias=False)
+        self.up = nn.Linear(rank, out_features, bias=bias)
+
+    @classmethod
+    @torch.no_grad()
+    def from_linear(cls, linear: nn.Linear, rank: int) -> LowRankLinear:
+        w = linear.weight.detach()
+        u, s, vh = torch.linalg.svd(w.double().cpu(), full_matrices=False)
+        root = s[:rank].sqrt()
+        layer = cls(linear.in_features, linear.out_features, rank, linear.bias is not None)
+        layer.down.weight.copy_((root[:, None] * vh[:rank]).to(w.dtype))
+        layer.up.weight.copy_((u[:, :rank] * root[None]).to(w.dtype))
+        if linear.bias is not None:
+            layer.up.bias.copy_(linear.bias.detach())
+        return layer.to(w.device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(self.down(x))
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, " \
+               f"rank={self.rank}"
+
+
+def rank_for(linear: nn.Linear, ratio: float) -> int | None:
+    """The kept rank, or None when two thin layers would hold as many weights as one."""
+    d_in, d_out = linear.in_features, linear.out_features
+    rank = max(1, round(ratio * min(d_in, d_out)))
+    return rank if rank * (d_in + d_out) < d_in * d_out else None
+
+
+def _targets(model: nn.Module, targets: str) -> list[tuple[nn.Module, str, nn.Linear]]:
+    found = []
+    for i, blk in enumerate(getattr(model, "blocks", [])):
+        for part, attr in TARGETS[targets]:
+            owner = getattr(blk, part, None)
+            layer = getattr(owner, attr, None)
+            if type(layer) is not nn.Linear:
+                raise TypeError(f"lowrank: blocks.{i}.{part}.{attr} is "
+                                f"{type(layer).__name__}, not nn.Linear")
+            found.append((owner, attr, layer))
+    if not found:
+        raise TypeError("lowrank expects a timm VisionTransformer (model.blocks)")
+    return found
+
+
+@register("lowrank", "lowrank", LowRankConfig, example=LowRankConfig(rank_ratio=0.25))
+def apply(model: nn.Module, cfg: LowRankConfig, ctx: TrialContext) -> nn.Module:
+    """Factorise the target layers in place (data-free)."""
+    before = count_parameters(model)
+    done = skipped = 0
+    for owner, attr, linear in _targets(model, cfg.targets):
+        rank = rank_for(linear, cfg.rank_ratio)
+        if rank is None:
+            skipped += 1
+            continue
+        if ctx.structure_only:
+            thin = LowRankLinear(linear.in_features, linear.out_features, rank,
+                                 linear.bias is not None)
+        else:
+            thin = LowRankLinear.from_linear(linear, rank)
+        setattr(owner, attr, thin)
+        done += 1
+    ctx.notes["lowrank_layers"] = done
+    ctx.notes["lowrank_skipped"] = skipped
+    ctx.notes["params_removed_fraction"] = 1 - count_parameters(model) / before
+    return model
