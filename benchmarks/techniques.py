@@ -29,6 +29,7 @@ import torch
 
 from sweeper import compress
 from sweeper.compress.distill import DistillConfig
+from sweeper.compress.lowrank import LowRankConfig
 from sweeper.compress.nystrom import NystromConfig
 from sweeper.compress.prune import PruneConfig
 from sweeper.compress.quantize import QuantizeConfig
@@ -70,6 +71,11 @@ def pipelines(quick: bool) -> dict[str, list[Any]]:
         rows[f"nystrom m={m}"] = [NystromConfig(landmarks=m)]
         rows[f"nystrom m={m}+recover"] = [NystromConfig(landmarks=m),
                                           RecoverConfig(epochs=ep(2))]
+    for ratio, targets in ((0.25, "mlp"), (0.15, "all")):
+        name = f"lowrank {targets} r={ratio}"
+        rows[name] = [LowRankConfig(rank_ratio=ratio, targets=targets)]
+        rows[f"{name}+recover"] = [LowRankConfig(rank_ratio=ratio, targets=targets),
+                                   RecoverConfig(epochs=ep(2))]
     for kind in ("unstructured", "structured"):
         for pct in (10, 30, 50):
             rows[f"prune {kind} {pct}%"] = [PruneConfig(ratio=pct / 100, kind=kind)]
