@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from torch import nn
 
 from sweeper import compress
 from sweeper.errors import UserError
@@ -230,27 +231,17 @@ def _check_combination(space: Space, where: str) -> None:
             raise UserError(f"{where}: {exc}") from None
 
 
-def _values(tech: TechniqueSpace, key: str) -> list[Any]:
-    """Every value `key` can take in this technique: fixed, choices or range ends."""
-    values = [tech.fixed[key]] if key in tech.fixed else []
-    return values + [v for p in tech.searched if p.name == f"{tech.name}.{key}"
-                     for v in p.extremes()]
-
-
-def check_against_model(space: Space, tokens: int, depth: int = 1, prefix: int = 1) -> None:
-    """Model-dependent limits, checked before anything runs: Nyström landmarks cannot exceed
-    the token count, and token merging cannot merge away every patch token."""
+def check_against_model(space: Space, model: nn.Module) -> None:
+    """Each technique's own model limits (its `check_model` hook: Nyström landmarks within
+    the token count, token merges that leave tokens, layer types), checked at every choice
+    and range end the space allows, before anything runs."""
     for tech in space.techniques:
-        if tech.name == "nystrom":
-            for m in _values(tech, "landmarks"):
-                if m > tokens:
-                    raise UserError(f"{space.name}.yaml: nystrom.landmarks={m} exceeds the "
-                                    f"model's {tokens} tokens")
-        if tech.name == "tome":
-            for r in _values(tech, "r"):
-                if r * depth >= tokens - prefix:
-                    raise UserError(
-                        f"{space.name}.yaml: tome.r={r} merges {r * depth} of the model's "
-                        f"{tokens - prefix} patch tokens over {depth} blocks; use "
-                        f"r < {(tokens - prefix + depth - 1) // depth}"
-                    )
+        searched = [(p.name.split(".", 1)[1], v) for p in tech.searched for v in p.extremes()
+                    if not p.name.endswith(".enabled")]
+        for key, value in [(None, None), *searched]:
+            params = {**tech.fixed, "enabled": True} | ({key: value} if key else {})
+            cfg = compress.make_config(tech.name, params)
+            try:
+                compress.check_model(cfg, model)
+            except UserError as exc:
+                raise UserError(f"{space.name}.yaml: {exc}") from None

@@ -24,7 +24,7 @@ from sweeper.config import Config
 from sweeper.data import Splits, load_splits
 from sweeper.errors import UserError
 from sweeper.measure import serialized_size
-from sweeper.models import create_model, load_or_train_baseline, token_count
+from sweeper.models import create_model, load_or_train_baseline
 from sweeper.pareto import normalised_hypervolume, pareto_front
 from sweeper.report import format_front_table, front_to_csv, front_to_json, plot_front
 from sweeper.spaces import Space, check_against_model, load_space
@@ -61,7 +61,7 @@ def prepare(cfg: Config) -> Prepared:
     space = load_space(cfg.space)
     splits = load_splits(cfg.data, cfg.output_dir)
     model = create_model(cfg.model, splits.num_classes)
-    check_against_model(space, token_count(model), len(model.blocks), model.num_prefix_tokens)
+    check_against_model(space, model)
     return Prepared(cfg, space, splits)
 
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 
-from sweeper.compress import TrialContext, make_config
+from sweeper.compress import TrialContext, make_config, technique
 from sweeper.compress.nystrom import (
     NystromAttention,
     NystromConfig,
@@ -149,7 +149,7 @@ def test_batch_sizes_and_batch_independence() -> None:
 
 def test_disabled_returns_model_unchanged() -> None:
     model = tiny_vit()
-    assert apply(model, NystromConfig(enabled=False), TrialContext()) is model
+    assert technique("nystrom").apply(model, NystromConfig(enabled=False), TrialContext()) is model
     assert not any(isinstance(m, NystromAttention) for m in model.modules())
 
 

@@ -10,7 +10,7 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from sweeper.compress import TrialContext, apply_pipeline, make_config, rebuild
+from sweeper.compress import TrialContext, apply_pipeline, make_config, rebuild, technique
 from sweeper.compress.nystrom import NystromAttention, NystromConfig
 from sweeper.compress.nystrom import apply as nystrom
 from sweeper.compress.quantize import QuantizeConfig, apply
@@ -124,7 +124,7 @@ def test_rebuild_from_state_dict_gives_identical_outputs(with_nystrom: bool) -> 
 def test_disabled_returns_model_unchanged() -> None:
     model = tiny_vit()
     ctx = TrialContext()
-    assert apply(model, QuantizeConfig(enabled=False), ctx) is model
+    assert technique("quantize").apply(model, QuantizeConfig(enabled=False), ctx) is model
     assert not any(isinstance(m, QLinear) for m in model.modules())
     assert ctx.notes == {}
 

@@ -4,6 +4,8 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
+from timm.models.vision_transformer import VisionTransformer
 
 from sweeper import compress
 from sweeper.errors import UserError
@@ -78,18 +80,31 @@ def test_unknown_space_lists_valid_ones() -> None:
     assert "nystrom_m" in available()
 
 
+def _vit(img_size: int, depth: int) -> VisionTransformer:
+    return VisionTransformer(img_size=img_size, patch_size=4, embed_dim=32, depth=depth,
+                             num_heads=2, num_classes=10)
+
+
 def test_landmarks_beyond_token_count_rejected() -> None:
     space = load_space("nystrom_m")
-    check_against_model(space, 65)
-    with pytest.raises(UserError, match="exceeds the model's 17 tokens"):
-        check_against_model(space, 17)
+    check_against_model(space, _vit(32, 2))  # 65 tokens
+    with pytest.raises(UserError, match="nystrom: landmarks=32 exceeds the model's 17 tokens"):
+        check_against_model(space, _vit(16, 2))
 
 
 def test_token_merge_beyond_the_token_count_rejected() -> None:
     space = load_space("token_merge")
-    check_against_model(space, 65, depth=2)
-    with pytest.raises(UserError, match=r"tome.r=\d+ merges .* patch tokens over 4 blocks"):
-        check_against_model(space, 17, depth=4)
+    check_against_model(space, _vit(32, 2))
+    with pytest.raises(UserError, match=r"tome: r=\d+ merges .* patch tokens over 4 blocks"):
+        check_against_model(space, _vit(16, 4))
+
+
+def test_technique_that_cannot_apply_to_the_model_is_named() -> None:
+    model = _vit(32, 2)
+    model.blocks[1].mlp.fc2 = torch.nn.Identity()  # not a Linear any more
+    with pytest.raises(UserError, match=r"lowrank\.yaml: lowrank: blocks\.1\.mlp\.fc2 is "
+                                        "Identity"):
+        check_against_model(load_space("lowrank"), model)
 
 
 def test_space_whose_techniques_cannot_combine_is_rejected(tmp_path: Path) -> None:

@@ -58,12 +58,21 @@ class Technique:
     config_cls: type
     apply: Callable[[nn.Module, Any, TrialContext], nn.Module]
     example: Any  # a small valid config: the contract test runs every technique with it
+    # raises ValueError/TypeError when the config cannot apply to this model (token counts,
+    # layer types): called at launch for every value a space allows, before any trial runs
+    check_model: Callable[[Any, nn.Module], None] | None = None
 
 
 REGISTRY: dict[str, Technique] = {}
 
 
-def register(name: str, stage: str, config_cls: type, example: Any) -> Callable:
+def register(
+    name: str,
+    stage: str,
+    config_cls: type,
+    example: Any,
+    check_model: Callable[[Any, nn.Module], None] | None = None,
+) -> Callable:
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}")
     if type(example) is not config_cls:
@@ -74,7 +83,8 @@ def register(name: str, stage: str, config_cls: type, example: Any) -> Callable:
         def unless_disabled(model: nn.Module, cfg: Any, ctx: TrialContext) -> nn.Module:
             return fn(model, cfg, ctx) if getattr(cfg, "enabled", True) else model
 
-        REGISTRY[name] = Technique(name, stage, config_cls, unless_disabled, example)
+        REGISTRY[name] = Technique(name, stage, config_cls, unless_disabled, example,
+                                   check_model)
         return fn
 
     return deco
@@ -108,6 +118,17 @@ def make_config(name: str, params: dict[str, Any]) -> Any:
         return cls(**params)
     except (TypeError, ValueError) as exc:
         raise UserError(f"{name}: {exc}") from None
+
+
+def check_model(cfg: Any, model: nn.Module) -> None:
+    """UserError when the technique of `cfg` cannot apply to `model` (its own hook decides)."""
+    tech = technique(name_of(cfg))
+    if tech.check_model is None or not getattr(cfg, "enabled", True):
+        return
+    try:
+        tech.check_model(cfg, model)
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"{tech.name}: {exc}") from None
 
 
 def name_of(cfg: Any) -> str:

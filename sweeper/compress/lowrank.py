@@ -87,15 +87,20 @@ def _targets(model: nn.Module, targets: str) -> list[tuple[nn.Module, str, nn.Li
             owner = getattr(blk, part, None)
             layer = getattr(owner, attr, None)
             if type(layer) is not nn.Linear:
-                raise TypeError(f"lowrank: blocks.{i}.{part}.{attr} is "
+                raise TypeError(f"blocks.{i}.{part}.{attr} is "
                                 f"{type(layer).__name__}, not nn.Linear")
             found.append((owner, attr, layer))
     if not found:
-        raise TypeError("lowrank expects a timm VisionTransformer (model.blocks)")
+        raise TypeError("expects a timm VisionTransformer (model.blocks)")
     return found
 
 
-@register("lowrank", "lowrank", LowRankConfig, example=LowRankConfig(rank_ratio=0.25))
+def check_model(cfg: LowRankConfig, model: nn.Module) -> None:
+    _targets(model, cfg.targets)
+
+
+@register("lowrank", "lowrank", LowRankConfig, example=LowRankConfig(rank_ratio=0.25),
+          check_model=check_model)
 def apply(model: nn.Module, cfg: LowRankConfig, ctx: TrialContext) -> nn.Module:
     """Factorise the target layers in place (data-free)."""
     before = count_parameters(model)

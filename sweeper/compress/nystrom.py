@@ -130,7 +130,18 @@ class NystromAttention(nn.Module):
         return f"landmarks={self.landmarks}, pinv_iters={self.pinv_iters}"
 
 
-@register("nystrom", "lowrank", NystromConfig, example=NystromConfig(landmarks=8))
+def check_model(cfg: NystromConfig, model: nn.Module) -> None:
+    """More landmarks than tokens would silently mean exact attention: reject them."""
+    for blk in getattr(model, "blocks", []):
+        if not isinstance(blk.attn, Attention):
+            raise TypeError(f"expects timm Attention blocks, got {type(blk.attn).__name__}")
+    if cfg.landmarks > token_count(model):
+        raise ValueError(f"landmarks={cfg.landmarks} exceeds the model's "
+                         f"{token_count(model)} tokens")
+
+
+@register("nystrom", "lowrank", NystromConfig, example=NystromConfig(landmarks=8),
+          check_model=check_model)
 def apply(model: nn.Module, cfg: NystromConfig, ctx: TrialContext) -> nn.Module:
     """Swap every block's attention for Nyström attention, in place (data-free)."""
     for blk in model.blocks:

@@ -93,20 +93,26 @@ def tokens_per_block(tokens: int, prefix: int, r: int, depth: int) -> list[int]:
     return out
 
 
-@register("tome", "token_merge", ToMeConfig, example=ToMeConfig(r=4))
-def apply(model: nn.Module, cfg: ToMeConfig, ctx: TrialContext) -> nn.Module:
-    """Swap every block for a token-merging block, in place (data-free)."""
+def check_model(cfg: ToMeConfig, model: nn.Module) -> None:
+    """The merges must leave a token to merge into, and pooling must read the class token."""
     tokens, prefix, depth = token_count(model), model.num_prefix_tokens, len(model.blocks)
     if cfg.r * depth >= tokens - prefix:
         raise ValueError(
-            f"tome r={cfg.r} merges {cfg.r * depth} tokens over {depth} blocks but the model "
-            f"has {tokens} tokens ({tokens - prefix} mergeable); use r < "
+            f"r={cfg.r} merges {cfg.r * depth} of the model's {tokens - prefix} patch tokens "
+            f"over {depth} blocks ({tokens} tokens in all); use r < "
             f"{-(-(tokens - prefix) // depth)}"
         )
     if model.global_pool != "token" or prefix < 1:
-        raise ValueError("tome needs class-token pooling (merged tokens have unequal sizes)")
+        raise ValueError("needs class-token pooling (merged tokens have unequal sizes)")
     if not all(type(blk) is Block for blk in model.blocks):
-        raise TypeError("tome expects timm Block modules in model.blocks")
+        raise TypeError("expects timm Block modules in model.blocks")
+
+
+@register("tome", "token_merge", ToMeConfig, example=ToMeConfig(r=4), check_model=check_model)
+def apply(model: nn.Module, cfg: ToMeConfig, ctx: TrialContext) -> nn.Module:
+    """Swap every block for a token-merging block, in place (data-free)."""
+    check_model(cfg, model)
+    tokens, prefix, depth = token_count(model), model.num_prefix_tokens, len(model.blocks)
     model.blocks = ToMeBlocks(*[ToMeBlock(blk, cfg.r, prefix) for blk in model.blocks])
     counts = tokens_per_block(tokens, prefix, cfg.r, depth)
     ctx.notes["tome_r"] = cfg.r
