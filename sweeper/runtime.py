@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import statistics
 import time
-from typing import Any
 
 import numpy as np
 import onnx
@@ -21,6 +20,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from sweeper.compress import TrialContext
 from sweeper.config import Config
 from sweeper.data import Pair, batches, to_input
 from sweeper.measure import LatencyPair, alternate
@@ -113,12 +113,12 @@ def measure(
     val: Pair,
     mean: tuple[float, ...],
     std: tuple[float, ...],
-    notes: dict[str, Any],
+    ctx: TrialContext,
 ) -> tuple[LatencyPair, dict[str, float]]:
     """A trial's latency in ONNX Runtime, plus the ONNX graph's size and accuracy (metrics).
 
-    Records the runtime, provider and kernels in `notes`; where quantized layers were lowered,
-    `simulated` becomes whether any of them lacks a real low-bit ORT kernel.
+    Records the runtime, provider and kernels in `ctx.notes`; where quantized layers were
+    lowered, `ctx.simulated` becomes whether any of them lacks a real low-bit ORT kernel.
     """
     img = cfg.model.img_size
     graph, report = onnx_bytes(model, img)
@@ -131,10 +131,10 @@ def measure(
         "onnx_size_mb": len(graph) / 1e6,
         "ort_val_acc": accuracy(sess, val, img, mean, std, m.eval_batch_size),
     }
-    notes.update(runtime="onnxruntime", ort_provider=sess.get_providers()[0],
-                 ort_kernels=report.describe())
+    ctx.notes.update(runtime="onnxruntime", ort_provider=sess.get_providers()[0],
+                     ort_kernels=report.describe())
     if report.kernels:
-        notes["simulated"] = report.simulated
+        ctx.simulated = report.simulated
     return latency, metrics
 
 

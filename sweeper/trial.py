@@ -102,9 +102,7 @@ def run_trial(
         artifacts_dir=artifacts_dir,
     )
     model = compress.apply_pipeline(copy.deepcopy(baseline), pipeline, ctx)
-    run_device = model_device(model, device)
-    if ctx.notes.get("quantize_device") == "cpu":
-        run_device = torch.device("cpu")
+    run_device = torch.device(ctx.runs_on) if ctx.runs_on else model_device(model, device)
     model.to(run_device).eval()
 
     val_acc = accuracy(model, inputs.val, cfg.model.img_size, inputs.mean, inputs.std,
@@ -115,8 +113,7 @@ def run_trial(
         from sweeper import runtime  # onnx/onnxruntime load only when asked for
 
         latency, runtime_metrics = runtime.measure(
-            model, baseline, cfg, run_device, threads, inputs.val, inputs.mean, inputs.std,
-            ctx.notes,
+            model, baseline, cfg, run_device, threads, inputs.val, inputs.mean, inputs.std, ctx,
         )
     else:
         latency = compare_latency(
@@ -141,11 +138,10 @@ def run_trial(
         f"speedup_b{blarge}": latency.speedup(blarge),
         "params": float(count_parameters(model)),
         # 1: low precision only simulated (fake-quant / unpack to float), latency is float's
-        "simulated": float(bool(ctx.notes.get("simulated", False))),
+        "simulated": float(ctx.simulated),
         **runtime_metrics,
         "trial_seconds": time.perf_counter() - start,
     }
-    notes = {k: v for k, v in ctx.notes.items() if k != "quantize_device"}
     tags = {
         "device": str(run_device),
         "train_device": str(device),
@@ -153,8 +149,8 @@ def run_trial(
         "node_ip": _node_ip(),
         "pid": str(os.getpid()),
         "threads": str(threads),
-        "simulated": str(bool(notes.pop("simulated", False))).lower(),
-        **{k: str(v) for k, v in notes.items()},
+        "simulated": str(ctx.simulated).lower(),
+        **{k: str(v) for k, v in ctx.notes.items()},
     }
     return TrialResult(metrics, tags, artefact)
 

@@ -125,7 +125,7 @@ def test_static_int8_close_to_float_and_keeps_norms_and_softmax_float() -> None:
     x = images(16)
     ref, out = base(x), model(x)
     assert (out - ref).norm() / ref.norm() < 0.05
-    assert ctx.notes["simulated"] is False and ctx.notes["calibration_images"] == 32
+    assert ctx.simulated is False and ctx.notes["calibration_images"] == 32
     assert "layernorm" in ctx.notes["float_ops"] and "softmax" in ctx.notes["float_ops"]
     assert isinstance(model.blocks[0].norm1, nn.LayerNorm)
 

@@ -48,6 +48,11 @@ class TrialContext:
     teacher: nn.Module | None = None  # the uncompressed baseline
     structure_only: bool = False
     notes: dict[str, Any] = field(default_factory=dict)  # techniques record facts here (tags)
+    # What techniques report back, typed: the device the compressed model's kernels need
+    # (int8 kernels exist on CPU only) and whether low precision is only emulated in float
+    # (then latency is float's, not the precision's).
+    runs_on: str | None = None
+    simulated: bool = False
     artifacts_dir: Path | None = None  # techniques write files here (attached to the run)
 
 

@@ -194,11 +194,11 @@ def apply(model: nn.Module, cfg: QuantizeConfig, ctx: TrialContext) -> nn.Module
     else:
         count = _lsq(model, cfg, ctx)
     if cfg.method in INT8_ONLY:
-        ctx.notes["quantize_device"] = "cpu"  # int8 kernels exist on CPU only
+        ctx.runs_on = "cpu"  # torch.ao's int8 kernels exist on CPU only
     else:
         ctx.notes["weight_format"] = cfg.weight_spec().describe()
     ctx.notes["quantize_method"] = cfg.method
     ctx.notes["quantize_bits"] = cfg.bits
-    ctx.notes["simulated"] = cfg.method not in INT8_ONLY
+    ctx.simulated = cfg.method not in INT8_ONLY
     ctx.notes["quantized_linears"] = count
     return model.eval()
