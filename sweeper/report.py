@@ -18,32 +18,6 @@ from typing import IO, Any
 
 from sweeper.pareto import relative_to_baseline
 
-# Short names for parameters in describe_config; unknown keys keep their own name.
-_ABBREV = {
-    "landmarks": "m",
-    "pinv_iters": "it",
-    "epochs": "ep",
-    "kd_alpha": "kd",
-    "kd_temperature": "T",
-    "temperature": "T",
-    "alpha": "a",
-    "ratio": "r",
-    "rank": "k",
-}
-# Keys whose value reads well on its own (quantize(int8, static), not method=static).
-_BARE = {"method", "mode", "scheme", "dtype"}
-# Display only: params left out while they hold the techniques' usual defaults (see the
-# config dataclasses in sweeper.compress; importing those would pull in torch). A stale
-# entry only makes the description one parameter longer.
-_QUIET = {
-    "nystrom": {"pinv_iters": 6},
-    "recover": {"lr": 5e-4, "kd_alpha": 0.0, "kd_temperature": 4.0},
-    "quantize": {"method": "dynamic", "scheme": "", "group_size": 0, "symmetric": True,
-                 "calibration_batches": 8, "lsq_epochs": 3, "lr": 1e-4, "kd_alpha": 1.0},
-}
-# A technique with this parameter value does nothing, so it is left out like a disabled one.
-_NO_OP = {"recover": ("epochs", 0)}
-
 COLUMNS = (
     "trial",
     "config",
@@ -75,22 +49,34 @@ def _fmt_value(value: Any) -> str:
 
 
 def _describe_params(name: str, params: dict[str, Any]) -> list[str]:
-    quiet = _QUIET.get(name, {})
+    """How each parameter reads, from the technique's config fields (compress.param)."""
+    from sweeper.compress import display_fields  # torch: only when a front is described
+
+    fields = display_fields(name)
     parts = []
     for key, value in params.items():
         if key == "enabled" or value is None or value is False:
             continue
-        if key in quiet and value == quiet[key]:
+        default, meta = fields.get(key, (None, {}))
+        if meta.get("quiet") and value == default:
             continue
-        if name == "quantize" and key == "bits":
-            parts.insert(0, f"int{value}")  # the headline of a quantization
-        elif key in _BARE:
+        if meta.get("headline"):
+            parts.insert(0, meta["headline"].format(value))
+        elif meta.get("bare"):
             parts.append(_fmt_value(value))
         elif value is True:
             parts.append(key)
         else:
-            parts.append(f"{_ABBREV.get(key, key)}={_fmt_value(value)}")
+            parts.append(f"{meta.get('short') or key}={_fmt_value(value)}")
     return parts
+
+
+def _is_no_op(name: str, params: dict[str, Any]) -> bool:
+    """A technique with a parameter at its `no_op` value does nothing (recover, 0 epochs)."""
+    from sweeper.compress import display_fields
+
+    return any("no_op" in meta and params.get(key) == meta["no_op"]
+               for key, (_default, meta) in display_fields(name).items())
 
 
 def describe_config(config: dict[str, Any] | None) -> str:
@@ -98,14 +84,13 @@ def describe_config(config: dict[str, Any] | None) -> str:
 
     Techniques keep the config's order (the pipeline's stage order). Left out: techniques
     whose ``enabled`` is False or that do nothing (recover with 0 epochs), params that are
-    None or False, and params at their usual default (``_QUIET``). An empty config reads
-    ``uncompressed``.
+    None or False, and secondary params at their default (each config field says how it
+    reads: ``sweeper.compress.param``). An empty config reads ``uncompressed``.
     """
     parts = []
     for name, params in (config or {}).items():
         if isinstance(params, dict):
-            no_op = _NO_OP.get(name)
-            if params.get("enabled") is False or (no_op and params.get(no_op[0]) == no_op[1]):
+            if params.get("enabled") is False or _is_no_op(name, params):
                 continue
             inner = _describe_params(name, params)
             parts.append(f"{name}({', '.join(inner)})" if inner else name)

@@ -68,7 +68,7 @@ FRONT = [
     },
     {
         "trial": "t0007",
-        "config": {"quantize": {"bits": 8, "mode": "dynamic"}},
+        "config": {"quantize": {"bits": 8, "method": "static"}},
         "val_acc": 0.9,
         "test_acc": None,
         "size_mb": 0.15,
@@ -124,7 +124,7 @@ def test_table_has_baseline_and_every_front_row() -> None:
     ]  # fmt: skip
     # Derived: 1.8214 / 1.75 = 1.04x faster, 0.15 / 0.5833 = 0.257 of the size.
     assert lines[4].split() == [
-        "t0007", "quantize(int8,", "dynamic)", "90.00", "-", "0.150", "1.750", "1.04", "0.257"
+        "t0007", "quantize(int8,", "static)", "90.00", "-", "0.150", "1.750", "1.04", "0.257"
     ]  # fmt: skip
     assert len(lines) == 2 + 1 + len(FRONT)
     # Aligned: every row ends where the header does (numbers are right-aligned).
@@ -178,7 +178,7 @@ def test_json_round_trip(tmp_path: Path) -> None:
     assert data[2]["test_acc"] is None
     assert data[2]["speedup"] == pytest.approx(BASELINE["latency_ms"] / 1.75)
     assert data[0]["speedup"] == 1.0 and data[0]["size_ratio"] == 1.0
-    assert data[2]["description"] == "quantize(int8, dynamic)"
+    assert data[2]["description"] == "quantize(int8, static)"
     # Atomic: no temp files left behind.
     assert os.listdir(path.parent) == ["front.json"]
 

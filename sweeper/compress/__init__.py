@@ -31,6 +31,37 @@ STAGES = ("prune", "lowrank", "token_merge", "recover", "quantize")
 MODULES = ("prune", "nystrom", "lowrank", "tome", "recover", "distill", "quantize")
 
 
+_UNSET = object()
+
+
+def param(
+    default: Any,
+    *,
+    short: str | None = None,
+    quiet: bool = False,
+    bare: bool = False,
+    headline: str | None = None,
+    no_op: Any = _UNSET,
+) -> Any:
+    """A config field with how it reads in a one-line description (sweeper.report):
+    `short` name (m=16 for landmarks), `quiet`: hidden while at its default, `bare`: the value
+    alone (static, not method=static), `headline`: a format put first (int{} -> int8),
+    `no_op`: the value at which the technique does nothing (then it is left out)."""
+    meta = {"short": short, "quiet": quiet, "bare": bare, "headline": headline}
+    if no_op is not _UNSET:
+        meta["no_op"] = no_op
+    return field(default=default, metadata=meta)
+
+
+def display_fields(name: str) -> dict[str, tuple[Any, dict[str, Any]]]:
+    """field name -> (default, display metadata) of a registered technique; {} if unknown."""
+    load_all()
+    if name not in REGISTRY:
+        return {}
+    return {f.name: (f.default, dict(f.metadata))
+            for f in dataclasses.fields(REGISTRY[name].config_cls)}
+
+
 @dataclass
 class TrialContext:
     """What a technique may need besides the model: data, device, threads and the teacher."""

@@ -40,7 +40,7 @@ from timm.models.deit import VisionTransformerDistilled
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from sweeper.compress import TrialContext, register
+from sweeper.compress import TrialContext, param, register
 from sweeper.data import Pair, to_input
 from sweeper.measure import count_parameters
 from sweeper.train import FitSettings, kd_loss
@@ -67,9 +67,9 @@ class DistillConfig:
     embed_dim: int = 0
     num_heads: int = 0
     kind: str = "soft"
-    temperature: float = 2.0  # soft only
-    alpha: float = 0.5  # weight of the teacher term
-    epochs: int = 10
+    temperature: float = param(2.0, short="T")  # soft only
+    alpha: float = param(0.5, short="a")  # weight of the teacher term
+    epochs: int = param(10, short="ep")
     lr: float = 1e-3
     views: int = 1  # copies of the training split (1: as is; more: shifted, augmentation)
     enabled: bool = True

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sweeper.compress import TrialContext, register
+from sweeper.compress import TrialContext, param, register
 from sweeper.measure import count_parameters
 
 TARGETS = {"mlp": (("mlp", "fc1"), ("mlp", "fc2")),
@@ -29,7 +29,7 @@ TARGETS = {"mlp": (("mlp", "fc1"), ("mlp", "fc2")),
 
 @dataclass(frozen=True)
 class LowRankConfig:
-    rank_ratio: float = 0.5  # kept rank as a fraction of min(d_in, d_out)
+    rank_ratio: float = param(0.5, short="r")  # kept rank as a fraction of min(d_in, d_out)
     targets: str = "mlp"  # mlp | all (mlp plus attention qkv and proj)
     enabled: bool = True
 

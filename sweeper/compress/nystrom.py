@@ -16,7 +16,7 @@ import torch
 from timm.layers.attention import Attention
 from torch import nn
 
-from sweeper.compress import TrialContext, register
+from sweeper.compress import TrialContext, param, register
 from sweeper.models import token_count
 
 
@@ -29,8 +29,8 @@ def _check_int(name: str, value: object, low: int) -> None:
 
 @dataclass(frozen=True)
 class NystromConfig:
-    landmarks: int = 16
-    pinv_iters: int = 6
+    landmarks: int = param(16, short="m")
+    pinv_iters: int = param(6, short="it", quiet=True)
     enabled: bool = True
 
     def __post_init__(self) -> None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sweeper.compress import TrialContext, register
+from sweeper.compress import TrialContext, param, register
 from sweeper.compress._histogram import write_histogram
 from sweeper.compress._sparse import attach_sparse_hooks, magnitude_prune_, saves_bytes
 from sweeper.compress._structured import prune_block
@@ -33,7 +33,8 @@ MAX_RATIO = 0.95
 
 @dataclass(frozen=True)
 class PruneConfig:
-    ratio: float = 0.3  # fraction of the blocks' Linear parameters removed (or zeroed)
+    # fraction of the blocks' Linear parameters removed (or zeroed)
+    ratio: float = param(0.3, short="r")
     kind: str = "structured"
     enabled: bool = True
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sweeper.compress import TrialContext, register
+from sweeper.compress import TrialContext, param, register
 from sweeper.compress._packing import WeightSpec
 
 METHODS = ("dynamic", "static", "weight_only", "lsq")
@@ -51,18 +51,21 @@ def _is_int(value: object) -> bool:
 
 @dataclass(frozen=True)
 class QuantizeConfig:
-    method: str = "dynamic"
-    bits: int = 8
-    scheme: str = ""  # shorthand for method + bits, e.g. "static8", "weight_only4", "lsq2"
-    group_size: int = 0  # weight_only/lsq: inputs per scale; 0 = one scale per output channel
-    symmetric: bool = True  # weight_only/lsq: symmetric grid (else a zero point per group)
-    calibration_batches: int = 8  # static: training batches seen by the observers
-    lsq_epochs: int = 3  # lsq: quantization-aware fine-tuning epochs
-    lr: float = 1e-4  # lsq: peak learning rate (AdamW, warm-up + cosine)
+    method: str = param("dynamic", bare=True, quiet=True)
+    bits: int = param(8, headline="int{}")
+    # shorthand for method + bits, e.g. "static8", "weight_only4", "lsq2"
+    scheme: str = param("", bare=True, quiet=True)
+    # weight_only/lsq: inputs per scale; 0 = one scale per output channel
+    group_size: int = param(0, quiet=True)
+    # weight_only/lsq: symmetric grid (else a zero point per group)
+    symmetric: bool = param(True, quiet=True)
+    calibration_batches: int = param(8, quiet=True)  # static: training batches observed
+    lsq_epochs: int = param(3, quiet=True)  # lsq: quantization-aware fine-tuning epochs
+    lr: float = param(1e-4, quiet=True)  # lsq: peak learning rate (AdamW, warm-up + cosine)
     # lsq: weight of distillation from the float baseline (0: labels only). Pure distillation
     # keeps the quantized model closest to the one it compresses: on the embedded default at
     # 4 bits, KL to the float logits 0.0005 against 0.0044 with kd_alpha=0.5, lr=5e-4
-    kd_alpha: float = 1.0
+    kd_alpha: float = param(1.0, short="kd", quiet=True)
     enabled: bool = True
 
     def __post_init__(self) -> None:

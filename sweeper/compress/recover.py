@@ -7,16 +7,17 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from sweeper.compress import TrialContext, register
+from sweeper.compress import TrialContext, param, register
 from sweeper.train import FitSettings, fit
 
 
 @dataclass(frozen=True)
 class RecoverConfig:
-    epochs: int = 0
-    lr: float = 5e-4
-    kd_alpha: float = 0.0  # 0: plain fine-tuning; >0: distil from the baseline teacher
-    kd_temperature: float = 4.0
+    epochs: int = param(0, short="ep", no_op=0)
+    lr: float = param(5e-4, quiet=True)
+    # 0: plain fine-tuning; >0: distil from the baseline teacher
+    kd_alpha: float = param(0.0, short="kd", quiet=True)
+    kd_temperature: float = param(4.0, short="T", quiet=True)
     enabled: bool = True
 
     def __post_init__(self) -> None:
