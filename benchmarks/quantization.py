@@ -41,9 +41,9 @@ from sweeper.compress import TrialContext  # noqa: E402
 from sweeper.compress.quantize import QuantizeConfig, apply  # noqa: E402
 from sweeper.config import build_config  # noqa: E402
 from sweeper.data import load_splits, to_input  # noqa: E402
+from sweeper.files import write_json  # noqa: E402
 from sweeper.measure import compare_latency, serialized_size  # noqa: E402
 from sweeper.models import load_or_train_baseline  # noqa: E402
-from sweeper.sweep import write_json  # noqa: E402
 from sweeper.train import accuracy  # noqa: E402
 
 SCHEMES = ["dynamic8", "static8", "weight_only8", "weight_only4", "weight_only3",

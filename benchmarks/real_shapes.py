@@ -33,9 +33,9 @@ from sweeper.compress.nystrom import NystromConfig  # noqa: E402
 from sweeper.compress.prune import PruneConfig  # noqa: E402
 from sweeper.compress.quantize import QuantizeConfig  # noqa: E402
 from sweeper.compress.tome import ToMeConfig  # noqa: E402
+from sweeper.files import write_json  # noqa: E402
 from sweeper.measure import LatencyPair, compare_latency  # noqa: E402
 from sweeper.quiet import quiet_third_party  # noqa: E402
-from sweeper.sweep import write_json  # noqa: E402
 
 # (name, image size, pipeline)
 CASES: list[tuple[str, int, list[Any]]] = [

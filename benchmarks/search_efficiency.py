@@ -60,12 +60,13 @@ import torch  # noqa: E402
 from sweeper import compress  # noqa: E402
 from sweeper.config import Config, build_config  # noqa: E402
 from sweeper.data import load_splits  # noqa: E402
+from sweeper.files import write_json  # noqa: E402
 from sweeper.models import baseline_key  # noqa: E402
 from sweeper.orchestrate import OBJECTIVE_METRICS, OBJECTIVE_MODES, make_sampler  # noqa: E402
 from sweeper.pareto import normalised_hypervolume, pareto_front  # noqa: E402
 from sweeper.quiet import quiet_third_party  # noqa: E402
 from sweeper.spaces import Space, load_space, resolve_path  # noqa: E402
-from sweeper.sweep import FRONT_OBJECTIVES, _inputs, write_json  # noqa: E402
+from sweeper.sweep import FRONT_OBJECTIVES, _inputs  # noqa: E402
 from sweeper.trial import run_trial  # noqa: E402
 
 SPACE = "search_bench"

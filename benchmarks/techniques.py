@@ -37,10 +37,10 @@ from sweeper.compress.recover import RecoverConfig
 from sweeper.compress.tome import ToMeConfig
 from sweeper.config import Config, build_config
 from sweeper.data import load_splits
+from sweeper.files import write_json
 from sweeper.hardware import cpu_model, isa_summary
 from sweeper.measure import serialized_size
 from sweeper.models import load_or_train_baseline
-from sweeper.sweep import write_json
 from sweeper.trial import TrialInputs, evaluate_artefact, run_trial
 
 QUICK = ["model.embed_dim=32", "model.depth=2", "model.num_heads=2", "train.epochs=3",

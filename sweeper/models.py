@@ -5,13 +5,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import timm
 import torch
@@ -21,6 +18,7 @@ from torch import nn
 from sweeper.config import Config, ModelConfig
 from sweeper.data import Splits
 from sweeper.errors import UserError
+from sweeper.files import atomic_write
 from sweeper.train import FitSettings, accuracy, fit
 
 CACHE_FORMAT = 2  # bump when the cache layout or training code changes meaningfully
@@ -79,18 +77,6 @@ class Baseline:
     train_seconds: float
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _load_cached(path: Path, model: nn.Module) -> dict | None:
     """The cached payload, or None when missing or unreadable (then it is rebuilt)."""
     if not path.exists():
@@ -146,6 +132,7 @@ def load_or_train_baseline(
     val_acc = accuracy(model, splits.val, cfg.model.img_size, splits.mean, splits.std,
                        torch.device("cpu"))
     seconds = time.perf_counter() - start
-    _atomic_save({"state_dict": model.state_dict(), "val_acc": val_acc, "key": key}, path)
+    payload = {"state_dict": model.state_dict(), "val_acc": val_acc, "key": key}
+    atomic_write(path, lambda fh: torch.save(payload, fh))
     log(f"baseline: val acc {val_acc:.2%} after {seconds:.0f}s, cached at {path}")
     return Baseline(model, val_acc, key, path, False, seconds)

@@ -11,11 +11,9 @@ import io
 import json
 import math
 import os
-import tempfile
-from collections.abc import Callable
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
+from sweeper.files import atomic_write, write_text
 from sweeper.pareto import relative_to_baseline
 
 COLUMNS = (
@@ -181,26 +179,6 @@ def format_front_table(front: list[dict[str, Any]], baseline: dict[str, Any]) ->
     return "\n".join([line(_HEADERS), rule, *(line(cells) for cells in body)])
 
 
-def _atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> None:
-    """Call write(file) on a temp file next to `path`, then rename it over `path`."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _write_text(path: str | os.PathLike[str], text: str) -> None:
-    _atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
-
-
 def front_to_csv(
     front: list[dict[str, Any]],
     path: str | os.PathLike[str],
@@ -216,7 +194,7 @@ def front_to_csv(
             json.dumps(row["config"], sort_keys=True) if k == "config" else row[k] for k in COLUMNS
         ]
         writer.writerow(["" if c is None else c for c in cells] + [describe_config(row["config"])])
-    _write_text(path, buf.getvalue())
+    write_text(path, buf.getvalue())
 
 
 def _json_default(value: Any) -> Any:
@@ -238,7 +216,7 @@ def front_to_json(
         for row in front_rows(front, baseline)
     ]
     text = json.dumps(rows, indent=2, default=_json_default) + "\n"
-    _write_text(path, text)
+    write_text(path, text)
 
 
 def _plottable(r: dict[str, Any]) -> bool:
@@ -311,4 +289,4 @@ def plot_front(
         f"Pareto front: {len(members)} of {len(shown)} trials "
         "(max accuracy, min size, min batch-1 latency)"
     )
-    _atomic_write(path, lambda fh: fig.savefig(fh, format="png"))
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png"))

@@ -10,7 +10,6 @@ import dataclasses
 import json
 import os
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from sweeper import compress
 from sweeper.config import Config
 from sweeper.data import Splits, load_splits
 from sweeper.errors import UserError
+from sweeper.files import write_json
 from sweeper.measure import serialized_size
 from sweeper.models import create_model, load_or_train_baseline
 from sweeper.pareto import normalised_hypervolume, pareto_front
@@ -63,16 +63,6 @@ def prepare(cfg: Config) -> Prepared:
     model = create_model(cfg.model, splits.num_classes)
     check_against_model(space, model)
     return Prepared(cfg, space, splits)
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write `data` as JSON atomically (a temporary file, then a rename), so a killed process
-    never leaves a half-written file; creates the parent folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2, default=str)
-    os.replace(tmp, path)
 
 
 def baseline_device(cfg: Config) -> torch.device:

@@ -11,10 +11,10 @@ from typing import IO
 import numpy as np
 import pytest
 
+from sweeper.files import atomic_write
 from sweeper.pareto import pareto_front
 from sweeper.report import (
     COLUMNS,
-    _atomic_write,
     describe_config,
     format_front_table,
     front_rows,
@@ -193,7 +193,7 @@ def test_failed_write_leaves_old_file_and_no_temp(tmp_path: Path) -> None:
         raise OSError("disk full")
 
     with pytest.raises(OSError):
-        _atomic_write(path, half_then_fail)
+        atomic_write(path, half_then_fail)
     assert path.read_text() == before
     assert os.listdir(tmp_path) == ["front.json"]
 
