@@ -1,4 +1,4 @@
-"""Accuracy, size and latency, measured as DESIGN.md's protocol says.
+"""Size and latency, as docs/architecture.md's measurement protocol describes.
 
 - size: bytes of the serialised state_dict, the artefact a user would ship;
 - latency: on the given device and thread count, after warm-up, median of many timed calls,

@@ -1,4 +1,5 @@
-"""Ray Tune + OptunaSearch: schedules trials and feeds MLflow. The only module importing ray.
+"""Ray Tune + OptunaSearch on the driver: schedules trials and feeds MLflow (what runs in a
+worker is sweeper/worker.py).
 
 The driver owns MLflow (a Tune callback logs every child run), so workers on other nodes never
 need to reach the tracking store; trial artefacts travel back as Tune checkpoints.

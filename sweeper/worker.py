@@ -4,9 +4,8 @@ imports the driver's MLflow and Optuna (~0.85 s).
 torch, timm and the techniques are imported inside the trial, not with this module: Tune
 counts a trial actor as started once this module has loaded, and when an already started
 actor frees up first, Tune hands it the trial of an actor still starting and cancels that
-one. With a 4 s import on start, a sweep of short trials then ran on one worker at
-concurrency 2 (benchmarks/orchestration.py, `cheap`, 100 trials: 0.20 s of overhead per trial in
-one of two runs; with the imports in the trial, 0.071-0.080 s in three of three)."""
+one, so slow imports at start can leave a sweep of short trials on a single worker
+(benchmarks/orchestration.py measures the per-trial overhead)."""
 
 from __future__ import annotations
 
