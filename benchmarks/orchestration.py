@@ -36,7 +36,8 @@ from sweeper.quiet import quiet_third_party  # noqa: E402
 from sweeper.sweep import launch, prepare  # noqa: E402
 
 TINY = ["model.embed_dim=64", "model.depth=2", "model.num_heads=2", "train.epochs=2",
-        "data.limit=200", "measure.batch_sizes=1", "measure.warmup=0", "measure.repeats=1",
+        "data.limit=200", "measure.batch_sizes=1", "measure.warmup=1", "measure.repeats=5",
+        "measure.max_seconds=0",
         "quiet=true"]
 SWEEPS = ("ray-defaults", "trivial", "trivial-sqlite", "cheap")
 TARGET_S = 0.15  # overhead per trial at concurrency 2, MLflow tracking on

@@ -42,7 +42,7 @@ from sweeper.compress.quantize import QuantizeConfig, apply  # noqa: E402
 from sweeper.config import build_config  # noqa: E402
 from sweeper.data import load_splits, to_input  # noqa: E402
 from sweeper.files import write_json  # noqa: E402
-from sweeper.measure import compare_latency, serialized_size  # noqa: E402
+from sweeper.measure import Timing, compare_latency, serialized_size  # noqa: E402
 from sweeper.models import load_or_train_baseline  # noqa: E402
 from sweeper.train import accuracy  # noqa: E402
 
@@ -62,9 +62,10 @@ def latencies(model: torch.nn.Module, base: torch.nn.Module, graph: bytes, base_
     warm = max(2, repeats // 5)
     sess = runtime.session(graph, CPU, threads)
     base_sess = runtime.session(base_graph, CPU, threads)
-    eager = [compare_latency(model, base, img, batches, CPU, warm, repeats)
+    timing = Timing(warm, repeats, 0.0)  # one round of pairs each: the rounds give the spread
+    eager = [compare_latency(model, base, img, batches, CPU, timing)
              for _ in range(rounds)]
-    ort = [runtime.compare_latency(sess, base_sess, img, batches, warm, repeats)
+    ort = [runtime.compare_latency(sess, base_sess, img, batches, timing)
            for _ in range(rounds)]
     out: dict[str, Any] = {}
     for b in batches:

@@ -34,7 +34,7 @@ from sweeper.compress.prune import PruneConfig  # noqa: E402
 from sweeper.compress.quantize import QuantizeConfig  # noqa: E402
 from sweeper.compress.tome import ToMeConfig  # noqa: E402
 from sweeper.files import write_json  # noqa: E402
-from sweeper.measure import LatencyPair, compare_latency  # noqa: E402
+from sweeper.measure import LatencyPair, Timing, compare_latency  # noqa: E402
 from sweeper.quiet import quiet_third_party  # noqa: E402
 
 # (name, image size, pipeline)
@@ -70,7 +70,7 @@ def ort_times(model: torch.nn.Module, base_graph: bytes, img: int, batches: tupl
     cpu = torch.device("cpu")
     return runtime.compare_latency(runtime.session(graph, cpu, threads),
                                    runtime.session(base_graph, cpu, threads),
-                                   img, batches, warmup, repeats)
+                                   img, batches, Timing(warmup, repeats, 0.0))
 
 
 def run(models: list[str], batches: tuple[int, ...], warmup: int, repeats: int,
@@ -100,7 +100,7 @@ def run(models: list[str], batches: tuple[int, ...], warmup: int, repeats: int,
             compressed = compress.apply_pipeline(copy.deepcopy(base), pipeline,
                                                  compress.TrialContext())
             eager = compare_latency(compressed, base, img, batches, torch.device("cpu"),
-                                    warmup, repeats)
+                                    Timing(warmup, repeats, 0.0))
             pair = ort_times(compressed, base_graphs[img], img, batches, threads, warmup, repeats)
             ort: dict[int, float] | str = pair if isinstance(pair, str) else {
                 b: pair.speedup(b) for b in batches}

@@ -44,7 +44,8 @@ from sweeper.models import load_or_train_baseline
 from sweeper.trial import TrialInputs, evaluate_artefact, run_trial
 
 QUICK = ["model.embed_dim=32", "model.depth=2", "model.num_heads=2", "train.epochs=3",
-         "data.limit=300", "measure.batch_sizes=1,8", "measure.warmup=1", "measure.repeats=3"]
+         "data.limit=300", "measure.batch_sizes=1,8", "measure.warmup=1", "measure.repeats=5",
+         "measure.max_seconds=0"]
 
 
 def pipelines(quick: bool) -> dict[str, list[Any]]:

@@ -128,8 +128,10 @@ class ResourcesConfig:
 @dataclass(frozen=True)
 class MeasureConfig:
     batch_sizes: tuple[int, ...] = (1, 64)
-    warmup: int = 5
-    repeats: int = 30
+    warmup: int = 5  # calls of each model before timing
+    repeats: int = 30  # model/baseline pairs per round; rounds repeat until the interval fits
+    max_seconds: float = 5.0  # time cap of the pairs at each batch size
+    target_halfwidth: float = 0.03  # stop when the ratio's 95% interval is within +-3%
     eval_batch_size: int = 256
     runtime: str = "torch"  # torch (eager) | onnxruntime: where latency is measured
 
@@ -137,8 +139,11 @@ class MeasureConfig:
         _choice("measure.runtime", self.runtime, RUNTIMES)
         if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
             raise UserError("measure.batch_sizes must be a non-empty list of positive integers")
-        _range("measure.warmup", self.warmup, 0, 10_000)
-        _range("measure.repeats", self.repeats, 1, 100_000)
+        # floors: a "measurement" of one cold call is not one
+        _range("measure.warmup", self.warmup, 1, 10_000)
+        _range("measure.repeats", self.repeats, 5, 100_000)
+        _range("measure.max_seconds", self.max_seconds, 0.0, 3600.0)
+        _range("measure.target_halfwidth", self.target_halfwidth, 0.001, 1.0)
         _range("measure.eval_batch_size", self.eval_batch_size, 1, 65_536)
 
 

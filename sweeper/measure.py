@@ -1,8 +1,9 @@
 """Size and latency, as docs/architecture.md's measurement protocol describes.
 
 - size: bytes of the serialised state_dict, the artefact a user would ship;
-- latency: on the given device and thread count, after warm-up, median of many timed calls,
-  with the device synchronised before each clock read.
+- latency: on the given device and thread count, after warm-up, model and baseline timed in
+  interleaved pairs on the same input, with the device synchronised around each call; the
+  ratio is the median of the paired ratios, with a bootstrap 95% confidence interval.
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
+
+from sweeper.config import MeasureConfig
 
 
 def state_bytes(model: nn.Module) -> bytes:
@@ -37,7 +41,21 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-@torch.inference_mode()
+def _timer(model: nn.Module, example: torch.Tensor) -> Callable[[], float]:
+    """One call of `model(example)`, in seconds, with the device synchronised around it."""
+    device = example.device
+
+    @torch.inference_mode()
+    def call() -> float:
+        _sync(device)
+        start = time.perf_counter()
+        model(example)
+        _sync(device)
+        return time.perf_counter() - start
+
+    return call
+
+
 def latency_ms(
     model: nn.Module,
     example: torch.Tensor,
@@ -46,47 +64,121 @@ def latency_ms(
 ) -> float:
     """Median wall time in milliseconds of `model(example)` on example's device."""
     model.eval()
-    device = example.device
+    call = _timer(model, example)
     for _ in range(warmup):
-        model(example)
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        model(example)
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return 1000.0 * statistics.median(times)
+        call()
+    return 1000.0 * statistics.median(call() for _ in range(repeats))
+
+
+@dataclass(frozen=True)
+class PairedRatio:
+    """Model against baseline at one batch size, timed in interleaved pairs.
+
+    `ratio` is the median of the per-pair ratios model/baseline, `lo`..`hi` its bootstrap 95%
+    confidence interval; `converged` says whether the interval's half-width reached the
+    target before the time cap."""
+
+    model_ms: float
+    baseline_ms: float
+    ratio: float
+    lo: float
+    hi: float
+    pairs: int
+    converged: bool
+
+    @property
+    def half_width(self) -> float:
+        return (self.hi - self.lo) / 2 / self.ratio
+
+
+def bootstrap_median_ci(values: np.ndarray, resamples: int = 1000,
+                        seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap 95% interval of the median of `values`."""
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(values), size=(resamples, len(values)))
+    medians = np.median(values[picks], axis=1)
+    return float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))
+
+
+def paired_ratio(
+    time_model: Callable[[], float],
+    time_baseline: Callable[[], float],
+    warmup: int,
+    min_pairs: int,
+    max_seconds: float,
+    target: float = 0.03,
+) -> PairedRatio:
+    """Time model and baseline in pairs, alternating which goes first, so that drift (another
+    process starting, clocks changing) lands on both halves of a pair alike. Pairs come in
+    rounds of `min_pairs` until the ratio's 95% interval is within +-target of it, or
+    `max_seconds` have passed (at least one round always runs)."""
+    for _ in range(warmup):
+        time_baseline()
+        time_model()
+    model_s: list[float] = []
+    base_s: list[float] = []
+    start = time.perf_counter()
+    while True:
+        for _ in range(min_pairs):
+            if len(model_s) % 2:
+                model_s.append(time_model())
+                base_s.append(time_baseline())
+            else:
+                base_s.append(time_baseline())
+                model_s.append(time_model())
+        ratios = np.asarray(model_s) / np.asarray(base_s)
+        ratio = float(np.median(ratios))
+        lo, hi = bootstrap_median_ci(ratios)
+        converged = (hi - lo) / 2 <= target * ratio
+        if converged or time.perf_counter() - start >= max_seconds:
+            return PairedRatio(1000 * statistics.median(model_s),
+                               1000 * statistics.median(base_s), ratio, lo, hi,
+                               len(ratios), converged)
 
 
 @dataclass(frozen=True)
 class LatencyPair:
-    """Latency of a model and of the baseline measured in the same process, per batch size."""
+    """Model and baseline timed in the same process, per batch size (see `paired_ratio`)."""
 
-    model_ms: dict[int, float]
-    baseline_ms: dict[int, float]
+    by_batch: dict[int, PairedRatio]
+
+    @property
+    def model_ms(self) -> dict[int, float]:
+        return {b: r.model_ms for b, r in self.by_batch.items()}
+
+    @property
+    def baseline_ms(self) -> dict[int, float]:
+        return {b: r.baseline_ms for b, r in self.by_batch.items()}
+
+    def ratio(self, batch: int) -> float:
+        return self.by_batch[batch].ratio
 
     def speedup(self, batch: int) -> float:
-        return self.baseline_ms[batch] / self.model_ms[batch]
+        return 1.0 / self.by_batch[batch].ratio
 
 
-def alternate(
-    time_model: Callable[[torch.Tensor], float],
-    time_baseline: Callable[[torch.Tensor], float],
-    img_size: int,
-    batch_sizes: tuple[int, ...],
-) -> LatencyPair:
-    """Time baseline then model on the same seeded input, per batch size, so drift hits both
-    equally. Shared by eager PyTorch (below) and ONNX Runtime (sweeper.runtime)."""
-    model_ms: dict[int, float] = {}
-    base_ms: dict[int, float] = {}
+@dataclass(frozen=True)
+class Timing:
+    """How to time: warm-up calls, pairs per round (the floor), the per-batch-size time cap
+    and the target half-width of the ratio's interval (relative)."""
+
+    warmup: int = 5
+    repeats: int = 30
+    max_seconds: float = 5.0
+    target: float = 0.03
+
+    @classmethod
+    def of(cls, m: MeasureConfig) -> Timing:
+        return cls(m.warmup, m.repeats, m.max_seconds, m.target_halfwidth)
+
+
+DEFAULT_TIMING = Timing()
+
+
+def paired_inputs(img_size: int, batch_sizes: tuple[int, ...]) -> dict[int, torch.Tensor]:
+    """The same seeded images for every trial and runtime."""
     gen = torch.Generator().manual_seed(0)
-    for batch in batch_sizes:
-        x = torch.randn(batch, 3, img_size, img_size, generator=gen)
-        base_ms[batch] = time_baseline(x)
-        model_ms[batch] = time_model(x)
-    return LatencyPair(model_ms, base_ms)
+    return {b: torch.randn(b, 3, img_size, img_size, generator=gen) for b in batch_sizes}
 
 
 def compare_latency(
@@ -95,12 +187,14 @@ def compare_latency(
     img_size: int,
     batch_sizes: tuple[int, ...],
     device: torch.device,
-    warmup: int = 5,
-    repeats: int = 30,
+    timing: Timing = DEFAULT_TIMING,
 ) -> LatencyPair:
-    """Eager PyTorch latency of model and baseline on `device`, alternating."""
-    return alternate(
-        lambda x: latency_ms(model, x.to(device), warmup, repeats),
-        lambda x: latency_ms(baseline, x.to(device), warmup, repeats),
-        img_size, batch_sizes,
-    )
+    """Eager PyTorch latency of model against baseline on `device`, in interleaved pairs."""
+    model.eval()
+    baseline.eval()
+    out = {}
+    for batch, x in paired_inputs(img_size, batch_sizes).items():
+        x = x.to(device)
+        out[batch] = paired_ratio(_timer(model, x), _timer(baseline, x), timing.warmup,
+                                  timing.repeats, timing.max_seconds, timing.target)
+    return LatencyPair(out)

@@ -256,7 +256,8 @@ class MlflowChildren(tune.Callback):
             self.log(f"  trial {trial.trial_id} had finished before the resume; result kept")
             return
         metrics = {k: v for k, v in result.items() if k in _METRIC_KEYS or
-                   k.startswith(("latency_ms_b", "baseline_latency_ms_b", "speedup_b"))}
+                   k.startswith(("latency_ms_b", "baseline_latency_ms_b", "speedup_b",
+                                 "latency_ratio", "latency_pairs", "latency_converged"))}
         tags = {str(k): str(v) for k, v in (result.get("tags") or {}).items()}
         tags["attempts"] = str(self.attempts.get(trial.trial_id, 1))
         ok = feasible(result, self.max_drop)

@@ -2,17 +2,17 @@
 
 With `measure.runtime=onnxruntime` a trial exports the float baseline and the compressed model
 to ONNX (quantized layers lowered to ORT's int8 / low-bit kernels by sweeper.onnx_lowering),
-and times both with ONNX Runtime on the trial's device and thread count, alternating per batch
-size like `sweeper.measure.compare_latency`. Accuracy and size of the ONNX graph are recorded
-beside the PyTorch artefact's (`ort_val_acc`, `onnx_size_bytes`); int8 layers use the same
+and times both with ONNX Runtime on the trial's device and thread count, in interleaved pairs
+per batch size like `sweeper.measure.compare_latency`. Accuracy and size of the ONNX graph are
+recorded beside the PyTorch artefact's (`ort_val_acc`, `onnx_size_bytes`); int8 layers use the same
 integer codes in both, so the two differ only by float rounding.
 """
 
 from __future__ import annotations
 
 import copy
-import statistics
 import time
+from collections.abc import Callable
 
 import numpy as np
 import onnx
@@ -23,7 +23,7 @@ from torch import nn
 from sweeper.compress import TrialContext
 from sweeper.config import Config
 from sweeper.data import Pair, batches, to_input
-from sweeper.measure import LatencyPair, alternate
+from sweeper.measure import DEFAULT_TIMING, LatencyPair, Timing, paired_inputs, paired_ratio
 from sweeper.onnx_lowering import LoweringReport, export_float, to_onnx
 
 
@@ -60,17 +60,16 @@ def predict(sess: ort.InferenceSession, x: np.ndarray) -> np.ndarray:
     return sess.run(None, {sess.get_inputs()[0].name: x})[0]
 
 
-def latency_ms(sess: ort.InferenceSession, x: np.ndarray, warmup: int, repeats: int) -> float:
-    """Median wall time of one `run` (synchronous: it returns host memory)."""
+def _timer(sess: ort.InferenceSession, x: np.ndarray) -> Callable[[], float]:
+    """One synchronous `run` (it returns host memory), in seconds."""
     feed = {sess.get_inputs()[0].name: x}
-    for _ in range(warmup):
-        sess.run(None, feed)
-    times = []
-    for _ in range(repeats):
+
+    def call() -> float:
         start = time.perf_counter()
         sess.run(None, feed)
-        times.append(time.perf_counter() - start)
-    return 1000.0 * statistics.median(times)
+        return time.perf_counter() - start
+
+    return call
 
 
 def compare_latency(
@@ -78,15 +77,15 @@ def compare_latency(
     baseline: ort.InferenceSession,
     img_size: int,
     batch_sizes: tuple[int, ...],
-    warmup: int = 5,
-    repeats: int = 30,
+    timing: Timing = DEFAULT_TIMING,
 ) -> LatencyPair:
     """Same protocol and inputs as sweeper.measure.compare_latency, in ONNX Runtime."""
-    return alternate(
-        lambda x: latency_ms(model, x.numpy(), warmup, repeats),
-        lambda x: latency_ms(baseline, x.numpy(), warmup, repeats),
-        img_size, batch_sizes,
-    )
+    out = {}
+    for batch, x in paired_inputs(img_size, batch_sizes).items():
+        arr = x.numpy()
+        out[batch] = paired_ratio(_timer(model, arr), _timer(baseline, arr), timing.warmup,
+                                  timing.repeats, timing.max_seconds, timing.target)
+    return LatencyPair(out)
 
 
 def accuracy(
@@ -125,7 +124,7 @@ def measure(
     sess = session(graph, device, threads)
     base = session(float_onnx_bytes(copy.deepcopy(baseline).cpu(), img), device, threads)
     m = cfg.measure
-    latency = compare_latency(sess, base, img, m.batch_sizes, m.warmup, m.repeats)
+    latency = compare_latency(sess, base, img, m.batch_sizes, Timing.of(m))
     metrics = {
         "onnx_size_bytes": float(len(graph)),
         "onnx_size_mb": len(graph) / 1e6,

@@ -20,7 +20,13 @@ from torch import nn
 from sweeper import compress
 from sweeper.config import Config
 from sweeper.data import Pair
-from sweeper.measure import compare_latency, count_parameters, state_bytes
+from sweeper.measure import (
+    LatencyPair,
+    Timing,
+    compare_latency,
+    count_parameters,
+    state_bytes,
+)
 from sweeper.models import create_model
 from sweeper.train import accuracy
 
@@ -118,7 +124,7 @@ def run_trial(
     else:
         latency = compare_latency(
             model, baseline.to(run_device), cfg.model.img_size, cfg.measure.batch_sizes,
-            run_device, cfg.measure.warmup, cfg.measure.repeats,
+            run_device, Timing.of(cfg.measure),
         )
     b1, blarge = cfg.measure.batch_sizes[0], cfg.measure.batch_sizes[-1]
     metrics = {
@@ -132,7 +138,8 @@ def run_trial(
         "speedup": latency.speedup(b1),
         # model/baseline time measured in this process: the latency objective, robust to
         # machine load in a way absolute milliseconds are not
-        "latency_ratio": 1.0 / latency.speedup(b1),
+        "latency_ratio": latency.ratio(b1),
+        **latency_interval_metrics(latency),
         f"latency_ms_b{blarge}": latency.model_ms[blarge],
         f"baseline_latency_ms_b{blarge}": latency.baseline_ms[blarge],
         f"speedup_b{blarge}": latency.speedup(blarge),
@@ -153,6 +160,20 @@ def run_trial(
         **{k: str(v) for k, v in ctx.notes.items()},
     }
     return TrialResult(metrics, tags, artefact)
+
+
+def latency_interval_metrics(latency: LatencyPair) -> dict[str, float]:
+    """The latency ratio's bootstrap 95% interval, pair count and whether it converged, per
+    batch size (batch 1 unsuffixed, as `latency_ratio`)."""
+    out = {}
+    for i, (batch, r) in enumerate(latency.by_batch.items()):
+        suffix = "" if i == 0 else f"_b{batch}"
+        out |= {f"latency_ratio_lo{suffix}": r.lo, f"latency_ratio_hi{suffix}": r.hi,
+                f"latency_pairs{suffix}": float(r.pairs),
+                f"latency_converged{suffix}": float(r.converged)}
+        if i:
+            out[f"latency_ratio{suffix}"] = r.ratio
+    return out
 
 
 def _node_ip() -> str:

@@ -26,6 +26,7 @@ TINY = [
     "measure.batch_sizes=1,8",
     "measure.warmup=2",
     "measure.repeats=5",
+    "measure.max_seconds=1",
 ]
 
 

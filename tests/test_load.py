@@ -31,7 +31,8 @@ def test_200_cheap_trials_complete_with_bounded_driver_memory(tmp_path: Path) ->
 
     proc = start_sweep(["launch", *tiny_overrides(
         tmp_path, f"space={space}", f"search.trials={TRIALS}", "search.concurrency=2",
-        "measure.batch_sizes=1", "measure.warmup=0", "measure.repeats=1")], log)
+        "measure.batch_sizes=1", "measure.warmup=1", "measure.repeats=5",
+        "measure.max_seconds=0")], log)
     samples: list[tuple[int, float]] = []  # (trials done, driver RSS in MB)
     deadline = time.monotonic() + 900
     while proc.poll() is None and time.monotonic() < deadline:

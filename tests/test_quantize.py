@@ -15,7 +15,7 @@ from sweeper.compress.nystrom import NystromAttention, NystromConfig
 from sweeper.compress.nystrom import apply as nystrom
 from sweeper.compress.quantize import QuantizeConfig, apply
 from sweeper.errors import UserError
-from sweeper.measure import compare_latency, serialized_size, state_bytes
+from sweeper.measure import Timing, compare_latency, serialized_size, state_bytes
 
 QLinear = torch.ao.nn.quantized.dynamic.Linear
 
@@ -99,7 +99,7 @@ def test_int8_faster_than_float_on_cpu() -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        lat = compare_latency(model, base, 32, (8,), torch.device("cpu"), warmup=3, repeats=15)
+        lat = compare_latency(model, base, 32, (8,), torch.device("cpu"), Timing(3, 15))
     finally:
         torch.set_num_threads(threads)
     # a behavioural check, not a timing target; observed 6.3-6.9 ms int8 vs 13.1-13.6 ms float

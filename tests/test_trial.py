@@ -36,6 +36,10 @@ def test_exact_nystrom_trial_keeps_accuracy_and_reports_every_metric(inputs) -> 
                 "latency_ms_b8", "speedup_b8", "size_mb", "params", "val_acc_drop"):
         assert m[key] > 0 or key == "val_acc_drop", key
     assert m["latency_ratio"] == pytest.approx(1 / m["speedup"])
+    # paired timing: the ratio with its bootstrap interval, per batch size
+    assert m["latency_ratio_lo"] <= m["latency_ratio"] <= m["latency_ratio_hi"]
+    assert m["latency_ratio_lo_b8"] <= m["latency_ratio_b8"] <= m["latency_ratio_hi_b8"]
+    assert m["latency_pairs"] >= 5 and m["latency_converged"] in (0.0, 1.0)
     assert result.tags["device"] == "cpu" and result.tags["simulated"] == "false"
     assert result.tags["nystrom_landmarks"] == "65"
 

@@ -1,0 +1,64 @@
+"""Paired, interleaved latency ratios with bootstrap intervals, on synthetic clocks."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from sweeper.measure import bootstrap_median_ci, paired_ratio
+
+
+class Clock:
+    """Synthetic call times: a true cost per model times a machine load that changes with
+    every call (drift), plus multiplicative noise."""
+
+    def __init__(self, drift: float = 0.0, noise: float = 0.0, seed: int = 0):
+        self.calls = itertools.count()
+        self.drift, self.noise = drift, noise
+        self.rng = np.random.default_rng(seed)
+
+    def timer(self, cost: float):
+        def call() -> float:
+            load = 1.0 + self.drift * next(self.calls)
+            return cost * load * (1 + self.noise * self.rng.standard_normal())
+        return call
+
+
+def test_known_ratio_recovered_with_an_interval_around_it() -> None:
+    clock = Clock(noise=0.05)
+    r = paired_ratio(clock.timer(0.5e-3), clock.timer(1e-3), warmup=2, min_pairs=30,
+                     max_seconds=10.0)
+    assert r.lo <= 0.5 <= r.hi and r.ratio == pytest.approx(0.5, rel=0.03)
+    assert r.converged and r.half_width <= 0.03 and r.pairs % 30 == 0
+    assert r.model_ms == pytest.approx(0.5, rel=0.05) and r.baseline_ms == pytest.approx(1.0,
+                                                                                        rel=0.05)
+
+
+def test_drift_during_the_measurement_does_not_move_the_ratio() -> None:
+    """The load doubles over the measurement. Timing all baseline calls, then all model
+    calls (the old protocol) would see the model 2x slower than it is; pairs do not."""
+    clock = Clock(drift=1 / 120)
+    r = paired_ratio(clock.timer(1e-3), clock.timer(1e-3), warmup=0, min_pairs=60,
+                     max_seconds=0.0)
+    assert r.ratio == pytest.approx(1.0, abs=0.02)
+    blocked = Clock(drift=1 / 120)
+    base = [blocked.timer(1e-3)() for _ in range(60)]
+    model = [blocked.timer(1e-3)() for _ in range(60)]
+    assert np.median(model) / np.median(base) > 1.3  # what the pairing avoids
+
+
+def test_rounds_stop_at_the_time_cap_and_say_so() -> None:
+    clock = Clock(noise=0.8)
+    r = paired_ratio(clock.timer(1e-3), clock.timer(1e-3), warmup=1, min_pairs=5,
+                     max_seconds=0.0)
+    assert r.pairs == 5 and not r.converged and r.lo < r.ratio < r.hi
+
+
+def test_bootstrap_interval_narrows_with_more_samples() -> None:
+    rng = np.random.default_rng(1)
+    small = bootstrap_median_ci(rng.normal(1.0, 0.1, 20))
+    large = bootstrap_median_ci(rng.normal(1.0, 0.1, 2000))
+    assert small[0] < 1.0 < small[1] and large[0] < 1.0 < large[1]
+    assert large[1] - large[0] < (small[1] - small[0]) / 4
