@@ -132,6 +132,8 @@ class MeasureConfig:
     repeats: int = 30  # model/baseline pairs per round; rounds repeat until the interval fits
     max_seconds: float = 5.0  # time cap of the pairs at each batch size
     target_halfwidth: float = 0.03  # stop when the ratio's 95% interval is within +-3%
+    # while a trial times latency, the other trials on its node pause (sweeper.node_lock)
+    quiet: bool = True
     eval_batch_size: int = 256
     runtime: str = "torch"  # torch (eager) | onnxruntime: where latency is measured
 

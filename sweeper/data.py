@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sweeper import node_lock
 from sweeper.config import DataConfig
 from sweeper.errors import UserError
 
@@ -172,8 +173,12 @@ def batches(
     shuffle: bool = False,
     generator: torch.Generator | None = None,
 ) -> Iterator[Pair]:
+    """Mini-batches of `pair`. Inside a trial each batch is computed under the node lock's
+    shared side (sweeper.node_lock), so it waits while another trial on this node measures
+    latency: every training, evaluation and calibration loop goes through here."""
     x, y = pair
     order = torch.randperm(len(y), generator=generator) if shuffle else torch.arange(len(y))
     for start in range(0, len(y), batch_size):
         idx = order[start : start + batch_size]
-        yield x[idx], y[idx]
+        with node_lock.computing():  # held until the caller asks for the next batch
+            yield x[idx], y[idx]

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sweeper import node_lock
 from sweeper.config import MeasureConfig
 
 
@@ -195,6 +196,7 @@ def compare_latency(
     out = {}
     for batch, x in paired_inputs(img_size, batch_sizes).items():
         x = x.to(device)
-        out[batch] = paired_ratio(_timer(model, x), _timer(baseline, x), timing.warmup,
-                                  timing.repeats, timing.max_seconds, timing.target)
+        with node_lock.measuring():  # the node's other trials pause their batches
+            out[batch] = paired_ratio(_timer(model, x), _timer(baseline, x), timing.warmup,
+                                      timing.repeats, timing.max_seconds, timing.target)
     return LatencyPair(out)

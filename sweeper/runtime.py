@@ -20,6 +20,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from sweeper import node_lock
 from sweeper.compress import TrialContext
 from sweeper.config import Config
 from sweeper.data import Pair, batches, to_input
@@ -83,8 +84,10 @@ def compare_latency(
     out = {}
     for batch, x in paired_inputs(img_size, batch_sizes).items():
         arr = x.numpy()
-        out[batch] = paired_ratio(_timer(model, arr), _timer(baseline, arr), timing.warmup,
-                                  timing.repeats, timing.max_seconds, timing.target)
+        with node_lock.measuring():
+            out[batch] = paired_ratio(_timer(model, arr), _timer(baseline, arr),
+                                      timing.warmup, timing.repeats, timing.max_seconds,
+                                      timing.target)
     return LatencyPair(out)
 
 

@@ -7,6 +7,7 @@ The test split never enters a trial; only the final front is evaluated on it.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import socket
 import time
@@ -17,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sweeper import compress
+from sweeper import compress, node_lock
 from sweeper.config import Config
 from sweeper.data import Pair
 from sweeper.measure import (
@@ -92,6 +93,8 @@ def run_trial(
     torch.set_num_threads(threads)
     torch.manual_seed(cfg.search.seed)
     device = pick_device(cfg)
+    lock = node_lock.activate() if cfg.measure.quiet else None
+    waits_before = dataclasses.replace(lock.waits) if lock else None
 
     baseline = build_baseline(inputs).to(device)
     ctx = compress.TrialContext(
@@ -147,6 +150,7 @@ def run_trial(
         # 1: low precision only simulated (fake-quant / unpack to float), latency is float's
         "simulated": float(ctx.simulated),
         **runtime_metrics,
+        **_lock_waits(lock, waits_before),
         "trial_seconds": time.perf_counter() - start,
     }
     tags = {
@@ -160,6 +164,16 @@ def run_trial(
         **{k: str(v) for k, v in ctx.notes.items()},
     }
     return TrialResult(metrics, tags, artefact)
+
+
+def _lock_waits(lock: node_lock.NodeLock | None,
+                before: node_lock.Waits | None) -> dict[str, float]:
+    """Seconds this trial's batches waited for other trials' measurements, and its own
+    measurements for other trials' batches (none without the quiet lock)."""
+    if lock is None or before is None:
+        return {}
+    return {"quiet_wait_s": lock.waits.computing_s - before.computing_s,
+            "measure_wait_s": lock.waits.measuring_s - before.measuring_s}
 
 
 def latency_interval_metrics(latency: LatencyPair) -> dict[str, float]:
