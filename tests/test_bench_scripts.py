@@ -36,3 +36,18 @@ def test_real_shapes_benchmark_times_both_runtimes(tmp_path: Path) -> None:
         assert set(row["speedup_torch"]) == {"1", "8"}
         assert all(v > 0 for v in row["speedup_torch"].values())
     assert isinstance(result["rows"][0]["speedup_ort"], dict)  # int8 exports and runs in ORT
+
+
+def test_repeatability_benchmark_reports_intervals_with_and_without_the_lock(
+        tmp_path: Path) -> None:
+    out = tmp_path / "rep.json"
+    proc = subprocess.run([sys.executable, "benchmarks/repeatability.py", "--quick",
+                           "--output-dir", str(tmp_path), "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(out.read_text())["results"]
+    assert len(results) == 4 and {k.rsplit(" ", 1)[-1] for k in results} == {"on", "off"}
+    for row in results.values():
+        assert row["max_over_min"] >= 1.0 and len(row["trials"]) == 4
+        for t in row["trials"]:
+            assert t["latency_ratio_lo"] <= t["latency_ratio"] <= t["latency_ratio_hi"]
