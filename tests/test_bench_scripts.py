@@ -46,7 +46,7 @@ def test_repeatability_benchmark_reports_intervals_with_and_without_the_lock(
                           cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(out.read_text())["results"]
-    assert len(results) == 4 and {k.rsplit(" ", 1)[-1] for k in results} == {"on", "off"}
+    assert len(results) == 8 and {k.rsplit(" ", 1)[-1] for k in results} == {"on", "off"}
     for row in results.values():
         assert row["max_over_min"] >= 1.0 and len(row["trials"]) == 4
         for t in row["trials"]:
