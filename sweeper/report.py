@@ -25,6 +25,7 @@ COLUMNS = (
     "latency_ms",
     "speedup",
     "size_ratio",
+    "simulated",
 )
 _HEADERS = (
     "trial",
@@ -35,6 +36,7 @@ _HEADERS = (
     "latency ms",
     "speed-up (x)",
     "size ratio (x)",
+    "simulated",
 )
 
 
@@ -114,6 +116,8 @@ def _row(r: dict[str, Any], speedup: Any, size_ratio: Any) -> dict[str, Any]:
         "latency_ms": _number(r.get("latency_ms")),
         "speedup": _number(speedup),
         "size_ratio": _number(size_ratio),
+        # low precision emulated in float: its latency is float's, not the precision's
+        "simulated": bool(r.get("simulated")),
     }
 
 
@@ -162,6 +166,7 @@ def format_front_table(front: list[dict[str, Any]], baseline: dict[str, Any]) ->
             _cell(row["latency_ms"], ".3f"),
             _cell(row["speedup"], ".2f"),
             _cell(row["size_ratio"], ".3f"),
+            "yes" if row["simulated"] else "no",
         )
         for row in front_rows(front, baseline)
     ]
@@ -267,7 +272,11 @@ def plot_front(
     for ax, (key, label) in zip(axes, panels, strict=True):
         _scatter(ax, feasible, key, label="trials", **_TRIAL_STYLE)
         _scatter(ax, infeasible, key, label="infeasible", marker="x", **_TRIAL_STYLE)
-        _scatter(ax, members, key, label="Pareto front", **_FRONT_STYLE)
+        real = [r for r in members if not r.get("simulated")]
+        emulated = [r for r in members if r.get("simulated")]
+        _scatter(ax, real, key, label="Pareto front", **_FRONT_STYLE)
+        _scatter(ax, emulated, key, label="front, simulated precision",
+                 **{**_FRONT_STYLE, "facecolor": "none", "edgecolor": "tab:red", "linewidth": 1.5})
         for i, r in enumerate(members):
             ax.annotate(
                 str(r.get("trial", "")),

@@ -74,6 +74,7 @@ FRONT = [
         "size_mb": 0.15,
         "latency_ms": 1.75,
         "feasible": True,
+        "simulated": 1.0,  # as trials report it: a metric
     },  # no speedup / size_ratio: derived from the baseline
 ]
 
@@ -116,15 +117,16 @@ def test_table_has_baseline_and_every_front_row() -> None:
     assert lines[0].split()[:2] == ["trial", "configuration"]
     assert set(lines[1]) == {"-", " "}
     assert lines[2].split() == [
-        "baseline", "uncompressed", "95.12", "94.31", "0.583", "1.821", "1.00", "1.000"
+        "baseline", "uncompressed", "95.12", "94.31", "0.583", "1.821", "1.00", "1.000", "no"
     ]  # fmt: skip
     assert lines[3].split() == [
         "t0003", "nystrom(m=16)", "+", "recover(ep=2)",
-        "93.00", "92.17", "0.210", "1.400", "1.30", "0.360",
+        "93.00", "92.17", "0.210", "1.400", "1.30", "0.360", "no",
     ]  # fmt: skip
     # Derived: 1.8214 / 1.75 = 1.04x faster, 0.15 / 0.5833 = 0.257 of the size.
     assert lines[4].split() == [
-        "t0007", "quantize(int8,", "static)", "90.00", "-", "0.150", "1.750", "1.04", "0.257"
+        "t0007", "quantize(int8,", "static)", "90.00", "-", "0.150", "1.750", "1.04", "0.257",
+        "yes",
     ]  # fmt: skip
     assert len(lines) == 2 + 1 + len(FRONT)
     # Aligned: every row ends where the header does (numbers are right-aligned).
@@ -179,6 +181,7 @@ def test_json_round_trip(tmp_path: Path) -> None:
     assert data[2]["speedup"] == pytest.approx(BASELINE["latency_ms"] / 1.75)
     assert data[0]["speedup"] == 1.0 and data[0]["size_ratio"] == 1.0
     assert data[2]["description"] == "quantize(int8, static)"
+    assert [row["simulated"] for row in data] == [False, False, True]
     # Atomic: no temp files left behind.
     assert os.listdir(path.parent) == ["front.json"]
 
