@@ -134,7 +134,7 @@ def measure(
         "ort_val_acc": accuracy(sess, val, img, mean, std, m.eval_batch_size),
     }
     ctx.notes.update(runtime="onnxruntime", ort_provider=sess.get_providers()[0],
-                     ort_kernels=report.describe())
+                     ort_kernels=report.describe(), onnxruntime=ort.__version__)
     if report.kernels:
         ctx.simulated = report.simulated
     return latency, metrics

@@ -21,6 +21,7 @@ from torch import nn
 from sweeper import compress, node_lock
 from sweeper.config import Config
 from sweeper.data import Pair
+from sweeper.hardware import cpu_model, isa_summary
 from sweeper.measure import (
     LatencyPair,
     Timing,
@@ -160,6 +161,7 @@ def run_trial(
         "node_ip": _node_ip(),
         "pid": str(os.getpid()),
         "threads": str(threads),
+        **hardware_tags(run_device),
         "simulated": str(ctx.simulated).lower(),
         **{k: str(v) for k, v in ctx.notes.items()},
     }
@@ -188,6 +190,18 @@ def latency_interval_metrics(latency: LatencyPair) -> dict[str, float]:
         if i:
             out[f"latency_ratio{suffix}"] = r.ratio
     return out
+
+
+def hardware_tags(device: torch.device) -> dict[str, str]:
+    """What the timings depend on: CPU model and the ISA flags kernels dispatch on, the GPU,
+    and the library versions."""
+    import timm
+
+    tags = {"cpu": cpu_model(), "cpu_isa": isa_summary(), "torch": torch.__version__,
+            "timm": timm.__version__}
+    if device.type == "cuda":
+        tags["gpu"] = torch.cuda.get_device_name(device)
+    return tags
 
 
 def _node_ip() -> str:

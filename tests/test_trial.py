@@ -11,6 +11,7 @@ from sweeper.compress.quantize import QuantizeConfig
 from sweeper.compress.recover import RecoverConfig
 from sweeper.config import build_config
 from sweeper.data import load_splits
+from sweeper.hardware import cpu_model, isa_summary
 from sweeper.measure import serialized_size
 from sweeper.models import load_or_train_baseline
 from sweeper.trial import TrialInputs, evaluate_artefact, run_trial
@@ -43,6 +44,9 @@ def test_exact_nystrom_trial_keeps_accuracy_and_reports_every_metric(inputs) -> 
     assert m["quiet_wait_s"] >= 0 and m["measure_wait_s"] >= 0  # the node lock's waits
     assert result.tags["device"] == "cpu" and result.tags["simulated"] == "false"
     assert result.tags["nystrom_landmarks"] == "65"
+    # the hardware fingerprint the timings depend on
+    assert result.tags["cpu"] and result.tags["torch"] == torch.__version__
+    assert result.tags["cpu_isa"] == isa_summary() and result.tags["cpu"] == cpu_model()
 
 
 def test_int8_trial_is_smaller_and_its_artefact_reloads(inputs) -> None:
