@@ -8,9 +8,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import TYPE_CHECKING
+import traceback
+from typing import TYPE_CHECKING, NoReturn
 
-from sweeper.config import Config, build_config, valid_keys
+from sweeper.config import Config, build_config, redact, valid_keys
 from sweeper.errors import UserError
 from sweeper.quiet import quiet_third_party
 
@@ -18,11 +19,19 @@ if TYPE_CHECKING:
     from sweeper.sweep import SweepOutcome
 
 USAGE_EPILOG = "overrides: dotted key=value, e.g. search.trials=8 resources.cpus=1\nkeys: "
+BUG_LINE = "this is a bug in sweeper: please report it with the traceback above"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes are bad input like any other: one `error:` line, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(f"{message} (see `{self.prog} --help`)")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m sweeper", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="python -m sweeper", description=__doc__,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     launch = sub.add_parser("launch", help="run a sweep over a search space",
                             epilog=USAGE_EPILOG + " ".join(valid_keys()))
@@ -59,6 +68,8 @@ def cmd_resume(run: str, overrides: list[str]) -> int:
     if any(not o.startswith("output_dir=") for o in overrides):
         raise UserError("resume takes only output_dir=DIR; the sweep keeps its own settings")
     outcome = resume(run, cfg.output_dir, _say)
+    if outcome is None:  # a finished sweep: only the MLflow writes it missed were synced
+        return 0
     from sweeper.config import config_from_dict
 
     meta = json.loads((outcome.sweep_dir / "sweep.json").read_text())
@@ -76,7 +87,7 @@ def _print_outcome(cfg: Config, outcome: SweepOutcome) -> int:
     print(outcome.table)
     print()
     print(f"results:  {outcome.sweep_dir}  (front.csv, front.json, front.png)")
-    uri = cfg.resolved_tracking_uri()
+    uri = redact(cfg.resolved_tracking_uri())
     if uri.startswith(("http://", "https://")):
         print(f"MLflow:   open {uri}, experiment '{cfg.experiment}', "
               f"parent run {outcome.parent_run_id}")
@@ -96,9 +107,10 @@ def cmd_spaces() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit status 2 and one `error:` line for bad input, 1 and a traceback for our bugs."""
     quiet_third_party()
-    args = _parser().parse_args(argv)
     try:
+        args = _parser().parse_args(argv)
         if args.command == "launch":
             return cmd_launch(args.overrides)
         if args.command == "resume":
@@ -109,8 +121,27 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_export(args.run, args.trial, args.overrides)
         return cmd_spaces()
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(str(exc))}", file=sys.stderr, flush=True)
         return 2
+    except KeyboardInterrupt as exc:
+        print(_interrupted(exc), file=sys.stderr, flush=True)
+        return 130  # 128 + SIGINT, as a shell reports it
+    except Exception:
+        traceback.print_exc()
+        print(BUG_LINE, file=sys.stderr, flush=True)
+        return 1
+
+
+def one_line(message: str) -> str:
+    """The message on one line, with any URL's password masked."""
+    return redact(" ".join(message.split()))
+
+
+def _interrupted(exc: KeyboardInterrupt) -> str:
+    name = getattr(exc, "name", None)  # sweep.SweepInterrupted: the sweep's state is saved
+    if name:
+        return f"interrupted: sweep {name} stopped; continue it with `{exc.command}`"
+    return "interrupted"
 
 
 if __name__ == "__main__":  # pragma: no cover

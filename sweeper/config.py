@@ -6,7 +6,9 @@ Unknown keys and values of the wrong type or range raise `UserError` naming what
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,6 +21,13 @@ SAMPLERS = ("nsga2", "tpe", "random", "gp")
 DATASETS = ("digits", "cifar10", "cifar100")
 DEVICES = ("auto", "cpu", "cuda")
 RUNTIMES = ("torch", "onnxruntime")
+SEED_MAX = 2**32 - 1  # numpy's and Optuna's samplers take seeds in 0..2**32-1
+MAX_PARAMS = 2e9  # a bigger ViT (8 GB of float32 weights) is a typo, not a sweep
+# MLflow tracking stores: a server, a database, a folder (`databricks` has no ://)
+TRACKING_SCHEMES = ("http", "https", "sqlite", "file", "postgresql", "mysql", "mssql",
+                    "databricks")
+# ray.address: 'auto', HOST:PORT, [IPv6]:PORT or ray://HOST:PORT (Ray client)
+RAY_ADDRESS = re.compile(r"auto|(ray://)?([\w.-]+|\[[0-9a-fA-F:.]+\]):\d{1,5}")
 
 
 @dataclass(frozen=True)
@@ -36,6 +45,11 @@ class DataConfig:
         _range("data.val_fraction", self.val_fraction, 0.01, 0.5)
         _range("data.test_fraction", self.test_fraction, 0.01, 0.5)
         _range("data.limit", self.limit, 0, 10**9)
+        _seed("data.seed", self.seed)
+        if self.name == "digits" and self.val_fraction + self.test_fraction > 0.8:
+            raise UserError(f"data.val_fraction + data.test_fraction = "
+                            f"{self.val_fraction + self.test_fraction:g} leaves too few "
+                            "training images; keep the sum at most 0.8")
 
 
 @dataclass(frozen=True)
@@ -57,6 +71,10 @@ class ModelConfig:
         _range("model.patch_size", self.patch_size, 1, self.img_size)
         _range("model.depth", self.depth, 1, 48)
         _range("model.num_heads", self.num_heads, 1, 64)
+        _range("model.embed_dim", self.embed_dim, 1, 16_384)
+        _range("model.mlp_ratio", self.mlp_ratio, 0.01, 64.0)
+        if not self.name.strip():
+            raise UserError("model.name is empty; use vit_digits or a timm ViT name")
         if self.embed_dim % self.num_heads:
             raise UserError(
                 f"model.embed_dim={self.embed_dim} must be divisible by "
@@ -67,6 +85,12 @@ class ModelConfig:
                 f"model.img_size={self.img_size} must be divisible by "
                 f"model.patch_size={self.patch_size}"
             )
+        # blocks: qkv + proj (4 d^2) and the MLP (2 d^2 mlp_ratio)
+        params = self.depth * self.embed_dim**2 * (4 + 2 * self.mlp_ratio)
+        if self.name == "vit_digits" and params > MAX_PARAMS:
+            raise UserError(f"model.embed_dim={self.embed_dim}, model.depth={self.depth} and "
+                            f"model.mlp_ratio={self.mlp_ratio} make {params:.2g} weights "
+                            f"(limit {MAX_PARAMS:.0e})")
 
 
 @dataclass(frozen=True)
@@ -86,6 +110,7 @@ class TrainConfig:
         _range("train.lr", self.lr, 1e-8, 10.0)
         _range("train.weight_decay", self.weight_decay, 0.0, 10.0)
         _range("train.label_smoothing", self.label_smoothing, 0.0, 0.9)
+        _seed("train.seed", self.seed)
 
 
 @dataclass(frozen=True)
@@ -105,12 +130,17 @@ class SearchConfig:
         _range("search.concurrency", self.concurrency, 1, 10_000)
         _choice("search.sampler", self.sampler, SAMPLERS)
         _range("search.population", self.population, 0, 10_000)
+        if self.population == 1:  # NSGA-II breeds pairs
+            raise UserError("search.population=1 is too small; use 0 (automatic) or at least 2")
         _range("search.max_failures", self.max_failures, 0, 100)
+        _seed("search.seed", self.seed)
         if self.storage is not None and "://" not in self.storage:
+            # not echoed: a malformed URL may still hold a password
             raise UserError(
-                f"search.storage={self.storage!r} is not a database URL "
+                "search.storage is not a database URL "
                 "(e.g. postgresql+psycopg2://user@host:5432/optuna or sqlite:///path/optuna.db)"
             )
+        no_password("search.storage", self.storage, "PGPASSWORD")
 
 
 @dataclass(frozen=True)
@@ -139,8 +169,9 @@ class MeasureConfig:
 
     def __post_init__(self) -> None:
         _choice("measure.runtime", self.runtime, RUNTIMES)
-        if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
-            raise UserError("measure.batch_sizes must be a non-empty list of positive integers")
+        if not self.batch_sizes or any(not 1 <= b <= 65_536 for b in self.batch_sizes):
+            raise UserError("measure.batch_sizes must be a non-empty list of integers in "
+                            "[1, 65536]")
         # floors: a "measurement" of one cold call is not one
         _range("measure.warmup", self.warmup, 1, 10_000)
         _range("measure.repeats", self.repeats, 5, 100_000)
@@ -157,6 +188,14 @@ class RayConfig:
 
     def __post_init__(self) -> None:
         _range("ray.dashboard_port", self.dashboard_port, 1, 65_535)
+        if not self.dashboard_host.strip():
+            raise UserError("ray.dashboard_host is empty; e.g. 127.0.0.1")
+        if self.address is not None:
+            match = RAY_ADDRESS.fullmatch(self.address)
+            port = int(self.address.rsplit(":", 1)[1]) if match and self.address != "auto" else 1
+            if not match or not 1 <= port <= 65_535:
+                raise UserError(f"ray.address={self.address!r} is not 'auto', HOST:PORT or "
+                                "ray://HOST:PORT")
 
 
 @dataclass(frozen=True)
@@ -182,6 +221,13 @@ class Config:
     def __post_init__(self) -> None:
         if self.max_accuracy_drop is not None:
             _range("max_accuracy_drop", self.max_accuracy_drop, 0.0, 100.0)
+        for key in ("space", "output_dir", "experiment"):
+            if not getattr(self, key).strip():
+                raise UserError(f"{key} is empty")
+        if self.cache_dir is not None and not self.cache_dir.strip():
+            raise UserError("cache_dir is empty; leave it unset for <output_dir>/cache")
+        if self.tracking_uri is not None:
+            check_tracking_uri("tracking_uri", self.tracking_uri)
 
     def resolved_cache_dir(self) -> Path:
         return Path(self.cache_dir) if self.cache_dir else Path(self.output_dir) / "cache"
@@ -203,8 +249,35 @@ def _choice(key: str, value: Any, valid: tuple[str, ...]) -> None:
 
 
 def _range(key: str, value: float, low: float, high: float) -> None:
+    # written so that nan fails too (every comparison with nan is false)
     if not low <= value <= high:
         raise UserError(f"{key}={value} is out of range [{low}, {high}]")
+
+
+def _seed(key: str, value: int) -> None:
+    _range(key, value, 0, SEED_MAX)
+
+
+def no_password(key: str, url: str | None, env: str) -> None:
+    """A password in a URL would reach MLflow's params, sweep.json and the logs: refuse it
+    (without echoing it) and name the variable that carries it instead."""
+    if url and re.search(r"://[^/@\s]*:[^/@\s]*@", url):
+        raise UserError(f"{key} contains a password; remove it from the URL (user@host) "
+                        f"and set {env} instead")
+
+
+def redact(text: str) -> str:
+    """`text` with the password of every scheme://user:password@ URL in it replaced by ***."""
+    return re.sub(r"(://[^/@\s:]*):[^/@\s]*@", r"\1:***@", text)
+
+
+def check_tracking_uri(key: str, uri: str) -> None:
+    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower()
+    if scheme not in TRACKING_SCHEMES or (scheme != "databricks" and ":" not in uri):
+        raise UserError(f"{key}={redact(uri)!r} is not an MLflow tracking URI; e.g. "
+                        "http://HOST:5000 or sqlite:///PATH/mlflow.db")
+    no_password(key, uri, "MLFLOW_TRACKING_PASSWORD (and MLFLOW_TRACKING_USERNAME)"
+                if scheme in ("http", "https") else "PGPASSWORD")
 
 
 def valid_keys(cls: type = Config, prefix: str = "") -> list[str]:
@@ -246,9 +319,12 @@ def parse_value(key: str, text: str, hint: Any) -> Any:
             raise UserError(f"{key}={text!r} is not an integer") from None
     if hint is float:
         try:
-            return float(text)
+            value = float(text)
         except ValueError:
             raise UserError(f"{key}={text!r} is not a number") from None
+        if not math.isfinite(value):
+            raise UserError(f"{key}={text!r} is not a finite number")
+        return value
     return text
 
 
@@ -290,17 +366,31 @@ def build_config(overrides: list[str], base: Config | None = None) -> Config:
     return apply_overrides(base or Config(), overrides)
 
 
-def config_from_dict(data: dict[str, Any]) -> Config:
-    """Rebuild a Config from `Config.to_dict()` output (used by resume)."""
+def config_from_dict(data: Any) -> Config:
+    """Rebuild a Config from `Config.to_dict()` output (used by resume and export); a
+    malformed or foreign one is a UserError naming what is wrong."""
+    if not isinstance(data, dict):
+        raise UserError(f"config is a {type(data).__name__}, not a mapping")
     hints = typing.get_type_hints(Config)
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
+        if key not in hints:
+            raise UserError(f"unknown config key {key!r}")
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise UserError(f"config section {key!r} is not a mapping")
             sub = dict(value)
-            if "batch_sizes" in sub:
+            if isinstance(sub.get("batch_sizes"), list):
                 sub["batch_sizes"] = tuple(sub["batch_sizes"])
-            kwargs[key] = hint(**sub)
+            kwargs[key] = _build(hint, sub, key)
         else:
             kwargs[key] = value
-    return Config(**kwargs)
+    return _build(Config, kwargs, "config")
+
+
+def _build(cls: type, kwargs: dict[str, Any], where: str) -> Any:
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # unknown or missing key, or a value of the wrong type
+        raise UserError(f"{where}: {exc}") from None

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +34,11 @@ from sweeper.config import Config, ModelConfig, config_from_dict
 from sweeper.data import CIFAR_MEAN, CIFAR_STD
 from sweeper.errors import UserError
 from sweeper.models import create_model
+from sweeper.preflight import read_sweep_meta, writable_folder
 
 FORMATS = ("onnx", "torch")
+# techniques whose compressed model cannot be written as ONNX, and why
+NO_ONNX = {"tome": "token merging (tome) has no ONNX lowering for its merge step"}
 TORCH_FORMAT = "sweeper-torch-1"
 NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}
 
@@ -50,15 +54,25 @@ class TrialArtefact:
     reported: dict[str, float]
 
     def state(self) -> dict[str, Any]:
-        return torch.load(self.checkpoint / "model.pt", map_location="cpu", weights_only=True)
+        path = self.checkpoint / "model.pt"
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except (OSError, EOFError, RuntimeError, pickle.UnpicklingError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise UserError(f"checkpoint {path} is unreadable ({first})") from None
 
     def model(self) -> nn.Module:
         num_classes = NUM_CLASSES[self.config.data.name]
         # structure only: the saved state replaces every weight, so nothing is downloaded
         structure = dataclasses.replace(self.config.model, pretrained=False)
         baseline = create_model(structure, num_classes)
-        return compress.rebuild(baseline, compress.pipeline_from_dict(self.pipeline),
-                                self.state())
+        pipeline, state = compress.pipeline_from_dict(self.pipeline), self.state()
+        try:
+            return compress.rebuild(baseline, pipeline, state)
+        except RuntimeError as exc:  # load_state_dict: missing, unexpected or resized weights
+            first = str(exc).strip().splitlines()[0][:200]
+            raise UserError(f"checkpoint {self.checkpoint} does not match its sweep's model "
+                            f"and pipeline ({first})") from None
 
     def preprocessing(self) -> dict[str, Any]:
         digits = self.config.data.name == "digits"
@@ -88,7 +102,7 @@ def find_trial(run: str, trial: str, output_dir: str) -> TrialArtefact:
     if not re.fullmatch(r"[\w-]+", trial):
         raise UserError(f"trial {trial!r} is not a Ray trial id (letters, digits, _ and -)")
     sweep_dir = find_sweep(run, output_dir)
-    meta = json.loads((sweep_dir / "sweep.json").read_text())
+    meta = read_sweep_meta(sweep_dir)
     tune_dir = sweep_dir / "ray" / "tune"
     # Tune names a trial's folder <trainable>_<trial id>_<index>_<params>_<time>
     checkpoints = sorted(c for c in tune_dir.glob(f"*_{trial}_*/checkpoint_*")
@@ -97,14 +111,27 @@ def find_trial(run: str, trial: str, output_dir: str) -> TrialArtefact:
         raise UserError(f"no finished trial {trial!r} in sweep {meta['name']} "
                         f"(trial folders are under {tune_dir})")
     ckpt = checkpoints[-1]
-    return TrialArtefact(config_from_dict(meta["config"]), trial, ckpt,
-                         json.loads((ckpt / "pipeline.json").read_text()), _reported(ckpt))
+    try:
+        pipeline = json.loads((ckpt / "pipeline.json").read_text())
+        compress.pipeline_from_dict(pipeline)  # a UserError names a bad technique or value
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        raise UserError(f"{ckpt / 'pipeline.json'} is not a trial's pipeline ({exc})") from None
+    return TrialArtefact(config_from_dict(meta["config"]), trial, ckpt, pipeline,
+                         _reported(ckpt))
 
 
-def export_onnx(art: TrialArtefact, path: Path) -> int:
+def check_onnx(art: TrialArtefact) -> None:
+    """Refuse up front what the ONNX exporter would fail on after minutes of tracing."""
+    for name, params in art.pipeline.items():
+        if name in NO_ONNX and params.get("enabled", True) is not False:
+            raise UserError(f"trial {art.trial}: {NO_ONNX[name]}; export it with format=torch")
+
+
+def export_onnx(art: TrialArtefact, path: Path, model: nn.Module | None = None) -> int:
     from sweeper.runtime import onnx_bytes
 
-    graph, _report = onnx_bytes(art.model(), art.config.model.img_size)
+    graph, _report = onnx_bytes(model if model is not None else art.model(),
+                                art.config.model.img_size)
     path.write_bytes(graph)
     info = {**art.preprocessing(), "trial": art.trial, "pipeline": art.pipeline}
     Path(f"{path}.json").write_text(json.dumps(info, indent=2) + "\n")
@@ -150,11 +177,20 @@ def parse(overrides: list[str]) -> dict[str, str]:
 def run_export(run: str, trial: str, overrides: list[str]) -> tuple[Path, int, TrialArtefact]:
     opts = parse(overrides)
     art = find_trial(run, trial, opts["output_dir"])
+    if opts["format"] == "onnx":
+        check_onnx(art)
     suffix = ".onnx" if opts["format"] == "onnx" else ".pt"
     path = Path(opts["out"]) if opts["out"] else art.checkpoint.parents[3] / "export" / (
         trial + suffix)
+    if path.is_dir():
+        raise UserError(f"out={path} is a folder; give a file name")
+    writable_folder("out" if opts["out"] else "the export folder", path.parent)
+    model = art.model()  # reads and checks the checkpoint before anything is written
     path.parent.mkdir(parents=True, exist_ok=True)
-    size = (export_onnx if opts["format"] == "onnx" else export_torch)(art, path)
+    if opts["format"] == "onnx":
+        size = export_onnx(art, path, model)
+    else:
+        size = export_torch(art, path)
     return path, size, art
 
 

@@ -7,6 +7,7 @@ need to reach the tracking store; trial artefacts travel back as Tune checkpoint
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -20,11 +21,12 @@ from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
-from sweeper import compress
+from sweeper import compress, journal
 from sweeper.config import Config
+from sweeper.errors import UserError
 from sweeper.report import describe_config
 from sweeper.spaces import Space
-from sweeper.tracking import BackgroundWriter, Tracker
+from sweeper.tracking import Mirror, Tracker
 from sweeper.trial import TrialInputs
 from sweeper.worker import ARTIFACTS, trainable
 
@@ -186,11 +188,32 @@ class ConstrainedOptunaSearch(OptunaSearch):
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
-        ot_trial = self._ot_trials.get(trial_id)
+        ot_trial = self._reopen(trial_id)
         if self.max_drop is not None and result and ot_trial is not None:
             excess = 100.0 * result.get("val_acc_drop", 0.0) - self.max_drop
             ot_trial.set_user_attr("constraint", [excess])
         super().on_trial_complete(trial_id, result, error)
+
+    def _reopen(self, trial_id: str) -> Any:
+        """The trial's Optuna trial. One stopped by Ctrl-C was told FAIL (nothing stays
+        RUNNING); Tune runs it again after `resume`, and its result goes to a new Optuna
+        trial with the same parameters (telling a FAIL trial again is an error)."""
+        ot_trial = self._ot_trials.get(trial_id)
+        if (ot_trial is None or trial_id in self._completed_trials
+                or not hasattr(ot_trial, "_trial_id")):
+            return ot_trial
+        storage, study = self._ot_study._storage, self._ot_study
+        frozen = storage.get_trial(ot_trial._trial_id)
+        # COMPLETE: told before a SIGKILLed driver saved Tune's state; the rerun's (reused)
+        # result is then a repeat, which OptunaSearch declines with a warning
+        if frozen.state != optuna.trial.TrialState.FAIL:
+            return ot_trial
+        template = optuna.trial.create_trial(
+            state=optuna.trial.TrialState.RUNNING, params=frozen.params,
+            distributions=frozen.distributions, user_attrs=frozen.user_attrs)
+        new_id = storage.create_new_trial(study._study_id, template_trial=template)
+        self._ot_trials[trial_id] = optuna.Trial(study, new_id)
+        return self._ot_trials[trial_id]
 
 
 def pipeline_params(space: Space, config: dict[str, Any]) -> dict[str, Any]:
@@ -202,7 +225,9 @@ def pipeline_params(space: Space, config: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class MlflowChildren(tune.Callback):
-    """Driver-side: one MLflow child run per Tune trial, FAILED ones included."""
+    """Driver-side: every trial result appended to the sweep folder's trials.jsonl as it
+    arrives, and one MLflow child run per Tune trial, FAILED ones included, written through
+    the sweep's `Mirror` (retried while the store is unreachable)."""
 
     tracker: Tracker
     parent_id: str
@@ -210,51 +235,54 @@ class MlflowChildren(tune.Callback):
     total: int
     max_drop: float | None = None
     log: Callable[[str], None] = print
-    runs: dict[str, str] = field(default_factory=dict)
     attempts: dict[str, int] = field(default_factory=dict)
     done: int = 0
-    writer: BackgroundWriter = field(default_factory=BackgroundWriter)
-    started: set[str] = field(default_factory=set)  # on the event loop; `runs` fills later
+    started: set[str] = field(default_factory=set)  # trials whose child run was asked for
+    mirror: Mirror | None = None  # set by run_tune, also after a restore
+    journal: Path | None = None  # <sweep folder>/trials.jsonl
+
+    def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks; the mirror holds a thread
+        return {k: v for k, v in self.__dict__.items() if k != "mirror"}
 
     def setup(self, **info: Any) -> None:
         """Also runs after a restore: re-find the child runs earlier drivers created."""
+        self.stopped: set[str] = set()  # closed as KILLED by Ctrl-C; Tune runs them again
         for run in self.tracker.children(self.parent_id):
             trial_id = run.data.tags.get("sweeper.trial_id")
             if trial_id:
-                self.runs.setdefault(trial_id, run.info.run_id)
                 self.started.add(trial_id)
                 if run.info.status in ("FINISHED", "FAILED"):
                     self.done += 1
+                elif run.info.status == "KILLED":
+                    self.stopped.add(trial_id)
+
+    def _write(self, name: str, *args: Any) -> None:
+        assert self.mirror is not None, "run_tune sets the mirror"
+        self.mirror.submit(name, *args)
+
+    def _record(self, record: dict[str, Any]) -> None:
+        if self.journal is not None:
+            journal.append(self.journal, {"time": time.time(), **record})
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if trial.trial_id in self.started:  # a retried trial keeps its child run
+            if trial.trial_id in self.stopped:
+                self.stopped.discard(trial.trial_id)
+                self._write("reopen_trial", trial.trial_id)
             return
         self.started.add(trial.trial_id)
         params = pipeline_params(self.space, trial.config)
-        self.writer.submit(self._start, trial.trial_id, params)
-
-    def _start(self, trial_id: str, params: dict[str, Any]) -> None:
-        self.runs[trial_id] = self.tracker.start_trial(
-            self.parent_id, trial_id, params, {"sweeper.config": describe_config(params)}
-        )
-
-    def _run_id(self, trial_id: str) -> str:
-        """The trial's child run (the writer thread created it earlier, in order)."""
-        if trial_id not in self.runs:  # failed before it ever started
-            self.runs[trial_id] = self.tracker.start_trial(self.parent_id, trial_id, {}, {})
-        return self.runs[trial_id]
+        self._write("start_trial", trial.trial_id, params,
+                    {"sweeper.config": describe_config(params)})
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         n = self.attempts[trial.trial_id] = self.attempts.get(trial.trial_id, 1) + 1
         tags = {"attempts": str(n), f"attempt_{n - 1}_error": _error_text(trial)[-400:]}
-        self.writer.submit(lambda: self.tracker.tag(self._run_id(trial.trial_id), tags))
+        self._write("tag_trial", trial.trial_id, tags)
         self.log(f"  trial {trial.trial_id} failed, retrying (attempt {n})")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         result = trial.last_result or {}
-        if result.get("reused"):
-            self.log(f"  trial {trial.trial_id} had finished before the resume; result kept")
-            return
         metrics = {k: v for k, v in result.items() if k in _METRIC_KEYS or
                    k.startswith(("latency_ms_b", "baseline_latency_ms_b", "speedup_b",
                                  "latency_ratio", "latency_pairs", "latency_converged",
@@ -264,12 +292,20 @@ class MlflowChildren(tune.Callback):
         ok = feasible(result, self.max_drop)
         tags["feasible"] = str(ok).lower()
         checkpoint = trial.checkpoint
-        files = Path(checkpoint.path, ARTIFACTS) if checkpoint is not None else None
-        self.writer.submit(self._finish, trial.trial_id, metrics, tags, files)
+        files = str(Path(checkpoint.path, ARTIFACTS)) if checkpoint is not None else None
+        params = pipeline_params(self.space, trial.config)
+        self._record({"trial": trial.trial_id, "event": "complete", "params": params,
+                      "metrics": metrics, "tags": tags,
+                      "checkpoint": checkpoint.path if checkpoint is not None else None})
+        # idempotent: a reused result's run may have missed its end when the driver died
+        self._write("finish_trial", trial.trial_id, params, metrics, tags, files)
+        if result.get("reused"):
+            self.log(f"  trial {trial.trial_id} had finished before the resume; result kept")
+            return
         self.done += 1
         self.log(
             f"[{self.done}/{self.total}] {trial.trial_id} "
-            f"{describe_config(pipeline_params(self.space, trial.config))}: "
+            f"{describe_config(params)}: "
             f"val {metrics.get('val_acc', float('nan')):.1%}  "
             f"{metrics.get('size_mb', float('nan')):.3f} MB  "
             f"{metrics.get('latency_ms', float('nan')):.2f} ms "
@@ -277,19 +313,13 @@ class MlflowChildren(tune.Callback):
             f"{metrics.get('trial_seconds', 0):.0f}s" + ("" if ok else "  (infeasible)")
         )
 
-    def _finish(self, trial_id: str, metrics: dict[str, float], tags: dict[str, str],
-                files: Path | None) -> None:
-        run_id = self._run_id(trial_id)
-        if files is not None and files.is_dir():
-            self.tracker.log_artifacts(run_id, files)
-        self.tracker.finish_trial(run_id, metrics, tags)
-
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         text = _error_text(trial)
         tags = {"attempts": str(self.attempts.get(trial.trial_id, 1))}
-        self.writer.submit(
-            lambda: self.tracker.fail_trial(self._run_id(trial.trial_id), text, tags)
-        )
+        params = pipeline_params(self.space, trial.config)
+        self._record({"trial": trial.trial_id, "event": "error", "params": params,
+                      "tags": tags, "error": text})
+        self._write("fail_trial", trial.trial_id, params, text, tags)
         self.done += 1
         last = text.strip().splitlines()[-1] if text.strip() else "unknown error"
         self.log(f"[{self.done}/{self.total}] {trial.trial_id} FAILED: {last}")
@@ -309,8 +339,16 @@ def _error_text(trial: Any) -> str:
     return str(getattr(trial, "error_msg", "") or "trial failed")
 
 
+_dashboard_url: str | None = None  # of the Ray instance init_ray started or attached to
+
+
 def init_ray(cfg: Config, log: Callable[[str], None]) -> str | None:
-    """Start (or attach to) Ray; return the dashboard URL when one is running."""
+    """Start (or attach to) Ray; return the dashboard URL when one is running. Attaching
+    checks the cluster first (reachable, a node big enough for one trial), so launch calls
+    this before the sweep folder exists; the driver's later call finds Ray running."""
+    global _dashboard_url
+    if ray.is_initialized():
+        return _dashboard_url
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     # Tune's JSON/CSV/TensorBoard loggers write every result to disk again; the metrics
@@ -322,7 +360,7 @@ def init_ray(cfg: Config, log: Callable[[str], None]) -> str | None:
     kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": True,
                               "logging_level": "ERROR"}
     if cfg.ray.address:
-        ctx = ray.init(address=cfg.ray.address, **kwargs)
+        ctx = _attach(cfg, kwargs)
     else:
         ctx = ray.init(
             # "local": always a new instance; a bare init() would attach to whatever
@@ -334,9 +372,35 @@ def init_ray(cfg: Config, log: Callable[[str], None]) -> str | None:
             **kwargs,
         )
     url = getattr(ctx, "dashboard_url", None)
-    if url:
-        return url if url.startswith("http") else f"http://{url}"
-    return None
+    _dashboard_url = (url if url.startswith("http") else f"http://{url}") if url else None
+    return _dashboard_url
+
+
+def _attach(cfg: Config, kwargs: dict[str, Any]) -> Any:
+    """ray.init on an existing cluster, bounded: an address that does not answer, or a
+    cluster where one trial fits on no node, is a UserError within seconds (ray.init itself
+    retries for minutes, and Tune would wait forever for the resources)."""
+    from sweeper import preflight
+
+    address = cfg.ray.address or ""
+    if address == "auto":
+        from ray._private.services import get_ray_address_from_environment
+
+        try:
+            address = get_ray_address_from_environment("auto", None)
+        except ConnectionError:
+            raise UserError("ray.address=auto: no running Ray cluster found on this machine "
+                            "(start one with `ray start --head`)") from None
+    host, port = preflight.split_host_port(address.removeprefix("ray://"))
+    preflight.tcp_reachable(f"the Ray cluster at ray.address={cfg.ray.address}", host, port)
+    ctx = ray.init(address=cfg.ray.address, **kwargs)
+    try:
+        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+        preflight.check_fits(cfg, nodes, f"the Ray cluster at {cfg.ray.address}")
+    except BaseException:
+        ray.shutdown()
+        raise
+    return ctx
 
 
 @dataclass
@@ -368,13 +432,14 @@ def run_tune(
     cfg: Config,
     space: Space,
     inputs: TrialInputs,
-    tracker: Tracker,
-    parent_id: str,
+    mirror: Mirror,
     sweep_dir: Path,
     sweep_name: str,
     log: Callable[[str], None],
     restore: bool = False,
 ) -> SweepRun:
+    """Tune's fit. Raises KeyboardInterrupt when Ctrl-C stopped it: Tune catches SIGINT,
+    stops its trials, saves its state (what `resume` restores) and returns as if done."""
     storage = optuna_storage(cfg, sweep_dir)
     experiment_dir = (sweep_dir / "ray" / "tune").resolve()
     job = tune.with_resources(
@@ -389,6 +454,7 @@ def run_tune(
             resume_unfinished=True, resume_errored=False, restart_errored=False,
         )
         callback = _our_callback(tuner)
+        callback.log = log
     else:
         searcher = ConstrainedOptunaSearch(
             max_drop=cfg.max_accuracy_drop,
@@ -399,8 +465,8 @@ def run_tune(
             study_name=sweep_name,
             storage=storage,
         )
-        callback = MlflowChildren(tracker, parent_id, space, cfg.search.trials,
-                                  cfg.max_accuracy_drop, log)
+        callback = MlflowChildren(mirror.runs.tracker, mirror.runs.parent_id, space,
+                                  cfg.search.trials, cfg.max_accuracy_drop, log)
         tuner = tune.Tuner(
             job,
             tune_config=tune.TuneConfig(
@@ -419,12 +485,22 @@ def run_tune(
                 verbose=0,
             ),
         )
+    callback.mirror, callback.journal = mirror, sweep_dir / journal.TRIALS
+    # Tune's own Ctrl-C notices point to Tuner.restore; the driver says how to resume
+    logging.getLogger("ray.tune.tune").setLevel(logging.ERROR)
     start = time.perf_counter()
     grid = tuner.fit()
-    callback.writer.flush()  # MLflow writes still queued belong to the sweep's time
     wall = time.perf_counter() - start
     fail_orphans(storage, sweep_name)
-    return collect(grid, space, callback.runs, wall, cfg.max_accuracy_drop)
+    if _ended(grid) < cfg.search.trials:
+        raise KeyboardInterrupt
+    return collect(grid, space, dict(mirror.runs.runs), wall, cfg.max_accuracy_drop)
+
+
+def _ended(grid: Any) -> int:
+    """Trials that reached an end: a result or a final error (a trial stopped by Ctrl-C has
+    neither)."""
+    return sum(1 for r in grid if r.error is not None or "val_acc" in (r.metrics or {}))
 
 
 def fail_orphans(storage: optuna.storages.BaseStorage, study_name: str) -> int:

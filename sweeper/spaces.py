@@ -20,6 +20,7 @@ against the technique's config when the space loads, before anything runs.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ from sweeper import compress
 from sweeper.errors import UserError
 
 SPACE_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
+# what Optuna stores as a categorical choice
+CHOICE_TYPES = (type(None), bool, int, float, str)
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,7 @@ class Param:
     low: float = 0
     high: float = 0
     log: bool = False
-    step: int | None = None
+    step: float | None = None
 
     def suggest(self, trial: Any) -> Any:
         if self.kind == "choices":
@@ -52,7 +55,7 @@ class Param:
             return trial.suggest_int(
                 self.name, int(self.low), int(self.high), step=self.step or 1, log=self.log
             )
-        return trial.suggest_float(self.name, self.low, self.high, log=self.log)
+        return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
 
     def extremes(self) -> tuple[Any, ...]:
         return self.choices if self.kind == "choices" else (self.low, self.high)
@@ -133,22 +136,70 @@ def _param(name: str, spec: dict[str, Any], where: str) -> Param:
         choices = spec["choices"]
         if not isinstance(choices, list) or not choices:
             raise UserError(f"{where}: {name}.choices must be a non-empty list")
+        for value in choices:
+            _check_choice(name, value, where)
         return Param(name, "choices", choices=tuple(choices))
     for kind in ("int", "float"):
+        if kind in keys and name.endswith(".enabled"):
+            raise UserError(f"{where}: {name} must be true, false or {{choices: [false, true]}}")
         if kind in keys:
             extra = keys - {kind, "log", "step"}
             bounds = spec[kind]
             if extra or not isinstance(bounds, list) or len(bounds) != 2:
                 raise UserError(f"{where}: {name} must look like {{{kind}: [low, high]}}")
-            low, high = bounds
+            low, high = (_number(name, kind, b, where) for b in bounds)
             if low > high:
                 raise UserError(f"{where}: {name} has low {low} > high {high}")
-            return Param(name, kind, low=low, high=high, log=bool(spec.get("log", False)),
-                         step=spec.get("step"))
+            log, step = _log_and_step(name, kind, low, spec, where)
+            return Param(name, kind, low=low, high=high, log=log, step=step)
     raise UserError(
         f"{where}: {name} must be a value or one of {{choices: [...]}}, "
         f"{{int: [low, high]}}, {{float: [low, high]}}"
     )
+
+
+def _check_choice(name: str, value: Any, where: str) -> None:
+    if not isinstance(value, CHOICE_TYPES):
+        raise UserError(f"{where}: {name}: choice {value!r} is not a number, string, boolean "
+                        "or null")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"{where}: {name}: choice {value} is not a finite number")
+    if name.endswith(".enabled") and not isinstance(value, bool):
+        raise UserError(f"{where}: {name}: choice {value!r} is not true or false")
+
+
+def _number(name: str, kind: str, value: Any, where: str) -> float:
+    """A range bound: a finite number (an integer for int ranges). YAML reads `1e-4` (no
+    dot) as text, the usual way a float bound goes wrong."""
+    wanted = int if kind == "int" else (int, float)
+    if isinstance(value, bool) or not isinstance(value, wanted):
+        hint = " (YAML reads 1e-4 as text: write 1.0e-4)" if isinstance(value, str) else ""
+        what = "an integer" if kind == "int" else "a number"
+        raise UserError(f"{where}: {name}: bound {value!r} is not {what}{hint}")
+    if not math.isfinite(value):
+        raise UserError(f"{where}: {name}: bound {value} is not a finite number")
+    return value
+
+
+def _log_and_step(
+    name: str, kind: str, low: float, spec: dict[str, Any], where: str
+) -> tuple[bool, float | None]:
+    """Optuna's rules, checked at load instead of failing in every trial."""
+    log, step = spec.get("log", False), spec.get("step")
+    if not isinstance(log, bool):
+        raise UserError(f"{where}: {name}: log must be true or false, not {log!r}")
+    if log and low <= 0 or log and kind == "int" and low < 1:
+        raise UserError(f"{where}: {name}: log: true needs low > 0 (>= 1 for int), not {low}")
+    if step is None:
+        return log, None
+    if log:
+        raise UserError(f"{where}: {name}: step and log: true cannot be combined")
+    if isinstance(step, bool) or not isinstance(step, int if kind == "int" else (int, float)):
+        raise UserError(f"{where}: {name}: step {step!r} is not "
+                        f"{'an integer' if kind == 'int' else 'a number'}")
+    if not (math.isfinite(step) and step > 0):
+        raise UserError(f"{where}: {name}: step {step} must be positive")
+    return log, step
 
 
 def _check(tech: TechniqueSpace, where: str) -> None:
@@ -172,18 +223,41 @@ def _check(tech: TechniqueSpace, where: str) -> None:
         raise UserError(f"{where}: {exc}") from None
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that rejects a key given twice in one mapping (YAML keeps the last one
+    silently, so a typo'd copy would win without a word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, list | dict) or key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice or not a plain value",
+                    key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_space(name: str) -> Space:
     path = resolve_path(name)
     where = str(path.name)
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{where}: is not UTF-8 text (byte {exc.start})") from None
     except (yaml.YAMLError, OSError) as exc:
         raise UserError(f"{where}: cannot parse: {exc}".replace("\n", " ")) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("techniques"), dict):
         raise UserError(f"{where}: must contain a 'techniques:' mapping")
     unknown_top = set(doc) - {"techniques", "description"}
     if unknown_top:
-        raise UserError(f"{where}: unknown top-level key(s) {', '.join(sorted(unknown_top))}")
+        raise UserError(f"{where}: unknown top-level key(s) "
+                        f"{', '.join(sorted(map(str, unknown_top)))}")
+    if not isinstance(doc.get("description", ""), str):
+        raise UserError(f"{where}: description must be text")
+    if not doc["techniques"]:
+        raise UserError(f"{where}: 'techniques:' is empty; name at least one technique")
     techniques = []
     for tech_name, params in doc["techniques"].items():
         compress.technique(tech_name)  # unknown technique -> UserError listing valid ones
@@ -192,8 +266,12 @@ def load_space(name: str) -> Space:
             raise UserError(f"{where}: {tech_name} must map parameter names to values")
         fixed, searched = {}, []
         for key, spec in params.items():
+            if not isinstance(key, str):
+                raise UserError(f"{where}: {tech_name}: parameter name {key!r} is not text")
             if isinstance(spec, dict):
                 searched.append(_param(f"{tech_name}.{key}", spec, where))
+            elif key == "enabled" and not isinstance(spec, bool):
+                raise UserError(f"{where}: {tech_name}.enabled={spec!r} is not true or false")
             else:
                 fixed[key] = spec
         tech = TechniqueSpace(tech_name, fixed, tuple(searched))

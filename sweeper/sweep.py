@@ -10,6 +10,7 @@ import dataclasses
 import json
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import Any
 
 import torch
 
-from sweeper import compress
+from sweeper import compress, preflight
 from sweeper.config import Config
 from sweeper.data import Splits, load_splits
 from sweeper.errors import UserError
@@ -56,9 +57,11 @@ class SweepOutcome:
     tune_seconds: float = 0.0  # Tune's fit alone: scheduling plus the trials
 
 
-def prepare(cfg: Config) -> Prepared:
-    """All validation that needs no writes: space file, data, model-dependent limits."""
+def prepare(cfg: Config, tracking_uri: str | None = None) -> Prepared:
+    """All validation that needs no writes: space file, folders, services, resources, data,
+    model-dependent limits (`tracking_uri`: the one a resumed sweep keeps)."""
     space = load_space(cfg.space)
+    preflight.check_launch(cfg, tracking_uri)
     splits = load_splits(cfg.data, cfg.output_dir)
     model = create_model(cfg.model, splits.num_classes)
     check_against_model(space, model)
@@ -112,11 +115,11 @@ def launch(prep: Prepared, log: Log = print) -> SweepOutcome:
     from sweeper.tracking import Tracker
 
     cfg, space, splits = prep.cfg, prep.space, prep.splits
+    preflight.check_cluster(cfg, log)  # an attached cluster: before the folder exists
     started = time.perf_counter()
     out = Path(cfg.output_dir)
-    name = f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    sweep_dir = out / "sweeps" / name
-    sweep_dir.mkdir(parents=True, exist_ok=False)
+    sweep_dir = new_sweep_dir(out / "sweeps", space.name, time.strftime("%Y%m%d-%H%M%S"))
+    name = sweep_dir.name
     torch.set_num_threads(max(1, os.cpu_count() or 1))
 
     inputs, base = _inputs(cfg, splits, log)
@@ -137,8 +140,24 @@ def launch(prep: Prepared, log: Log = print) -> SweepOutcome:
     return _drive(prep, inputs, tracker, meta, sweep_dir, started, restore=False, log=log)
 
 
+def new_sweep_dir(sweeps: Path, space: str, stamp: str) -> Path:
+    """A new folder <space>-<stamp>, or <space>-<stamp>-2, -3, ... when launches share the
+    second: mkdir is the atomic claim, so concurrent drivers never share one."""
+    sweeps.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 10_000):
+        path = sweeps / (f"{space}-{stamp}" if n == 1 else f"{space}-{stamp}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise UserError(f"too many sweeps named {space}-{stamp}* under {sweeps}")
+
+
 def find_sweep(ref: str, output_dir: str) -> Path:
     """A sweep folder from its MLflow parent run id, its name, or its path."""
+    if not ref.strip():
+        raise UserError("give a parent run id, sweep name or sweep folder")
     if (Path(ref) / "sweep.json").is_file():
         return Path(ref)
     sweeps = Path(output_dir) / "sweeps"
@@ -146,28 +165,32 @@ def find_sweep(ref: str, output_dir: str) -> Path:
         return sweeps / ref
     for meta_path in sorted(sweeps.glob("*/sweep.json")):
         try:
-            if json.loads(meta_path.read_text()).get("parent_run_id") == ref:
-                return meta_path.parent
+            meta = json.loads(meta_path.read_text())
         except (OSError, ValueError):
             continue
+        if isinstance(meta, dict) and meta.get("parent_run_id") == ref:
+            return meta_path.parent
     raise UserError(f"no sweep {ref!r} under {sweeps} (give a parent run id or sweep name)")
 
 
-def resume(ref: str, output_dir: str, log: Log = print) -> SweepOutcome:
-    """Continue a sweep whose driver died: same Tune experiment, Optuna study, MLflow parent."""
+def resume(ref: str, output_dir: str, log: Log = print) -> SweepOutcome | None:
+    """Continue a sweep whose driver died or was interrupted: same Tune experiment, Optuna
+    study, MLflow parent. A finished sweep only gets the MLflow writes it missed (None)."""
     from sweeper.config import config_from_dict
     from sweeper.tracking import Tracker
 
     sweep_dir = find_sweep(ref, output_dir)
-    meta = json.loads((sweep_dir / "sweep.json").read_text())
+    meta = preflight.read_sweep_meta(sweep_dir)
     if meta.get("status") == "FINISHED":
-        raise UserError(f"sweep {meta['name']} already finished; nothing to resume")
+        sync_finished(sweep_dir, meta, log)
+        return None
     # the sweep folder sits at <output_dir>/sweeps/<name>, wherever it was launched from
     cfg = dataclasses.replace(config_from_dict(meta["config"]),
                               output_dir=str(sweep_dir.resolve().parents[1]))
     if not (sweep_dir / "ray" / "tune" / "tuner.pkl").is_file():
         raise UserError(f"sweep {meta['name']} has no Tune state to resume from")
-    prep = prepare(cfg)
+    prep = prepare(cfg, meta["tracking_uri"])
+    preflight.check_cluster(cfg, log)
     started = time.perf_counter()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     inputs, _ = _inputs(cfg, prep.splits, log)
@@ -178,6 +201,24 @@ def resume(ref: str, output_dir: str, log: Log = print) -> SweepOutcome:
     write_json(sweep_dir / "sweep.json", meta)
     log(f"resuming sweep {meta['name']} (MLflow run {meta['parent_run_id']})")
     return _drive(prep, inputs, tracker, meta, sweep_dir, started, restore=True, log=log)
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped the sweep; its state is saved and `command` continues it."""
+
+    def __init__(self, name: str, command: str) -> None:
+        super().__init__(name)
+        self.name, self.command = name, command
+
+
+def resume_command(name: str, output_dir: str) -> str:
+    where = "" if output_dir == "outputs" else f" output_dir={output_dir}"
+    return f"python -m sweeper resume {name}{where}"
+
+
+# Why child runs still RUNNING when a sweep ends early are closed (as KILLED)
+_STOPPED = {"KILLED": "sweep interrupted before this trial finished; resume runs it again",
+            "FAILED": "sweep failed before this trial finished"}
 
 
 def _drive(
@@ -191,28 +232,90 @@ def _drive(
     log: Log,
 ) -> SweepOutcome:
     from sweeper import orchestrate  # ray is imported only when a sweep really runs
+    from sweeper.tracking import Mirror, SweepRuns, load_pending
 
     cfg, space, splits = prep.cfg, prep.space, prep.splits
-    parent = meta["parent_run_id"]
+    mirror = Mirror(SweepRuns(tracker, meta["parent_run_id"], log))
+    for op in load_pending(sweep_dir):  # what MLflow missed before, minus the old end mark
+        if op[0] != "end_sweep":
+            mirror.submit(*op)
     status = "FAILED"
     try:
         url = orchestrate.init_ray(cfg, log)
         if url:
             log(f"Ray dashboard: {url}  (token: run `ray get-auth-token` in this venv)")
-        tuned = orchestrate.run_tune(cfg, space, inputs, tracker, parent, sweep_dir,
-                                     meta["name"], log, restore=restore)
-        outcome = finish(cfg, space, splits, inputs, tracker, parent, sweep_dir, tuned, log)
+        tuned = orchestrate.run_tune(cfg, space, inputs, mirror, sweep_dir, meta["name"], log,
+                                     restore=restore)
+        outcome = finish(cfg, space, splits, inputs, mirror, sweep_dir, tuned, log)
         status = "FINISHED"
         outcome.wall_seconds = time.perf_counter() - started
         return outcome
     except KeyboardInterrupt:
         status = "KILLED"
-        raise
+        raise SweepInterrupted(meta["name"], resume_command(meta["name"], cfg.output_dir)) from None
     finally:
-        tracker.end_sweep(parent, status)
-        meta["status"] = status
-        write_json(sweep_dir / "sweep.json", meta)
-        orchestrate.shutdown()
+        try:
+            orchestrate.shutdown()
+        finally:
+            meta["status"] = status
+            write_json(sweep_dir / "sweep.json", meta)
+            _close_mlflow(mirror, status, sweep_dir, meta,
+                          resume_command(meta["name"], cfg.output_dir))
+
+
+def _close_mlflow(mirror: Any, status: str, sweep_dir: Path, meta: dict[str, Any],
+                  command: str) -> None:
+    """End the parent run, wait a while for the writes still queued, and keep in the sweep
+    folder those an unreachable store did not take, with a warning (the sweep's results are
+    all in its folder either way)."""
+    from sweeper.tracking import PENDING, final_grace_s, save_pending
+
+    if status in _STOPPED:
+        mirror.submit("close_orphans", _STOPPED[status])
+    mirror.submit("end_sweep", status)
+    save_pending(sweep_dir, mirror.queued())  # in case the driver dies while waiting
+    left = mirror.close(final_grace_s())
+    save_pending(sweep_dir, left)
+    for refusal in mirror.refused:
+        print(f"warning: MLflow refused a write: {refusal}", file=sys.stderr, flush=True)
+    if left:
+        print(f"warning: MLflow at {meta['tracking_uri']} was unreachable; {len(left)} write(s) "
+              f"it missed are kept in {sweep_dir / PENDING}. Once it is back, run "
+              f"`{command}` to sync them", file=sys.stderr, flush=True)
+
+
+def sync_finished(sweep_dir: Path, meta: dict[str, Any], log: Log) -> None:
+    """`resume` of a finished sweep: replay the MLflow writes its driver could not make."""
+    from sweeper.tracking import (
+        PENDING,
+        Mirror,
+        SweepRuns,
+        Tracker,
+        final_grace_s,
+        load_pending,
+        save_pending,
+    )
+
+    ops = load_pending(sweep_dir)
+    if not ops:
+        raise UserError(f"sweep {meta['name']} already finished; nothing to resume")
+    uri, experiment = meta["tracking_uri"], meta["config"].get("experiment", "sweeper")
+    log(f"sweep {meta['name']} finished; syncing {len(ops)} MLflow write(s) it missed")
+    try:
+        tracker = Tracker(uri, experiment, sweep_dir.resolve().parents[1] / "mlartifacts")
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise UserError(f"MLflow at {uri} is unreachable ({first}); the writes stay in "
+                        f"{sweep_dir / PENDING}, run resume again later") from None
+    mirror = Mirror(SweepRuns(tracker, meta["parent_run_id"], log))
+    for op in ops:
+        mirror.submit(*op)
+    left = mirror.close(final_grace_s())
+    save_pending(sweep_dir, left)
+    if left:
+        raise UserError(f"MLflow at {uri} is still unreachable; {len(left)} write(s) stay in "
+                        f"{sweep_dir / PENDING}, run resume again later")
+    log(f"MLflow is in sync with sweep {meta['name']}")
 
 
 def finish(
@@ -220,18 +323,14 @@ def finish(
     space: Space,
     splits: Splits,
     inputs: TrialInputs,
-    tracker: Any,
-    parent: str,
+    mirror: Any,
     sweep_dir: Path,
     tuned: Any,
     log: Log,
 ) -> SweepOutcome:
-    """Front, its test accuracy (the only use of the test split), files and MLflow marks."""
+    """Front, its test accuracy (the only use of the test split), files, then MLflow marks
+    (queued on the mirror: the files never wait for MLflow)."""
     rows = tuned.rows
-    lost = tracker.close_orphans(parent, "driver died before Tune recorded this trial")
-    if lost:
-        log(f"{lost} trial run(s) started by a killed driver were never recorded; "
-            "marked KILLED in MLflow")
     baseline = baseline_row(cfg, splits, inputs, rows)
     # The baseline competes: a trial it dominates is no reason to compress.
     front = [r for r in pareto_front([*rows, baseline], FRONT_OBJECTIVES) if r is not baseline]
@@ -251,13 +350,16 @@ def finish(
     plot_front(rows, front, baseline, files[2])
     files[3].write_text(table + "\n")
 
+    # child runs a killed driver started but Tune never recorded (their trial ran again)
+    mirror.submit("close_orphans", "driver died before Tune recorded this trial")
     front_ids = {r["trial"] for r in front}
     for row in rows:
-        if row.get("run_id"):
-            tracker.tag(row["run_id"], {"pareto": str(row["trial"] in front_ids).lower()})
-            if "test_acc" in row:
-                tracker.log_metrics(row["run_id"], {"test_acc": row["test_acc"]})
-    tracker.log_front(parent, hv, files, {"front_size": len(front), "trials_ok": len(rows),
-                                          "baseline_test_acc": baseline["test_acc"]})
-    return SweepOutcome(sweep_dir, parent, rows, front, baseline, hv, tuned.wall_seconds, table,
-                        tune_seconds=tuned.wall_seconds)
+        mirror.submit("tag_trial", row["trial"],
+                      {"pareto": str(row["trial"] in front_ids).lower()})
+        if "test_acc" in row:
+            mirror.submit("trial_metrics", row["trial"], {"test_acc": row["test_acc"]})
+    mirror.submit("log_front", hv, [str(f) for f in files],
+                  {"front_size": len(front), "trials_ok": len(rows),
+                   "baseline_test_acc": baseline["test_acc"]})
+    return SweepOutcome(sweep_dir, mirror.runs.parent_id, rows, front, baseline, hv,
+                        tuned.wall_seconds, table, tune_seconds=tuned.wall_seconds)

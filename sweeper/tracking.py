@@ -6,16 +6,18 @@ children from Tune callbacks while the parent stays open.
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import os
-import queue
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 MAX_PARAM_LEN = 500
@@ -42,6 +44,11 @@ def flatten(data: dict[str, Any]) -> dict[str, str]:
 class Tracker:
     def __init__(self, uri: str, experiment: str, artifact_root: Path | None = None) -> None:
         os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+        # MLflow's own HTTP retries take ~4 min per call against a store that is down; the
+        # sweep's writes are retried by `Mirror` instead, without holding anything up.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
         exp = self.client.get_experiment_by_name(experiment)
@@ -116,6 +123,15 @@ class Tracker:
         self.client.log_text(run_id, error, "error.txt")
         self.client.set_terminated(run_id, status="FAILED")
 
+    def reopen_trial(self, run_id: str) -> None:
+        """A child run closed as KILLED whose trial runs again (after Ctrl-C and resume)."""
+        try:
+            self.client.delete_tag(run_id, "error")
+        except MlflowException as exc:  # already gone: a replayed write
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+        self.client.update_run(run_id, status="RUNNING")
+
     def log_artifacts(self, run_id: str, folder: Path) -> None:
         if any(folder.iterdir()):
             self.client.log_artifacts(run_id, str(folder))
@@ -156,8 +172,6 @@ class Tracker:
         params: dict[str, str] | None = None,
         tags: dict[str, str] | None = None,
     ) -> None:
-        import time
-
         now = int(time.time() * 1000)
         self.client.log_batch(
             run_id,
@@ -167,46 +181,206 @@ class Tracker:
         )
 
 
-class BackgroundWriter:
-    """Runs tracking calls on one thread, in submission order, off Tune's event loop.
+# A failed write is tried again after these delays, then every MAX_DELAY_S: bounded, so a
+# store that comes back is written to within seconds.
+FIRST_DELAY_S = 0.5
+MAX_DELAY_S = 10.0
+# What MLflow's store answers to a request it refuses; trying again cannot help.
+REFUSALS = {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS",
+            "BAD_REQUEST", "INVALID_STATE"}
+PENDING = "mlflow_pending.json"  # in the sweep folder: the writes MLflow missed
+
+Op = list[Any]  # [name of a SweepRuns method, its JSON-able arguments...]
+
+
+def final_grace_s() -> float:
+    """How long the end of a sweep waits for an unreachable store before leaving its writes
+    pending in the sweep folder."""
+    return float(os.environ.get("SWEEPER_MLFLOW_GRACE_S", "30"))
+
+
+class SweepRuns:
+    """The MLflow writes of one sweep, each named by trial id rather than run id and each
+    idempotent, so that a write the store missed can be replayed by a later process."""
+
+    def __init__(self, tracker: Tracker, parent_id: str, log: Callable[[str], None]) -> None:
+        self.tracker, self.parent_id, self.log = tracker, parent_id, log
+        self.runs: dict[str, str] = {}  # trial id -> child run id
+        # after a failed write the store may hold a run we never heard back about
+        self.stale = True
+
+    def _refresh(self) -> None:
+        if self.stale:
+            for run in self.tracker.children(self.parent_id):
+                tid = run.data.tags.get("sweeper.trial_id")
+                if tid:
+                    self.runs.setdefault(tid, run.info.run_id)
+            self.stale = False
+
+    def _run_id(self, trial_id: str, params: dict[str, Any] | None = None,
+                tags: dict[str, str] | None = None) -> str:
+        """The trial's child run; created (with the params) if no write reached MLflow yet."""
+        self._refresh()
+        if trial_id not in self.runs:
+            self.runs[trial_id] = self.tracker.start_trial(self.parent_id, trial_id,
+                                                           params or {}, tags or {})
+        return self.runs[trial_id]
+
+    def start_trial(self, trial_id: str, params: dict[str, Any], tags: dict[str, str]) -> None:
+        self._refresh()
+        if trial_id in self.runs:  # created by a try whose answer was lost, or a retried trial
+            self.tracker._log(self.runs[trial_id], params=flatten(params), tags=tags)
+        else:
+            self._run_id(trial_id, params, tags)
+
+    def reopen_trial(self, trial_id: str) -> None:
+        self.tracker.reopen_trial(self._run_id(trial_id))
+
+    def tag_trial(self, trial_id: str, tags: dict[str, str]) -> None:
+        self.tracker.tag(self._run_id(trial_id), tags)
+
+    def trial_metrics(self, trial_id: str, metrics: dict[str, float]) -> None:
+        self.tracker.log_metrics(self._run_id(trial_id), metrics)
+
+    def finish_trial(self, trial_id: str, params: dict[str, Any], metrics: dict[str, float],
+                     tags: dict[str, str], artifacts: str | None) -> None:
+        run_id = self._run_id(trial_id, params)
+        if artifacts and Path(artifacts).is_dir():
+            self.tracker.log_artifacts(run_id, Path(artifacts))
+        self.tracker.finish_trial(run_id, metrics, tags)
+
+    def fail_trial(self, trial_id: str, params: dict[str, Any], error: str,
+                   tags: dict[str, str]) -> None:
+        self.tracker.fail_trial(self._run_id(trial_id, params), error, tags)
+
+    def close_orphans(self, reason: str) -> None:
+        lost = self.tracker.close_orphans(self.parent_id, reason)
+        if lost:
+            self.log(f"{lost} trial run(s) left RUNNING marked KILLED in MLflow: {reason}")
+
+    def log_front(self, hypervolume: float, files: list[str], metrics: dict[str, float]) -> None:
+        self.tracker.log_front(self.parent_id, hypervolume, [Path(f) for f in files], metrics)
+
+    def end_sweep(self, status: str) -> None:
+        self.tracker.end_sweep(self.parent_id, status)
+
+
+class Mirror:
+    """A sweep's MLflow writes on one thread, in submission order, off Tune's event loop.
 
     Each trial costs the MLflow store ~0.09 s of writes (SQLite here); done inline, that time
-    is added to every trial's scheduling. `flush` waits for the queue and re-raises the first
-    error, so nothing is lost silently.
+    is added to every trial's scheduling. A write the store does not take (unreachable, down
+    for a restart) is tried again with bounded backoff while the sweep goes on, holding back
+    the writes after it; `close` waits a grace period and hands back what is still unwritten,
+    to be kept in the sweep folder and replayed by `resume`. Every result is in the sweep
+    folder anyway (trials.jsonl), so an outage loses nothing.
     """
 
-    def __init__(self) -> None:
-        self._queue: queue.Queue = queue.Queue()
+    def __init__(self, runs: SweepRuns) -> None:
+        self.runs = runs
+        self.refused: list[str] = []  # writes the store answered with an error
+        self._queue: collections.deque[Op] = collections.deque()
+        self._cond = threading.Condition()
+        self._give_up = threading.Event()
         self._thread: threading.Thread | None = None
-        self._errors: list[BaseException] = []
+        self._down_since: float | None = None
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
-        if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(target=self._work, name="mlflow-writer",
-                                            daemon=True)
-            self._thread.start()
-        self._queue.put((fn, args))
+    def submit(self, name: str, *args: Any) -> None:
+        with self._cond:
+            self._queue.append([name, *args])
+            self._cond.notify_all()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, name="mlflow-writer",
+                                                daemon=True)
+                self._thread.start()
 
     def _work(self) -> None:
         while True:
-            fn, args = self._queue.get()
+            with self._cond:
+                while not self._queue:
+                    if self._give_up.is_set():
+                        return
+                    self._cond.wait(timeout=1.0)
+                op = self._queue[0]
+            if not self._write(op):
+                return  # given up: the op stays queued, to be handed back as pending
+            with self._cond:
+                self._queue.popleft()
+                self._cond.notify_all()
+
+    def _write(self, op: Op) -> bool:
+        delay = FIRST_DELAY_S
+        while not self._give_up.is_set():
             try:
-                fn(*args)
-            except BaseException as exc:  # reported by flush, on the driver's thread
-                self._errors.append(exc)
-            finally:
-                self._queue.task_done()
+                getattr(self.runs, op[0])(*op[1:])
+            except Exception as exc:
+                if getattr(exc, "error_code", None) in REFUSALS:
+                    self.refused.append(f"{op[0]}: {exc}")
+                    return True
+                self._note_down(exc)
+                self._give_up.wait(delay)
+                delay = min(2 * delay, MAX_DELAY_S)
+                continue
+            if self._down_since is not None:
+                down = time.monotonic() - self._down_since
+                self.runs.log(f"MLflow reachable again after {down:.0f}s; catching up")
+                self._down_since = None
+            return True
+        return False
 
-    def flush(self) -> None:
-        self._queue.join()
-        if self._errors:
-            raise RuntimeError(f"MLflow logging failed: {self._errors[0]!r}") from self._errors[0]
+    def _note_down(self, exc: Exception) -> None:
+        self.runs.stale = True
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            first = first if len(first) <= 160 else first[:160] + "..."
+            self.runs.log(f"warning: MLflow write failed ({first}); retrying in the background, "
+                          "results are kept in the sweep folder")
 
-    def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks; threads do not pickle
-        return {}
+    def queued(self) -> list[Op]:
+        with self._cond:
+            return [list(op) for op in self._queue]
+
+    def close(self, grace: float) -> list[Op]:
+        """Wait up to `grace` seconds for the queued writes, then stop; returns those left."""
+        deadline = time.monotonic() + grace
+        try:
+            with self._cond:
+                while self._queue and time.monotonic() < deadline:
+                    self._cond.wait(timeout=min(1.0, max(0.0, deadline - time.monotonic())))
+        except KeyboardInterrupt:  # a second Ctrl-C: stop waiting, keep what is left
+            pass
+        with self._cond:
+            self._give_up.set()
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        with self._cond:
+            return [list(op) for op in self._queue]
+
+
+class BackgroundWriter:
+    """Kept so that Tune states pickled before `Mirror` replaced it still unpickle (resume of
+    a sweep started by an older version); it holds nothing."""
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__()
+        pass
+
+
+def save_pending(sweep_dir: Path, ops: list[Op]) -> None:
+    """The writes MLflow missed, for `resume` to replay; no file when there are none."""
+    from sweeper.files import write_json
+
+    path = sweep_dir / PENDING
+    if ops:
+        write_json(path, {"ops": ops})
+    else:
+        path.unlink(missing_ok=True)
+
+
+def load_pending(sweep_dir: Path) -> list[Op]:
+    path = sweep_dir / PENDING
+    return json.loads(path.read_text())["ops"] if path.is_file() else []
 
 
 def dumps(data: Any) -> str:

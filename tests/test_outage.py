@@ -1,0 +1,320 @@
+"""Failures mid-sweep lose nothing: an MLflow store that goes away, and Ctrl-C.
+
+The slow tests use real Ray, Optuna and MLflow (a real `mlflow server` on 127.0.0.1), talk
+only to 127.0.0.1 and end by themselves.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from sweeper import journal
+from sweeper.tracking import PENDING, Mirror
+from tests.cluster import (
+    ROOT,
+    cmdline,
+    descendants,
+    free_port,
+    kill_ray_session,
+    kill_tree,
+    pids_matching,
+    wait_for,
+)
+from tests.conftest import sweep_study_storage, tiny_overrides
+
+MLFLOW = str(Path(sys.executable).with_name("mlflow"))
+
+
+def write_space(tmp: Path, epochs: int) -> Path:
+    """Four configurations; `epochs` of fine-tuning set how long a trial lasts."""
+    path = tmp / "space.yaml"
+    path.write_text(
+        "description: test-only; quantize schemes with a short fine-tune\n"
+        "techniques:\n"
+        "  quantize:\n"
+        "    scheme: {choices: [dynamic8, weight_only4, weight_only8, weight_only2]}\n"
+        "  recover:\n"
+        f"    epochs: {epochs}\n"
+    )
+    return path
+
+
+def env(**extra: str) -> dict[str, str]:
+    return {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, **extra}
+
+
+def start(args: list[str], log: Path, environ: dict[str, str]) -> subprocess.Popen:
+    """A driver in its own session, as a terminal would run it."""
+    return subprocess.Popen([sys.executable, "-m", "sweeper", *args], cwd=ROOT, env=environ,
+                            stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def sweep_folder(out: Path) -> tuple[Path, dict]:
+    (folder,) = list((out / "sweeps").iterdir())
+    return folder, json.loads((folder / "sweep.json").read_text())
+
+
+def results(out: Path) -> dict[str, dict]:
+    """The trial results the driver kept in the sweep folder, by trial id."""
+    if not (out / "sweeps").is_dir():
+        return {}
+    return {r["trial"]: r for folder in (out / "sweeps").iterdir()
+            for r in journal.read(folder / journal.TRIALS) if r["event"] == "complete"}
+
+
+def children(client: MlflowClient, parent: str) -> list:
+    exp = client.get_run(parent).info.experiment_id
+    return client.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{parent}'")
+
+
+def optuna_states(folder: Path, name: str) -> collections.Counter:
+    study = optuna.load_study(study_name=name, storage=sweep_study_storage(folder))
+    return collections.Counter(t.state.name for t in study.trials)
+
+
+def tail(path: Path) -> str:
+    return path.read_text()[-3000:] if path.exists() else ""
+
+
+class MlflowServer:
+    """A real tracking server on 127.0.0.1 in its own process group, stopped by pid."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp, self.port = tmp, free_port()
+        self.log = tmp / "mlflow-server.log"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [MLFLOW, "server", "--backend-store-uri", f"sqlite:///{self.tmp}/m.db",
+             "--artifacts-destination", str(self.tmp / "mlartifacts-server"),
+             "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
+            cwd=self.tmp, env=env(), stdout=self.log.open("a"), stderr=subprocess.STDOUT,
+            start_new_session=True)
+        assert wait_for(self.healthy, 120), tail(self.log)
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as resp:
+                return resp.status == 200
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+
+# -- the writer, without a store ----------------------------------------------------------
+class FlakyRuns:
+    """Stands in for SweepRuns: the store refuses connections until `up` is set."""
+
+    def __init__(self) -> None:
+        self.up, self.done, self.logged, self.stale = False, [], [], False
+
+    def log(self, msg: str) -> None:
+        self.logged.append(msg)
+
+    def write(self, n: int) -> None:
+        if not self.up:
+            raise ConnectionError("connection refused")
+        self.done.append(n)
+
+
+def test_writes_wait_for_a_store_that_comes_back_in_order() -> None:
+    runs = FlakyRuns()
+    mirror = Mirror(runs)  # type: ignore[arg-type]
+    for n in range(5):
+        mirror.submit("write", n)
+    time.sleep(1.5)  # a few failed tries, with backoff
+    assert runs.done == [] and runs.stale
+    runs.up = True
+    assert mirror.close(grace=30) == []
+    assert runs.done == [0, 1, 2, 3, 4]
+    assert any("retrying in the background" in m for m in runs.logged)
+    assert any("reachable again" in m for m in runs.logged)
+
+
+def test_writes_a_store_never_took_are_handed_back_in_order() -> None:
+    runs = FlakyRuns()
+    mirror = Mirror(runs)  # type: ignore[arg-type]
+    for n in range(3):
+        mirror.submit("write", n)
+    started = time.monotonic()
+    assert mirror.close(grace=1) == [["write", 0], ["write", 1], ["write", 2]]
+    assert time.monotonic() - started < 10 and runs.done == []
+
+
+# -- real sweeps --------------------------------------------------------------------------
+@pytest.mark.slow
+def test_mlflow_down_until_the_end_loses_nothing_and_resume_syncs(tmp_path: Path) -> None:
+    server = MlflowServer(tmp_path)
+    space = write_space(tmp_path, epochs=3)
+    log = tmp_path / "sweep.log"
+    try:
+        server.start()  # up at launch (launch checks it), down from the first result on
+        proc = start(["launch", *tiny_overrides(
+            tmp_path, f"space={space}", "search.trials=3", "search.concurrency=1",
+            f"tracking_uri={server.uri}")], log, env(SWEEPER_MLFLOW_GRACE_S="3"))
+        try:
+            assert wait_for(lambda: results(tmp_path), 300), tail(log)
+            server.stop()
+            rc = proc.wait(timeout=400)
+        finally:
+            kill_tree([proc.pid])
+            kill_ray_session(proc.pid)
+        text = log.read_text()
+        assert rc == 0, text[-3000:]
+        assert "Traceback" not in text and "Pareto front" in text
+        warning = [ln for ln in text.splitlines() if ln.startswith("warning: MLflow at")]
+        assert len(warning) == 1 and "python -m sweeper resume" in warning[0], text[-3000:]
+
+        folder, meta = sweep_folder(tmp_path)
+        assert meta["status"] == "FINISHED"
+        for name in ("front.csv", "front.json", "front.png", "front.txt"):
+            assert (folder / name).is_file(), name
+        kept = results(tmp_path)
+        assert len(kept) == 3 and all("val_acc" in r["metrics"] for r in kept.values())
+        front = {r["trial"] for r in json.loads((folder / "front.json").read_text())}
+        assert front - {"baseline"} <= set(kept)
+        assert (folder / PENDING).is_file()
+
+        server.start()  # same port, same store
+        resumed = subprocess.run(
+            [sys.executable, "-m", "sweeper", "resume", meta["name"], f"output_dir={tmp_path}"],
+            cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300)
+        assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+        assert not (folder / PENDING).exists()
+
+        client = MlflowClient(server.uri)
+        parent = client.get_run(meta["parent_run_id"])
+        assert parent.info.status == "FINISHED" and parent.data.metrics["hypervolume"] > 0
+        artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+        assert {"front.csv", "front.json", "front.png", "front.txt"} <= artifacts
+        runs = children(client, meta["parent_run_id"])
+        assert sorted(r.info.run_name for r in runs) == sorted(kept)  # one run per trial
+        for run in runs:
+            assert run.info.status == "FINISHED", (run.info.run_name, run.info.status)
+            assert run.data.metrics["val_acc"] == pytest.approx(
+                kept[run.info.run_name]["metrics"]["val_acc"])
+            assert run.data.tags["pareto"] == str(run.info.run_name in front).lower()
+            assert any(k.startswith("quantize.") for k in run.data.params)
+
+        again = subprocess.run(
+            [sys.executable, "-m", "sweeper", "resume", meta["name"], f"output_dir={tmp_path}"],
+            cwd=ROOT, env=env(), capture_output=True, text=True, timeout=120)
+        assert again.returncode == 2 and "already finished" in again.stderr
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_mlflow_restarted_mid_sweep_catches_up_by_itself(tmp_path: Path) -> None:
+    server = MlflowServer(tmp_path)
+    space = write_space(tmp_path, epochs=20)
+    log = tmp_path / "sweep.log"
+    try:
+        server.start()
+        proc = start(["launch", *tiny_overrides(
+            tmp_path, f"space={space}", "search.trials=3", "search.concurrency=1",
+            f"tracking_uri={server.uri}")], log, env(SWEEPER_MLFLOW_GRACE_S="90"))
+        try:
+            assert wait_for(lambda: results(tmp_path), 300), tail(log)
+            server.stop()
+            time.sleep(15)
+            server.start()  # same port, same store
+            rc = proc.wait(timeout=400)
+        finally:
+            kill_tree([proc.pid])
+            kill_ray_session(proc.pid)
+        text = log.read_text()
+        assert rc == 0, text[-3000:]
+        assert "reachable again" in text and "was unreachable" not in text, text[-3000:]
+        folder, meta = sweep_folder(tmp_path)
+        assert not (folder / PENDING).exists()
+        client = MlflowClient(server.uri)
+        parent = client.get_run(meta["parent_run_id"])
+        assert parent.info.status == "FINISHED" and parent.data.metrics["hypervolume"] > 0
+        runs = children(client, meta["parent_run_id"])
+        assert sorted(r.info.run_name for r in runs) == sorted(results(tmp_path))
+        assert len(runs) == 3 and {r.info.status for r in runs} == {"FINISHED"}
+        assert all("val_acc" in r.data.metrics for r in runs)
+    finally:
+        server.stop()
+
+
+def trial_processes(driver: int) -> list[int]:
+    return [p for p in descendants(driver) if "ray::ImplicitFunc" in cmdline(p)]
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_and_resume_completes(tmp_path: Path) -> None:
+    space = write_space(tmp_path, epochs=25)
+    log = tmp_path / "sweep.log"
+    args = tiny_overrides(tmp_path, f"space={space}", "search.trials=4", "search.concurrency=1")
+    proc = start(["launch", *args], log, env())
+    try:
+        assert wait_for(lambda: "[1/4]" in log.read_text(), 300), tail(log)
+        assert wait_for(lambda: trial_processes(proc.pid), 60), tail(log)
+        time.sleep(2)  # trial 2 under way
+        ray_pids = descendants(proc.pid)
+        os.kill(proc.pid, signal.SIGINT)
+        rc = proc.wait(timeout=180)
+    finally:
+        kill_tree([proc.pid])
+        kill_ray_session(proc.pid)
+    text = log.read_text()
+    assert rc == 130, text[-3000:]
+    assert "Traceback" not in text, text[-3000:]
+    said = [ln for ln in text.splitlines() if ln.startswith("interrupted:")]
+    assert len(said) == 1 and "python -m sweeper resume" in said[0], text[-3000:]
+    # Ray went down with the driver: none of its processes, nor any of its session's, is left
+    assert wait_for(lambda: not [p for p in ray_pids if cmdline(p)], 30), \
+        [cmdline(p) for p in ray_pids if cmdline(p)]
+    assert not pids_matching(f"_{proc.pid}/logs")
+
+    folder, meta = sweep_folder(tmp_path)
+    assert meta["status"] == "KILLED"
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    assert client.get_run(meta["parent_run_id"]).info.status == "KILLED"
+    before = children(client, meta["parent_run_id"])
+    assert {r.info.status for r in before} <= {"FINISHED", "KILLED"}
+    finished_before = {r.info.run_name for r in before if r.info.status == "FINISHED"}
+    assert finished_before and finished_before <= set(results(tmp_path))
+    states = optuna_states(folder, meta["name"])
+    assert states["RUNNING"] == 0 and states["COMPLETE"] == len(finished_before)
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "sweeper", "resume", meta["name"], f"output_dir={tmp_path}"],
+        cwd=ROOT, env=env(), capture_output=True, text=True, timeout=400)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert "Pareto front (" in resumed.stdout and "of 4 trials" in resumed.stdout
+    _, meta = sweep_folder(tmp_path)
+    assert meta["status"] == "FINISHED"
+    runs = children(client, meta["parent_run_id"])
+    assert len(runs) == 4 and len({r.info.run_name for r in runs}) == 4
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert client.get_run(meta["parent_run_id"]).info.status == "FINISHED"
+    assert set(results(tmp_path)) == {r.info.run_name for r in runs}
+    states = optuna_states(folder, meta["name"])
+    assert states["COMPLETE"] == 4 and states["RUNNING"] == 0
+    front = {r["trial"] for r in json.loads((folder / "front.json").read_text())}
+    assert front - {"baseline"} <= {r.info.run_name for r in runs}
