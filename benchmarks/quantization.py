@@ -89,7 +89,7 @@ def measure(name: str, cfg: QuantizeConfig, base: torch.nn.Module, ctx: TrialCon
     row = {"model": name, "scheme": cfg.scheme, "method": cfg.method, "bits": cfg.bits,
            "size_bytes": serialized_size(model), "size_ratio": serialized_size(model) / base_size,
            "onnx_size_ratio": len(graph) / len(base_graph),
-           "sim_torch": bool(ctx.notes.get("simulated")), "sim_ort": report.simulated,
+           "sim_torch": ctx.simulated, "sim_ort": report.simulated,
            "ort_kernels": report.describe()}
     row |= latencies(model, base, graph, base_graph, img, batches, args.threads, repeats,
                      args.rounds)
