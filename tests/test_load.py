@@ -48,8 +48,10 @@ def test_200_cheap_trials_complete_with_bounded_driver_memory(tmp_path: Path) ->
     runs = children(tmp_path, meta["parent_run_id"])
     assert len(runs) == TRIALS and {r.info.status for r in runs} == {"FINISHED"}
     # Bounded: the driver's memory after the first quarter of the trials grows by less than
-    # 1 MB per trial over the rest (it holds results, not models), and stays under 3 GB.
-    early = [rss for done, rss in samples if done >= TRIALS // 4]
+    # 1 MB per trial over the rest (it holds results, not models), and stays under 3 GB. Only
+    # samples taken while trials run count towards growth: after the last one, `finish`
+    # evaluates the front on test and draws the plot, a one-off cost, bounded by the 3 GB.
+    early = [rss for done, rss in samples if TRIALS // 4 <= done < TRIALS]
     assert early, samples[-5:]
     growth = max(early) - early[0]
     assert growth < 0.75 * TRIALS, f"driver RSS grew {growth:.0f} MB over the sweep"
