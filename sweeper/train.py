@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -46,6 +47,18 @@ def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) ->
     ) * (t * t)
 
 
+@contextlib.contextmanager
+def deterministic_algorithms() -> Iterator[None]:
+    """torch's deterministic algorithms for the block (warn where none exists): training
+    runs are then bitwise repeatable for a seed on one machine."""
+    was = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(was)
+
+
 def fit(
     model: nn.Module,
     train: Pair,
@@ -60,66 +73,48 @@ def fit(
     """AdamW with linear warm-up and cosine decay; optional distillation from `teacher`."""
     if settings.epochs <= 0:
         return model
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True, warn_only=True)  # bitwise-repeatable runs
-    try:
-        return _fit(model, train, settings, img_size, mean, std, device, teacher, on_epoch)
-    finally:
-        torch.use_deterministic_algorithms(deterministic)
+    with deterministic_algorithms():
+        gen = torch.Generator().manual_seed(settings.seed)
+        torch.manual_seed(settings.seed)
+        model.to(device).train()
+        if teacher is not None:
+            teacher.to(device).eval()
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+        steps_per_epoch = math.ceil(len(train[1]) / settings.batch_size)
+        total = settings.epochs * steps_per_epoch
+        warm = max(1, int(settings.warmup_epochs * steps_per_epoch))
 
+        def lr_at(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
 
-def _fit(
-    model: nn.Module,
-    train: Pair,
-    settings: FitSettings,
-    img_size: int,
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
-    device: torch.device,
-    teacher: nn.Module | None,
-    on_epoch: Callable[[int, float], None] | None,
-) -> nn.Module:
-    gen = torch.Generator().manual_seed(settings.seed)
-    torch.manual_seed(settings.seed)
-    model.to(device).train()
-    if teacher is not None:
-        teacher.to(device).eval()
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
-    steps_per_epoch = math.ceil(len(train[1]) / settings.batch_size)
-    total = settings.epochs * steps_per_epoch
-    warm = max(1, int(settings.warmup_epochs * steps_per_epoch))
-
-    def lr_at(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    for epoch in range(settings.epochs):
-        running, seen = 0.0, 0
-        for xb, yb in batches(train, settings.batch_size, shuffle=True, generator=gen):
-            if settings.augment:
-                xb = random_shift(xb, 2, gen)
-            x = to_input(xb, img_size, mean, std, device)
-            y = yb.to(device)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=settings.label_smoothing)
-            if teacher is not None and settings.kd_alpha > 0:
-                with torch.no_grad():
-                    t_logits = teacher(x)
-                soft = kd_loss(logits, t_logits, settings.kd_temperature)
-                loss = (1 - settings.kd_alpha) * loss + settings.kd_alpha * soft
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            sched.step()
-            running += loss.item() * len(yb)
-            seen += len(yb)
-        if on_epoch is not None:
-            on_epoch(epoch, running / max(1, seen))
-    return model.eval()
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+        for epoch in range(settings.epochs):
+            running, seen = 0.0, 0
+            for xb, yb in batches(train, settings.batch_size, shuffle=True, generator=gen):
+                if settings.augment:
+                    xb = random_shift(xb, 2, gen)
+                x = to_input(xb, img_size, mean, std, device)
+                y = yb.to(device)
+                logits = model(x)
+                loss = F.cross_entropy(logits, y, label_smoothing=settings.label_smoothing)
+                if teacher is not None and settings.kd_alpha > 0:
+                    with torch.no_grad():
+                        t_logits = teacher(x)
+                    soft = kd_loss(logits, t_logits, settings.kd_temperature)
+                    loss = (1 - settings.kd_alpha) * loss + settings.kd_alpha * soft
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                opt.step()
+                sched.step()
+                running += loss.item() * len(yb)
+                seen += len(yb)
+            if on_epoch is not None:
+                on_epoch(epoch, running / max(1, seen))
+        return model.eval()
 
 
 @torch.inference_mode()
