@@ -46,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("trial", help="Ray trial id (the MLflow child run's name)")
     export.add_argument("overrides", nargs="*", metavar="key=value",
                         help="format=onnx|torch (default onnx), output_dir=DIR, out=PATH")
+    select = sub.add_parser("select", help="pick a front member within limits (and export it)")
+    select.add_argument("run", help="MLflow parent run id, sweep name or sweep folder")
+    select.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="max_accuracy_drop=X max_size_ratio=Y max_latency_ratio=Z "
+                             "prefer=accuracy|size|latency export=PATH format=onnx|torch "
+                             "output_dir=DIR")
     return parser
 
 
@@ -119,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
             from sweeper.export import cmd_export
 
             return cmd_export(args.run, args.trial, args.overrides)
+        if args.command == "select":
+            from sweeper.select import cmd_select
+
+            return cmd_select(args.run, args.overrides)
         return cmd_spaces()
     except UserError as exc:
         print(f"error: {one_line(str(exc))}", file=sys.stderr, flush=True)

@@ -21,7 +21,7 @@ from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
-from sweeper import compress, journal
+from sweeper import compress, hv_history, journal
 from sweeper.config import Config
 from sweeper.errors import UserError
 from sweeper.report import describe_config
@@ -240,6 +240,7 @@ class MlflowChildren(tune.Callback):
     started: set[str] = field(default_factory=set)  # trials whose child run was asked for
     mirror: Mirror | None = None  # set by run_tune, also after a restore
     journal: Path | None = None  # <sweep folder>/trials.jsonl
+    baseline_val_acc: float | None = None  # set by run_tune: the hypervolume history needs it
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks; the mirror holds a thread
         return {k: v for k, v in self.__dict__.items() if k != "mirror"}
@@ -303,6 +304,9 @@ class MlflowChildren(tune.Callback):
             self.log(f"  trial {trial.trial_id} had finished before the resume; result kept")
             return
         self.done += 1
+        if self.journal is not None and self.baseline_val_acc is not None:
+            curve = hv_history.from_journal(self.journal, self.baseline_val_acc)
+            self._write("parent_metrics", {hv_history.METRIC: curve[-1]}, len(curve))
         self.log(
             f"[{self.done}/{self.total}] {trial.trial_id} "
             f"{describe_config(params)}: "
@@ -465,6 +469,8 @@ def run_tune(
             study_name=sweep_name,
             storage=storage,
         )
+        # named objectives: optuna-dashboard and optuna.visualization label their axes
+        searcher._ot_study.set_metric_names(OBJECTIVE_METRICS)
         callback = MlflowChildren(mirror.runs.tracker, mirror.runs.parent_id, space,
                                   cfg.search.trials, cfg.max_accuracy_drop, log)
         tuner = tune.Tuner(
@@ -486,6 +492,7 @@ def run_tune(
             ),
         )
     callback.mirror, callback.journal = mirror, sweep_dir / journal.TRIALS
+    callback.baseline_val_acc = inputs.baseline_val_acc
     # Tune's own Ctrl-C notices point to Tuner.restore; the driver says how to resume
     logging.getLogger("ray.tune.tune").setLevel(logging.ERROR)
     start = time.perf_counter()

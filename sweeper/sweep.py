@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from sweeper import compress, preflight
+from sweeper import compress, hv_history, journal, preflight
 from sweeper.config import Config
 from sweeper.data import Splits, load_splits
 from sweeper.errors import UserError
@@ -347,7 +347,8 @@ def finish(
              sweep_dir / "front.txt"]
     front_to_csv(front, files[0], baseline=baseline)
     front_to_json(front, files[1], baseline=baseline)
-    plot_front(rows, front, baseline, files[2])
+    plot_front(rows, front, baseline, files[2],
+               hv_history.from_journal(sweep_dir / journal.TRIALS, inputs.baseline_val_acc))
     files[3].write_text(table + "\n")
 
     # child runs a killed driver started but Tune never recorded (their trial ran again)
