@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
-from sweeper import compress, hv_history, journal
+from sweeper import compress, early_stop, hv_history, journal
 from sweeper.config import Config
 from sweeper.errors import UserError
 from sweeper.report import describe_config
@@ -98,7 +99,8 @@ class NoRepeatSampler(optuna.samplers.BaseSampler):
                         search_space: dict[str, Any]) -> dict[str, Any]:
         taken = {_params_key(t.params) for t in study.get_trials(
             deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
-                                    optuna.trial.TrialState.RUNNING))
+                                    optuna.trial.TrialState.RUNNING,
+                                    optuna.trial.TrialState.PRUNED))
             if t.number != trial.number}
         relative = self.sampler.sample_relative(study, trial, search_space)
         verbosity = optuna.logging.get_verbosity()
@@ -192,6 +194,12 @@ class ConstrainedOptunaSearch(OptunaSearch):
         if self.max_drop is not None and result and ot_trial is not None:
             excess = 100.0 * result.get("val_acc_drop", 0.0) - self.max_drop
             ot_trial.set_user_attr("constraint", [excess])
+        if result and early_stop.STOPPED in result and ot_trial is not None:
+            # PRUNED, not the rung's values: a partial accuracy told as final would rank the
+            # configuration below what it reaches (README, early stopping)
+            ot_trial.set_user_attr(early_stop.STOPPED, int(result[early_stop.STOPPED]))
+            ot_trial.set_user_attr("rung_values", [result.get(m) for m in OBJECTIVE_METRICS])
+            result = None  # OptunaSearch tells a result without values as PRUNED
         super().on_trial_complete(trial_id, result, error)
 
     def _reopen(self, trial_id: str) -> Any:
@@ -315,6 +323,8 @@ class MlflowChildren(tune.Callback):
             f"{metrics.get('latency_ms', float('nan')):.2f} ms "
             f"({metrics.get('speedup', float('nan')):.2f}x)  "
             f"{metrics.get('trial_seconds', 0):.0f}s" + ("" if ok else "  (infeasible)")
+            + (f"  (stopped at rung {int(metrics[early_stop.STOPPED])}, epoch "
+               f"{int(metrics['stopped_at_epoch'])})" if early_stop.STOPPED in metrics else "")
         )
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -333,6 +343,7 @@ _METRIC_KEYS = {
     "val_acc", "val_acc_drop", "size_mb", "size_bytes", "size_ratio", "latency_ms",
     "baseline_latency_ms", "speedup", "latency_ratio", "params", "trial_seconds",
     "simulated", "onnx_size_bytes", "onnx_size_mb", "ort_val_acc",
+    "stopped_at_rung", "stopped_at_epoch",
 }
 
 
@@ -448,7 +459,8 @@ def run_tune(
     experiment_dir = (sweep_dir / "ray" / "tune").resolve()
     job = tune.with_resources(
         tune.with_parameters(trainable, inputs=inputs, space=space,
-                             experiment_dir=str(experiment_dir)),
+                             experiment_dir=str(experiment_dir),
+                             rungs=early_stop.start(cfg, space, sweep_name)),
         {"cpu": cfg.resources.cpus, "gpu": cfg.resources.gpus},
     )
     if restore:
@@ -470,7 +482,9 @@ def run_tune(
             storage=storage,
         )
         # named objectives: optuna-dashboard and optuna.visualization label their axes
-        searcher._ot_study.set_metric_names(OBJECTIVE_METRICS)
+        with warnings.catch_warnings():  # "experimental" since Optuna 3.2, and still is
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            searcher._ot_study.set_metric_names(OBJECTIVE_METRICS)
         callback = MlflowChildren(mirror.runs.tracker, mirror.runs.parent_id, space,
                                   cfg.search.trials, cfg.max_accuracy_drop, log)
         tuner = tune.Tuner(

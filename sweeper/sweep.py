@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from sweeper import compress, hv_history, journal, preflight
+from sweeper import compress, early_stop, hv_history, journal, preflight, registry
 from sweeper.config import Config
 from sweeper.data import Splits, load_splits
 from sweeper.errors import UserError
@@ -330,7 +330,7 @@ def finish(
 ) -> SweepOutcome:
     """Front, its test accuracy (the only use of the test split), files, then MLflow marks
     (queued on the mirror: the files never wait for MLflow)."""
-    rows = tuned.rows
+    rows, stopped = early_stop.split(tuned.rows)  # stopped: rung values, not final ones
     baseline = baseline_row(cfg, splits, inputs, rows)
     # The baseline competes: a trial it dominates is no reason to compress.
     front = [r for r in pareto_front([*rows, baseline], FRONT_OBJECTIVES) if r is not baseline]
@@ -359,8 +359,11 @@ def finish(
                       {"pareto": str(row["trial"] in front_ids).lower()})
         if "test_acc" in row:
             mirror.submit("trial_metrics", row["trial"], {"test_acc": row["test_acc"]})
+    if cfg.registry:
+        mirror.submit("register_models", sweep_dir.name, registry.prepare(sweep_dir, log))
     mirror.submit("log_front", hv, [str(f) for f in files],
                   {"front_size": len(front), "trials_ok": len(rows),
+                   "trials_stopped": len(stopped),
                    "baseline_test_acc": baseline["test_acc"]})
     return SweepOutcome(sweep_dir, mirror.runs.parent_id, rows, front, baseline, hv,
                         tuned.wall_seconds, table, tune_seconds=tuned.wall_seconds)

@@ -267,6 +267,12 @@ class SweepRuns:
         """Step metrics of the sweep's parent run (replayed writes log the same point)."""
         self.tracker.log_metrics(self.parent_id, metrics, step)
 
+    def register_models(self, model_name: str, entries: list[dict[str, Any]]) -> None:
+        """The front in the Model Registry (sweeper.registry)."""
+        from sweeper import registry
+
+        registry.write(self.tracker.client, model_name, entries, self._run_id, model_name)
+
     def log_front(self, hypervolume: float, files: list[str], metrics: dict[str, float]) -> None:
         self.tracker.log_front(self.parent_id, hypervolume, [Path(f) for f in files], metrics)
 

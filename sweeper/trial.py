@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sweeper import compress, node_lock
+from sweeper import compress, node_lock, rung_watch
 from sweeper.config import Config
 from sweeper.data import Pair
 from sweeper.hardware import cpu_model, isa_summary
@@ -30,6 +30,7 @@ from sweeper.measure import (
     state_bytes,
 )
 from sweeper.models import create_model
+from sweeper.rung_watch import RungPlan
 from sweeper.train import accuracy
 
 MB = 1e6
@@ -83,10 +84,12 @@ def model_device(model: nn.Module, fallback: torch.device) -> torch.device:
 
 
 def run_trial(
-    inputs: TrialInputs, pipeline: list[Any], artifacts_dir: Path | None = None
+    inputs: TrialInputs, pipeline: list[Any], artifacts_dir: Path | None = None,
+    rungs: RungPlan | None = None,
 ) -> TrialResult:
     """Compress a copy of the baseline with `pipeline` and measure it; techniques may write
-    files (plots, histograms) to `artifacts_dir`, which end up on the trial's MLflow run."""
+    files (plots, histograms) to `artifacts_dir`, which end up on the trial's MLflow run.
+    With `rungs`, a training stage may stop the trial early (sweeper.rung_watch)."""
     cfg = inputs.config
     compress.validate_pipeline(pipeline)
     start = time.perf_counter()
@@ -111,7 +114,21 @@ def run_trial(
         teacher=baseline,
         artifacts_dir=artifacts_dir,
     )
-    model = compress.apply_pipeline(copy.deepcopy(baseline), pipeline, ctx)
+    if rungs is not None:
+        ctx.on_epoch = rung_watch.hook(
+            rungs,
+            lambda m: accuracy(m, inputs.val, cfg.model.img_size, inputs.mean, inputs.std,
+                               device, cfg.measure.eval_batch_size),
+            lambda: rung_watch.final_form(baseline, pipeline, device, cfg.model.img_size,
+                                          rung_watch.timing_of(Timing.of(cfg.measure)),
+                                          cfg.measure.batch_sizes[0]))
+    try:
+        model = compress.apply_pipeline(copy.deepcopy(baseline), pipeline, ctx)
+    except rung_watch.StoppedAtRung as stop:
+        metrics = rung_watch.stopped_metrics(stop, inputs.baseline_val_acc,
+                                             inputs.baseline_size_bytes)
+        metrics["trial_seconds"] = time.perf_counter() - start
+        return TrialResult(metrics, {"stopped_at_rung": str(stop.rung)}, b"")
     run_device = torch.device(ctx.runs_on) if ctx.runs_on else model_device(model, device)
     model.to(run_device).eval()
 

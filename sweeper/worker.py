@@ -18,6 +18,7 @@ import ray
 from ray import tune
 
 if TYPE_CHECKING:
+    from sweeper.early_stop import Rungs
     from sweeper.spaces import Space
     from sweeper.trial import TrialInputs
 
@@ -36,7 +37,8 @@ def _finished_before(experiment_dir: str, trial_id: str) -> Path | None:
 
 
 def trainable(
-    config: dict[str, Any], inputs: TrialInputs, space: Space, experiment_dir: str
+    config: dict[str, Any], inputs: TrialInputs, space: Space, experiment_dir: str,
+    rungs: Rungs | None = None,
 ) -> None:
     """Runs inside a Ray worker: one trial, reported with its artefact as a checkpoint."""
     from sweeper import compress
@@ -53,7 +55,8 @@ def trainable(
     with tempfile.TemporaryDirectory() as tmp:
         files = Path(tmp, ARTIFACTS)
         files.mkdir()
-        result = run_trial(inputs, pipeline, files)
+        plan = rungs.plan(tune.get_context().get_trial_id()) if rungs is not None else None
+        result = run_trial(inputs, pipeline, files, rungs=plan)
         tags = {**result.tags, "ray_node_id": ray.get_runtime_context().get_node_id()}
         metrics = {**result.metrics, "tags": tags}
         Path(tmp, ARTEFACT).write_bytes(result.artefact)

@@ -219,7 +219,9 @@ def train_student(
         opt, lambda s: (s + 1) / warm if s < warm
         else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm))),
     )
-    for _ in range(cfg.epochs):
+    for epoch in range(cfg.epochs):
+        if epoch and ctx.on_epoch is not None:  # the rung after `epoch` epochs
+            ctx.on_epoch(student, epoch)
         for idx in torch.randperm(len(labels), generator=gen).split(ctx.batch_size):
             view = torch.randint(0, len(offsets), (len(idx),), generator=gen)
             x = to_input(shifted(images[idx], offsets[view, idx]), ctx.img_size, ctx.mean,

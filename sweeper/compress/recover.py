@@ -52,4 +52,4 @@ def apply(model: nn.Module, cfg: RecoverConfig, ctx: TrialContext) -> nn.Module:
     )
     ctx.notes["recover_epochs"] = cfg.epochs
     return fit(model, ctx.train, settings, ctx.img_size, ctx.mean, ctx.std, ctx.device,
-               teacher=teacher)
+               teacher=teacher, on_epoch=ctx.epoch_hook(model, cfg.epochs))
