@@ -126,13 +126,14 @@ class SearchConfig:
     storage: str | None = None
     # Successive halving of trials that train (sweeper.early_stop): judged after `rungs`
     # epochs of their training stage, going on only within the best 1/eta there (never one
-    # no other trial dominates). auto: on for spaces whose every configuration trains.
+    # no other trial dominates). auto: on for spaces whose every configuration trains;
+    # observe: judged, never stopped (the decision is a tag; for benchmarks).
     early_stop: str = "auto"
     rungs: tuple[int, ...] = (1, 3, 9)
     eta: int = 3
 
     def __post_init__(self) -> None:
-        _choice("search.early_stop", self.early_stop, ("auto", "on", "off"))
+        _choice("search.early_stop", self.early_stop, ("auto", "on", "off", "observe"))
         if not self.rungs or any(not 1 <= r <= 1000 for r in self.rungs) or list(
                 self.rungs) != sorted(set(self.rungs)):
             raise UserError("search.rungs must be increasing epoch counts in 1..1000, "

@@ -54,7 +54,7 @@ def trains_always(space: Space) -> bool:
 
 def enabled(cfg: Config, space: Space) -> bool:
     mode = cfg.search.early_stop
-    return mode == "on" or (mode == "auto" and trains_always(space))
+    return mode in ("on", "observe") or (mode == "auto" and trains_always(space))
 
 
 class RungBoard:
@@ -80,6 +80,7 @@ class Rungs:
 
     epochs: tuple[int, ...]
     board: Any
+    observe: bool = False
 
     def plan(self, trial_id: str) -> Any:
         import ray
@@ -91,7 +92,7 @@ class Rungs:
         def ask(rung: int, point: tuple[float, float, float]) -> bool:
             return bool(ray.get(board.report.remote(trial_id, rung, point)))
 
-        return RungPlan(self.epochs, ask)
+        return RungPlan(self.epochs, ask, self.observe)
 
 
 def start(cfg: Config, space: Space, sweep_name: str) -> Rungs | None:
@@ -107,7 +108,7 @@ def start(cfg: Config, space: Space, sweep_name: str) -> Rungs | None:
         scheduling_strategy=NodeAffinitySchedulingStrategy(
             ray.get_runtime_context().get_node_id(), soft=False),
     ).remote(cfg.search.eta)
-    return Rungs(tuple(cfg.search.rungs), actor)
+    return Rungs(tuple(cfg.search.rungs), actor, cfg.search.early_stop == "observe")
 
 
 def split(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -315,16 +315,20 @@ class MlflowChildren(tune.Callback):
         if self.journal is not None and self.baseline_val_acc is not None:
             curve = hv_history.from_journal(self.journal, self.baseline_val_acc)
             self._write("parent_metrics", {hv_history.METRIC: curve[-1]}, len(curve))
+        head = f"[{self.done}/{self.total}] {trial.trial_id} {describe_config(params)}: "
+        if early_stop.STOPPED in metrics:
+            self.log(head + f"stopped at rung {int(metrics[early_stop.STOPPED])} (epoch "
+                     f"{int(metrics['stopped_at_epoch'])}): val {metrics['val_acc']:.1%} so "
+                     f"far, {metrics['size_mb']:.3f} MB, latency ratio "
+                     f"{metrics['latency_ratio']:.2f}  {metrics.get('trial_seconds', 0):.0f}s")
+            return
         self.log(
-            f"[{self.done}/{self.total}] {trial.trial_id} "
-            f"{describe_config(params)}: "
+            head +
             f"val {metrics.get('val_acc', float('nan')):.1%}  "
             f"{metrics.get('size_mb', float('nan')):.3f} MB  "
             f"{metrics.get('latency_ms', float('nan')):.2f} ms "
             f"({metrics.get('speedup', float('nan')):.2f}x)  "
             f"{metrics.get('trial_seconds', 0):.0f}s" + ("" if ok else "  (infeasible)")
-            + (f"  (stopped at rung {int(metrics[early_stop.STOPPED])}, epoch "
-               f"{int(metrics['stopped_at_epoch'])})" if early_stop.STOPPED in metrics else "")
         )
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,9 @@ Point = tuple[float, float, float]  # (val acc so far, size MB, latency ratio): 
 class RungPlan:
     epochs: tuple[int, ...]  # stage epochs after which the trial is judged (1, 3, 9 ...)
     ask: Callable[[int, Point], bool]  # (rung index, point) -> continue?
+    # judge but never stop: the decision is only noted (benchmarks/early_stopping.py counts
+    # what a scheduler would have stopped in a run without one)
+    observe: bool = False
 
 
 class StoppedAtRung(Exception):  # noqa: N818 (a stop, not an error)
@@ -50,13 +54,18 @@ def final_form(baseline: nn.Module, pipeline: list[Any], device: torch.device,
 
 
 def hook(plan: RungPlan, evaluate: Callable[[nn.Module], float],
-         measure: Callable[[], tuple[float, float]]) -> Callable[[nn.Module, int], None]:
-    """`TrialContext.on_epoch`: called by a training stage after each epoch."""
+         measure: Callable[[], tuple[float, float]],
+         notes: dict[str, Any] | None = None) -> Callable[[nn.Module, int], None]:
+    """`TrialContext.on_epoch`: called by a training stage after each epoch. `notes` (the
+    trial's tags) get the seconds the rungs cost and, observing, where it would have
+    stopped."""
     cache: list[tuple[float, float]] = []
+    notes = {} if notes is None else notes
 
     def on_epoch(model: nn.Module, done: int) -> None:
         if done not in plan.epochs:
             return
+        began = time.perf_counter()
         was = model.training
         acc = evaluate(model)
         model.train(was)
@@ -64,8 +73,12 @@ def hook(plan: RungPlan, evaluate: Callable[[nn.Module], float],
             cache.append(measure())
         point = (acc, *cache[0])
         rung = plan.epochs.index(done)
-        if not plan.ask(rung, point):
-            raise StoppedAtRung(rung, done, point)
+        go_on = plan.ask(rung, point)
+        notes["rung_seconds"] = notes.get("rung_seconds", 0.0) + time.perf_counter() - began
+        if not go_on:
+            if not plan.observe:
+                raise StoppedAtRung(rung, done, point)
+            notes.setdefault("would_stop_at_rung", rung)
 
     return on_epoch
 

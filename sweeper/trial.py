@@ -121,7 +121,7 @@ def run_trial(
                                device, cfg.measure.eval_batch_size),
             lambda: rung_watch.final_form(baseline, pipeline, device, cfg.model.img_size,
                                           rung_watch.timing_of(Timing.of(cfg.measure)),
-                                          cfg.measure.batch_sizes[0]))
+                                          cfg.measure.batch_sizes[0]), ctx.notes)
     try:
         model = compress.apply_pipeline(copy.deepcopy(baseline), pipeline, ctx)
     except rung_watch.StoppedAtRung as stop:
