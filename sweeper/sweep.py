@@ -132,7 +132,8 @@ def launch(prep: Prepared, log: Log = print) -> SweepOutcome:
     tracker.log_metrics(parent, {"baseline_val_acc": base.val_acc,
                                  "baseline_size_mb": inputs.baseline_size_bytes / 1e6})
     meta = {"name": name, "space": space.name, "parent_run_id": parent,
-            "tracking_uri": cfg.resolved_tracking_uri(), "config": cfg.to_dict(),
+            "tracking_uri": cfg.resolved_tracking_uri(), "experiment_id": tracker.experiment_id,
+            "config": cfg.to_dict(),
             "status": "RUNNING"}
     write_json(sweep_dir / "sweep.json", meta)
     log(f"sweep {name}: {cfg.search.trials} trials of space '{space.name}', concurrency "
