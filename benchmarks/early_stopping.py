@@ -26,6 +26,7 @@ Timings on a machine whose cores are shared with other work vary; say so when qu
 
     python benchmarks/early_stopping.py                     # 2 spaces x 3 seeds x on/off
     python benchmarks/early_stopping.py --spaces kd_temperature --seeds 0 search.trials=8
+    python benchmarks/early_stopping.py --tiny --trials 8    # tiny model, 600 images
     python benchmarks/early_stopping.py --quick              # smoke run: tiny model, 4 trials
 """
 
@@ -132,6 +133,8 @@ def main() -> int:
     ap.add_argument("--seeds", nargs="+", type=int, default=None)
     ap.add_argument("--trials", type=int, default=None)
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny model, 4 trials")
+    ap.add_argument("--tiny", action="store_true",
+                    help="the test suite's tiny model and 600 images (minutes, not hours)")
     ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" /
                     "early_stopping.json")
     ap.add_argument("--keep", type=Path, default=None, help="keep the sweeps in this folder")
@@ -141,6 +144,8 @@ def main() -> int:
     seeds = args.seeds if args.seeds is not None else ([0] if args.quick else [0, 1, 2])
     trials = args.trials or (4 if args.quick else 12)
     extra = [f"search.trials={trials}", *args.overrides]
+    if args.tiny:
+        extra = [*TINY, *extra]
     if args.quick:
         extra = [*TINY, "search.concurrency=1", "search.sampler=random", "search.rungs=1,2",
                  "search.eta=2", *extra]
@@ -148,6 +153,8 @@ def main() -> int:
           f"{platform.python_version()}; cores may be shared with other work")
     print(f"spaces {spaces}, seeds {seeds}, {trials} trials per sweep, overrides {extra}")
     root = args.keep or Path(tempfile.mkdtemp(prefix="early-stopping-"))
+    if not any(o.startswith("cache_dir=") for o in extra):  # one baseline for every sweep
+        extra = [f"cache_dir={root / 'cache'}", *extra]
     out: dict[str, Any] = {"cpu": cpu_model(), "isa": isa_summary(), "cores": os.cpu_count(),
                            "trials": trials, "overrides": extra, "runs": []}
     for space in spaces:
@@ -163,7 +170,9 @@ def main() -> int:
             out["runs"].append({"space": name, "seed": seed, **row,
                                 "curves": {m: {"cpu": r["cpu"], "hv": r["hv"]}
                                            for m, r in runs.items()}})
-            print(f"\n{name}, seed {seed}:")
+            args.json.parent.mkdir(parents=True, exist_ok=True)  # after each pair: partial
+            args.json.write_text(json.dumps(out, indent=2) + "\n")  # runs keep what they did
+            print(f"\n{name}, seed {seed}:", flush=True)
             print_curve("on", runs["on"])
             print_curve("off", runs["observe"])
             print(f"    CPU-s to 95% of off's final HV: on {_fmt(row['on_cpu_to_95'], '.0f')}, "
