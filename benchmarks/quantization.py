@@ -117,7 +117,8 @@ def digits_rows(args: argparse.Namespace, log: Any) -> list[dict[str, Any]]:
     base_graph = runtime.float_onnx_bytes(base, img)
     rows = []
     for scheme in QUICK_SCHEMES if args.quick else SCHEMES:
-        qcfg = QuantizeConfig(scheme=scheme, **(lsq if scheme.startswith("lsq") else {}))
+        extra = lsq if scheme.startswith("lsq") else {}
+        qcfg = QuantizeConfig.from_params(scheme=scheme, **extra)
         rows.append(measure("digits-vit", qcfg, base, ctx, img, (1, 64), args, args.repeats,
                             base_graph, serialized_size(base), score))
         log(f"digits-vit {scheme}: {rows[-1]['seconds']:.0f}s")
@@ -150,7 +151,8 @@ def vits_rows(args: argparse.Namespace, log: Any) -> list[dict[str, Any]]:
     rows = []
     for scheme in (["weight_only4"] if args.quick else
                    [s for s in SCHEMES if not s.startswith("lsq")]):
-        rows.append(measure("vit_small_patch16_224", QuantizeConfig(scheme=scheme), base, ctx,
+        qcfg = QuantizeConfig.from_params(scheme=scheme)
+        rows.append(measure("vit_small_patch16_224", qcfg, base, ctx,
                             img, (1, 8), args, max(3, args.repeats // 5), base_graph,
                             serialized_size(base), score))
         log(f"vit_small {scheme}: {rows[-1]['seconds']:.0f}s")

@@ -62,11 +62,11 @@ def pipelines(quick: bool) -> dict[str, list[Any]]:
     heal = dict(kind="soft", temperature=2.0, alpha=0.5, epochs=ep(3), lr=5e-4)
     soft = dict(student, kind="soft", alpha=0.5)
     rows: dict[str, list[Any]] = {
-        "int8 dynamic": [QuantizeConfig(scheme="dynamic8")],
-        "int8 static": [QuantizeConfig(scheme="static8")],
-        "4-bit weights": [QuantizeConfig(scheme="weight_only4")],
-        "2-bit weights": [QuantizeConfig(scheme="weight_only2")],
-        "lsq 4-bit": [QuantizeConfig(scheme="lsq4", lsq_epochs=ep(3))],
+        "int8 dynamic": [QuantizeConfig.from_params(scheme="dynamic8")],
+        "int8 static": [QuantizeConfig.from_params(scheme="static8")],
+        "4-bit weights": [QuantizeConfig.from_params(scheme="weight_only4")],
+        "2-bit weights": [QuantizeConfig.from_params(scheme="weight_only2")],
+        "lsq 4-bit": [QuantizeConfig.from_params(scheme="lsq4", lsq_epochs=ep(3))],
     }
     for m in (8, 16, 32):
         rows[f"nystrom m={m}"] = [NystromConfig(landmarks=m)]
@@ -93,9 +93,9 @@ def pipelines(quick: bool) -> dict[str, list[Any]]:
         "distill soft T=2 (30ep)": [DistillConfig(**short, kind="soft", temperature=2.0,
                                                   alpha=0.5)],
         "hybrid distill T=4+int8": [DistillConfig(**soft, temperature=4.0),
-                                    QuantizeConfig(scheme="dynamic8")],
+                                    QuantizeConfig.from_params(scheme="dynamic8")],
         "hybrid prune 30%+distill+int8": [PruneConfig(ratio=0.3), DistillConfig(**heal),
-                                          QuantizeConfig(scheme="dynamic8")],
+                                          QuantizeConfig.from_params(scheme="dynamic8")],
     }
     return rows
 

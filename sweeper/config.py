@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sweeper.checks import check_choice, check_float, check_int
 from sweeper.errors import UserError
 
 SAMPLERS = ("nsga2", "tpe", "random", "gp")
@@ -41,11 +42,11 @@ class DataConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _choice("data.name", self.name, DATASETS)
-        _range("data.val_fraction", self.val_fraction, 0.01, 0.5)
-        _range("data.test_fraction", self.test_fraction, 0.01, 0.5)
-        _range("data.limit", self.limit, 0, 10**9)
-        _seed("data.seed", self.seed)
+        check_choice("data.name", self.name, DATASETS)
+        check_float("data.val_fraction", self.val_fraction, 0.01, 0.5)
+        check_float("data.test_fraction", self.test_fraction, 0.01, 0.5)
+        check_int("data.limit", self.limit, 0, 10**9)
+        check_int("data.seed", self.seed, 0, SEED_MAX)
         if self.name == "digits" and self.val_fraction + self.test_fraction > 0.8:
             raise UserError(f"data.val_fraction + data.test_fraction = "
                             f"{self.val_fraction + self.test_fraction:g} leaves too few "
@@ -67,12 +68,12 @@ class ModelConfig:
     mlp_ratio: float = 2.0
 
     def __post_init__(self) -> None:
-        _range("model.img_size", self.img_size, 8, 1024)
-        _range("model.patch_size", self.patch_size, 1, self.img_size)
-        _range("model.depth", self.depth, 1, 48)
-        _range("model.num_heads", self.num_heads, 1, 64)
-        _range("model.embed_dim", self.embed_dim, 1, 16_384)
-        _range("model.mlp_ratio", self.mlp_ratio, 0.01, 64.0)
+        check_int("model.img_size", self.img_size, 8, 1024)
+        check_int("model.patch_size", self.patch_size, 1, self.img_size)
+        check_int("model.depth", self.depth, 1, 48)
+        check_int("model.num_heads", self.num_heads, 1, 64)
+        check_int("model.embed_dim", self.embed_dim, 1, 16_384)
+        check_float("model.mlp_ratio", self.mlp_ratio, 0.01, 64.0)
         if not self.name.strip():
             raise UserError("model.name is empty; use vit_digits or a timm ViT name")
         if self.embed_dim % self.num_heads:
@@ -105,12 +106,12 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _range("train.epochs", self.epochs, 0, 10_000)
-        _range("train.batch_size", self.batch_size, 1, 65_536)
-        _range("train.lr", self.lr, 1e-8, 10.0)
-        _range("train.weight_decay", self.weight_decay, 0.0, 10.0)
-        _range("train.label_smoothing", self.label_smoothing, 0.0, 0.9)
-        _seed("train.seed", self.seed)
+        check_int("train.epochs", self.epochs, 0, 10_000)
+        check_int("train.batch_size", self.batch_size, 1, 65_536)
+        check_float("train.lr", self.lr, 1e-8, 10.0)
+        check_float("train.weight_decay", self.weight_decay, 0.0, 10.0)
+        check_float("train.label_smoothing", self.label_smoothing, 0.0, 0.9)
+        check_int("train.seed", self.seed, 0, SEED_MAX)
 
 
 @dataclass(frozen=True)
@@ -126,14 +127,14 @@ class SearchConfig:
     storage: str | None = None
 
     def __post_init__(self) -> None:
-        _range("search.trials", self.trials, 1, 100_000)
-        _range("search.concurrency", self.concurrency, 1, 10_000)
-        _choice("search.sampler", self.sampler, SAMPLERS)
-        _range("search.population", self.population, 0, 10_000)
+        check_int("search.trials", self.trials, 1, 100_000)
+        check_int("search.concurrency", self.concurrency, 1, 10_000)
+        check_choice("search.sampler", self.sampler, SAMPLERS)
+        check_int("search.population", self.population, 0, 10_000)
         if self.population == 1:  # NSGA-II breeds pairs
             raise UserError("search.population=1 is too small; use 0 (automatic) or at least 2")
-        _range("search.max_failures", self.max_failures, 0, 100)
-        _seed("search.seed", self.seed)
+        check_int("search.max_failures", self.max_failures, 0, 100)
+        check_int("search.seed", self.seed, 0, SEED_MAX)
         if self.storage is not None and "://" not in self.storage:
             # not echoed: a malformed URL may still hold a password
             raise UserError(
@@ -150,9 +151,9 @@ class ResourcesConfig:
     device: str = "auto"  # auto: cuda when the trial was given a GPU, else cpu
 
     def __post_init__(self) -> None:
-        _range("resources.cpus", self.cpus, 0.01, 1024)
-        _range("resources.gpus", self.gpus, 0.0, 64)
-        _choice("resources.device", self.device, DEVICES)
+        check_float("resources.cpus", self.cpus, 0.01, 1024)
+        check_float("resources.gpus", self.gpus, 0.0, 64)
+        check_choice("resources.device", self.device, DEVICES)
 
 
 @dataclass(frozen=True)
@@ -168,16 +169,16 @@ class MeasureConfig:
     runtime: str = "torch"  # torch (eager) | onnxruntime: where latency is measured
 
     def __post_init__(self) -> None:
-        _choice("measure.runtime", self.runtime, RUNTIMES)
+        check_choice("measure.runtime", self.runtime, RUNTIMES)
         if not self.batch_sizes or any(not 1 <= b <= 65_536 for b in self.batch_sizes):
             raise UserError("measure.batch_sizes must be a non-empty list of integers in "
                             "[1, 65536]")
         # floors: a "measurement" of one cold call is not one
-        _range("measure.warmup", self.warmup, 1, 10_000)
-        _range("measure.repeats", self.repeats, 5, 100_000)
-        _range("measure.max_seconds", self.max_seconds, 0.0, 3600.0)
-        _range("measure.target_halfwidth", self.target_halfwidth, 0.001, 1.0)
-        _range("measure.eval_batch_size", self.eval_batch_size, 1, 65_536)
+        check_int("measure.warmup", self.warmup, 1, 10_000)
+        check_int("measure.repeats", self.repeats, 5, 100_000)
+        check_float("measure.max_seconds", self.max_seconds, 0.0, 3600.0)
+        check_float("measure.target_halfwidth", self.target_halfwidth, 0.001, 1.0)
+        check_int("measure.eval_batch_size", self.eval_batch_size, 1, 65_536)
 
 
 @dataclass(frozen=True)
@@ -187,7 +188,7 @@ class RayConfig:
     dashboard_port: int = 8265
 
     def __post_init__(self) -> None:
-        _range("ray.dashboard_port", self.dashboard_port, 1, 65_535)
+        check_int("ray.dashboard_port", self.dashboard_port, 1, 65_535)
         if not self.dashboard_host.strip():
             raise UserError("ray.dashboard_host is empty; e.g. 127.0.0.1")
         if self.address is not None:
@@ -220,7 +221,7 @@ class Config:
 
     def __post_init__(self) -> None:
         if self.max_accuracy_drop is not None:
-            _range("max_accuracy_drop", self.max_accuracy_drop, 0.0, 100.0)
+            check_float("max_accuracy_drop", self.max_accuracy_drop, 0.0, 100.0)
         for key in ("space", "output_dir", "experiment"):
             if not getattr(self, key).strip():
                 raise UserError(f"{key} is empty")
@@ -241,21 +242,6 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def _choice(key: str, value: Any, valid: tuple[str, ...]) -> None:
-    if value not in valid:
-        raise UserError(f"{key}={value!r} is not valid; choose one of: {', '.join(valid)}")
-
-
-def _range(key: str, value: float, low: float, high: float) -> None:
-    # written so that nan fails too (every comparison with nan is false)
-    if not low <= value <= high:
-        raise UserError(f"{key}={value} is out of range [{low}, {high}]")
-
-
-def _seed(key: str, value: int) -> None:
-    _range(key, value, 0, SEED_MAX)
 
 
 def no_password(key: str, url: str | None, env: str) -> None:

@@ -42,10 +42,10 @@ def reload(model: nn.Module, baseline: nn.Module, cfg: PruneConfig) -> nn.Module
 
 @pytest.mark.parametrize(
     ("params", "message"),
-    [({"ratio": 1.5}, "ratio=1.5 out of range [0, 0.95]"),
+    [({"ratio": 1.5}, "ratio=1.5 is out of range [0, 0.95]"),
      ({"ratio": -0.1}, "out of range"),
-     ({"kind": "random"}, "kind='random' unknown; valid: structured, unstructured"),
-     ({"ratio": True}, "ratio must be a number")],
+     ({"kind": "random"}, "kind='random' is not valid; choose one of: structured, unstructured"),
+     ({"ratio": True}, "ratio must be a finite number")],
 )
 def test_config_rejects_bad_values(params: dict, message: str) -> None:
     with pytest.raises(UserError, match=message.replace("[", r"\[").replace("]", r"\]")):

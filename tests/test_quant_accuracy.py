@@ -42,7 +42,7 @@ def val_scores(d: DefaultBaseline, model: nn.Module) -> tuple[float, float]:
 @pytest.mark.parametrize("scheme", ["static8", "dynamic8", "weight_only8"])
 def test_int8_stays_within_one_point(default_baseline: DefaultBaseline, scheme: str) -> None:
     d = default_baseline
-    acc, _ = val_scores(d, quantized(d, QuantizeConfig(scheme=scheme)))
+    acc, _ = val_scores(d, quantized(d, QuantizeConfig.from_params(scheme=scheme)))
     # observed: baseline 96.67%; static 96.30%, dynamic 96.67%, weight_only8 96.67%
     assert d.baseline.val_acc - acc <= 0.01, (scheme, acc, d.baseline.val_acc)
 
@@ -53,7 +53,7 @@ def test_lsq_beats_weight_only_at_4_and_2_bits(default_baseline: DefaultBaseline
     in steps of 0.37 points, and at 4 bits both methods sit within 1-3 images of the
     baseline, in either order, depending on how the baseline trained."""
     d = default_baseline
-    scores = {s: val_scores(d, quantized(d, QuantizeConfig(scheme=s)))
+    scores = {s: val_scores(d, quantized(d, QuantizeConfig.from_params(scheme=s)))
               for s in ("weight_only4", "lsq4", "weight_only2", "lsq2")}
     # observed (acc drop in points, KL) over 4 baselines (train.seed 0-2 and CI's):
     # weight_only4 -0.4..+0.4, 0.0013-0.0016; lsq4 0..+0.7, 0.00048-0.0006;

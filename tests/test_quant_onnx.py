@@ -40,7 +40,7 @@ CASES = {  # scheme -> (ORT kernel, max |ORT - torch| on logits of size ~0.3)
 def test_lowered_graph_matches_the_torch_model(scheme: str) -> None:
     kind, tol = CASES[scheme]
     base = vit()
-    cfg = QuantizeConfig(scheme=scheme, symmetric=scheme != "weight_only2")  # asym too
+    cfg = QuantizeConfig.from_params(scheme=scheme, symmetric=scheme != "weight_only2")  # asym too
     model = apply(copy.deepcopy(base), cfg, context(teacher=base))
     graph, report = runtime.onnx_bytes(model, 32)
     assert report.kernels == {kind: 9}
@@ -72,7 +72,7 @@ def test_float_export_with_nystrom_matches() -> None:
 
 
 def test_exported_graph_runs_without_sweeper(tmp_path: Path) -> None:
-    model = apply(vit(), QuantizeConfig(scheme="weight_only4"), context())
+    model = apply(vit(), QuantizeConfig.from_params(scheme="weight_only4"), context())
     graph, _ = runtime.onnx_bytes(model, 32)
     path = tmp_path / "m.onnx"
     path.write_bytes(graph)
@@ -100,7 +100,7 @@ def ort_inputs(tmp_path_factory: pytest.TempPathFactory) -> TrialInputs:
 
 
 def test_trial_measures_latency_in_onnxruntime(ort_inputs: TrialInputs) -> None:
-    result = run_trial(ort_inputs, [QuantizeConfig(scheme="weight_only4")])
+    result = run_trial(ort_inputs, [QuantizeConfig.from_params(scheme="weight_only4")])
     m, tags = result.metrics, result.tags
     assert tags["runtime"] == "onnxruntime" and tags["ort_kernels"] == "nbits:9"
     assert tags["ort_provider"] == "CPUExecutionProvider"
@@ -113,7 +113,8 @@ def test_trial_measures_latency_in_onnxruntime(ort_inputs: TrialInputs) -> None:
 
 
 def test_int8_trial_in_onnxruntime_uses_int8_kernels(ort_inputs: TrialInputs) -> None:
-    result = run_trial(ort_inputs, [QuantizeConfig(scheme="static8", calibration_batches=2)])
+    cfg = QuantizeConfig.from_params(scheme="static8", calibration_batches=2)
+    result = run_trial(ort_inputs, [cfg])
     assert result.tags["ort_kernels"] == "static_int8:9"  # 2 blocks x 4 Linear + head
     assert result.tags["simulated"] == "false"
     assert result.metrics["ort_val_acc"] == pytest.approx(result.metrics["val_acc"], abs=0.01)
@@ -123,7 +124,7 @@ def test_weight_only_in_eager_torch_is_flagged_simulated(ort_inputs: TrialInputs
     cfg = ort_inputs.config
     eager = dataclasses.replace(ort_inputs, config=dataclasses.replace(
         cfg, measure=dataclasses.replace(cfg.measure, runtime="torch")))
-    result = run_trial(eager, [QuantizeConfig(scheme="weight_only4")])
+    result = run_trial(eager, [QuantizeConfig.from_params(scheme="weight_only4")])
     assert result.tags["simulated"] == "true" and result.metrics["simulated"] == 1.0
     assert "runtime" not in result.tags and "ort_val_acc" not in result.metrics
 
@@ -145,7 +146,8 @@ def test_matmulnbits_block_choice(bits: int, group: int, k: int, block: int | No
 def test_two_bit_rows_wider_than_256_run_in_matmulnbits() -> None:
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 16))
-    packed = apply(copy.deepcopy(model), QuantizeConfig(scheme="weight_only2"), context())
+    two_bit = QuantizeConfig.from_params(scheme="weight_only2")
+    packed = apply(copy.deepcopy(model), two_bit, context())
     graph, report = runtime.onnx_bytes(packed, 32)
     assert report.kernels == {"nbits": 1}
     x = images(3)

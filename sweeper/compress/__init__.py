@@ -150,8 +150,9 @@ def make_config(name: str, params: dict[str, Any]) -> Any:
             f"unknown key(s) {', '.join(sorted(unknown))} for technique {name!r}; "
             f"valid: {', '.join(sorted(valid))}"
         )
+    build = getattr(cls, "from_params", cls)  # a config may fill derived fields first
     try:
-        return cls(**params)
+        return build(**params)
     except (TypeError, ValueError) as exc:
         raise UserError(f"{name}: {exc}") from None
 

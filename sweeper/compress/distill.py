@@ -40,6 +40,7 @@ from timm.models.deit import VisionTransformerDistilled
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from sweeper.checks import check_bool, check_choice, check_float, check_int
 from sweeper.compress import TrialContext, param, register
 from sweeper.data import Pair, to_input
 from sweeper.measure import count_parameters
@@ -51,13 +52,6 @@ LABEL_SMOOTHING = FitSettings.label_smoothing
 CACHE_ENTRIES = 4  # teacher logits kept per process (CIFAR-100, 4 views: ~80 MB)
 PAD = 2  # pixels of shift augmentation, as train.fit
 _LOGITS: OrderedDict[str, torch.Tensor] = OrderedDict()
-
-
-def _int(name: str, value: object, low: int, high: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if not low <= value <= high:
-        raise ValueError(f"{name}={value} out of range [{low}, {high}]")
 
 
 @dataclass(frozen=True)
@@ -75,34 +69,28 @@ class DistillConfig:
     enabled: bool = True
 
     def __post_init__(self) -> None:
-        if self.student not in STUDENTS:
-            raise ValueError(f"student={self.student!r} unknown; valid: {', '.join(STUDENTS)}")
-        if self.kind not in KINDS:
-            raise ValueError(f"kind={self.kind!r} unknown; valid: {', '.join(KINDS)}")
-        _int("depth", self.depth, 0, 48)
-        _int("embed_dim", self.embed_dim, 0, 8192)
-        _int("num_heads", self.num_heads, 0, 64)
-        _int("epochs", self.epochs, 0, 1000)
-        _int("views", self.views, 1, 16)
+        check_choice("student", self.student, STUDENTS)
+        check_choice("kind", self.kind, KINDS)
+        check_int("depth", self.depth, 0, 48)
+        check_int("embed_dim", self.embed_dim, 0, 8192)
+        check_int("num_heads", self.num_heads, 0, 64)
+        check_int("epochs", self.epochs, 0, 1000)
+        check_int("views", self.views, 1, 16)
         if self.student == "self" and (self.depth or self.embed_dim or self.num_heads):
             raise ValueError("depth, embed_dim and num_heads apply to student='vit' only")
         if self.embed_dim and self.num_heads and self.embed_dim % self.num_heads:
             raise ValueError(f"embed_dim={self.embed_dim} not divisible by "
                              f"num_heads={self.num_heads}")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature={self.temperature} must be positive")
-        if not 0 <= self.alpha <= 1:
-            raise ValueError(f"alpha={self.alpha} out of range [0, 1]")
-        if not 0 < self.lr <= 1:
-            raise ValueError(f"lr={self.lr} out of range (0, 1]")
+        check_float("temperature", self.temperature, 0, 1000, low_open=True)
+        check_float("alpha", self.alpha, 0, 1)
+        check_float("lr", self.lr, 0, 1, low_open=True)
         if self.kind == "deit" and self.student == "self":
             raise ValueError("kind='deit' needs a new student with a distillation token "
                              "(student='vit'); with student='self' use soft or hard")
         if self.kind == "deit" and self.alpha == 0:
             raise ValueError("kind='deit' with alpha=0 would leave the distillation head "
                              "untrained")
-        if not isinstance(self.enabled, bool):
-            raise ValueError(f"enabled must be true or false, got {self.enabled!r}")
+        check_bool("enabled", self.enabled)
 
     @property
     def replaces_model(self) -> bool:
