@@ -41,7 +41,7 @@ from sweeper.files import write_json
 from sweeper.hardware import cpu_model, isa_summary
 from sweeper.measure import serialized_size
 from sweeper.models import load_or_train_baseline
-from sweeper.trial import TrialInputs, evaluate_artefact, run_trial
+from sweeper.trial import TrialInputs, evaluate_artifact, run_trial
 
 QUICK = ["model.embed_dim=32", "model.depth=2", "model.num_heads=2", "train.epochs=3",
          "data.limit=300", "measure.batch_sizes=1,8", "measure.warmup=1", "measure.repeats=5",
@@ -128,13 +128,13 @@ def run(cfg: Config, names: list[str] | None, quick: bool,
         compress.validate_pipeline(pipeline)
         start = time.perf_counter()
         result = run_trial(inputs, pipeline)
-        state = torch.load(io.BytesIO(result.artefact), map_location="cpu", weights_only=True)
-        test_acc = evaluate_artefact(inputs, pipeline, state, test)
+        state = torch.load(io.BytesIO(result.artifact), map_location="cpu", weights_only=True)
+        test_acc = evaluate_artifact(inputs, pipeline, state, test)
         rows.append({"name": name, "pipeline": compress.pipeline_to_dict(pipeline),
                      "metrics": {**result.metrics, "test_acc": test_acc}, "tags": result.tags,
                      "seconds": time.perf_counter() - start})
         log(f"{name}: val acc {result.val_acc:.2%} in {rows[-1]['seconds']:.0f}s")
-    base_test = evaluate_artefact(inputs, [], inputs.baseline_state, test)
+    base_test = evaluate_artifact(inputs, [], inputs.baseline_state, test)
     return {"config": cfg.to_dict(), "baseline_val_acc": inputs.baseline_val_acc,
             "baseline_test_acc": base_test,
             "baseline_size_bytes": inputs.baseline_size_bytes,

@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from sweeper import compress, objectives
+from sweeper.files import MODEL_FILE
 from sweeper.pareto import normalised_hypervolume, pareto_front
 from sweeper.report import format_front_table, front_to_csv, front_to_json, plot_front
 from sweeper.train import accuracy
-from sweeper.trial import TrialInputs, build_baseline, evaluate_artefact
+from sweeper.trial import TrialInputs, build_baseline, evaluate_artifact
 
 if TYPE_CHECKING:
     from sweeper.orchestrate import SweepRun
@@ -68,9 +69,9 @@ def add_test_accuracy(front: list[dict[str, Any]], checkpoints: dict[str, str],
         ckpt = checkpoints.get(row["trial"])
         if ckpt is None:
             continue
-        state = torch.load(Path(ckpt) / "model.pt", map_location="cpu", weights_only=True)
+        state = torch.load(Path(ckpt) / MODEL_FILE, map_location="cpu", weights_only=True)
         pipeline = compress.pipeline_from_dict(row["config"])
-        row["test_acc"] = evaluate_artefact(inputs, pipeline, state, test)
+        row["test_acc"] = evaluate_artifact(inputs, pipeline, state, test)
 
 
 def finish(sweep: Sweep, tuned: SweepRun) -> SweepOutcome:

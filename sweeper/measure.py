@@ -1,6 +1,6 @@
 """Size and latency, as docs/architecture.md's measurement protocol describes.
 
-- size: bytes of the serialised state_dict, the artefact a user would ship;
+- size: bytes of the serialised state_dict, the artifact a user would ship;
 - latency: on the given device and thread count, after warm-up, model and baseline timed in
   interleaved pairs on the same input, with the device synchronised around each call; the
   ratio is the median of the paired ratios, with a bootstrap 95% confidence interval.

@@ -273,7 +273,7 @@ def _packed_float_matmul(g: _Graph, low: Lowering, x: str, out: str) -> None:
     codes = g.node("Cast", [codes], to=TensorProto.FLOAT)[0]
     codes = g.node("Reshape", [codes, g.const("grouped", np.array([n, groups, k // groups],
                                                                   dtype=np.int64))])[0]
-    # scales and zero points stay float16 / uint8 in the file, as in the PyTorch artefact
+    # scales and zero points stay float16 / uint8 in the file, as in the PyTorch artifact
     if spec.symmetric:
         offset = g.const("offset", np.array(spec.half, dtype=np.float32))
     else:

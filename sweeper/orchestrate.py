@@ -99,7 +99,7 @@ def _attach(cfg: Config, kwargs: dict[str, Any]) -> Any:
 
 @dataclass
 class SweepRun:
-    """What the driver gets back from Tune: one row per trial, with its artefact dir."""
+    """What the driver gets back from Tune: one row per trial, with its artifact dir."""
 
     rows: list[dict[str, Any]]
     checkpoints: dict[str, str]

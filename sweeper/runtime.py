@@ -4,7 +4,7 @@ With `measure.runtime=onnxruntime` a trial exports the float baseline and the co
 to ONNX (quantized layers lowered to ORT's int8 / low-bit kernels by sweeper.onnx_lowering),
 and times both with ONNX Runtime on the trial's device and thread count, in interleaved pairs
 per batch size like `sweeper.measure.compare_latency`. Accuracy and size of the ONNX graph are
-recorded beside the PyTorch artefact's (`ort_val_acc`, `onnx_size_bytes`); int8 layers use the same
+recorded beside the PyTorch artifact's (`ort_val_acc`, `onnx_size_bytes`); int8 layers use the same
 integer codes in both, so the two differ only by float rounding.
 """
 

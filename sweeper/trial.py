@@ -54,7 +54,7 @@ class TrialInputs:
 class TrialResult:
     metrics: dict[str, float]  # what Optuna and MLflow see
     tags: dict[str, str]  # device, node, technique notes
-    artefact: bytes = field(repr=False)  # torch.save(compressed.state_dict())
+    artifact: bytes = field(repr=False)  # torch.save(compressed.state_dict())
 
     @property
     def val_acc(self) -> float:
@@ -117,7 +117,7 @@ def run_trial(
 
     val_acc = accuracy(model, inputs.val, cfg.model.img_size, inputs.mean, inputs.std,
                        run_device, cfg.measure.eval_batch_size)
-    artefact = state_bytes(model)
+    artifact = state_bytes(model)
     runtime_metrics: dict[str, float] = {}
     if cfg.measure.runtime == "onnxruntime":
         from sweeper import runtime  # onnx/onnxruntime load only when asked for
@@ -134,9 +134,9 @@ def run_trial(
     metrics = {
         "val_acc": val_acc,
         "val_acc_drop": inputs.baseline_val_acc - val_acc,
-        "size_mb": len(artefact) / MB,
-        "size_bytes": float(len(artefact)),
-        "size_ratio": len(artefact) / inputs.baseline_size_bytes,
+        "size_mb": len(artifact) / MB,
+        "size_bytes": float(len(artifact)),
+        "size_ratio": len(artifact) / inputs.baseline_size_bytes,
         "latency_ms": latency.model_ms[b1],
         "baseline_latency_ms": latency.baseline_ms[b1],
         "speedup": latency.speedup(b1),
@@ -165,7 +165,7 @@ def run_trial(
         "simulated": str(ctx.simulated).lower(),
         **{k: str(v) for k, v in ctx.notes.items()},
     }
-    return TrialResult(metrics, tags, artefact)
+    return TrialResult(metrics, tags, artifact)
 
 
 def _lock_waits(lock: node_lock.NodeLock | None,
@@ -211,7 +211,7 @@ def _node_ip() -> str:
         return "unknown"
 
 
-def evaluate_artefact(
+def evaluate_artifact(
     inputs: TrialInputs, pipeline: list[Any], state: dict[str, torch.Tensor], data: Pair
 ) -> float:
     """Accuracy of a saved compressed model on `data` (used for the front's test accuracy)."""

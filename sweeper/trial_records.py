@@ -14,11 +14,11 @@ from typing import Any
 from ray import tune
 
 from sweeper import compress, journal
+from sweeper.files import ARTIFACTS
 from sweeper.report import describe_config
 from sweeper.search.constraints import feasible
 from sweeper.spaces import Space
 from sweeper.tracking import Mirror, Tracker
-from sweeper.worker import ARTIFACTS
 
 
 def pipeline_params(space: Space, config: dict[str, Any]) -> dict[str, Any]:

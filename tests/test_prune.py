@@ -180,7 +180,7 @@ def test_unstructured_zeros_survive_recovery() -> None:
 
 
 @pytest.mark.parametrize("kind", ["structured", "unstructured"])
-def test_importance_histogram_artefact(kind: str, tmp_path) -> None:
+def test_importance_histogram_artifact(kind: str, tmp_path) -> None:
     ctx = TrialContext(artifacts_dir=tmp_path)
     apply(vit(), PruneConfig(ratio=0.3, kind=kind), ctx)
     files = ctx.notes["prune_histogram"].split(",")

@@ -53,7 +53,7 @@ def test_lowered_graph_matches_the_torch_model(scheme: str) -> None:
         ref = model(x).numpy()
     out = runtime.predict(runtime.session(graph, torch.device("cpu"), 1), x.numpy())
     assert np.abs(out - ref).max() < tol
-    # the graph is about as small as the packed PyTorch artefact (no float copy inside)
+    # the graph is about as small as the packed PyTorch artifact (no float copy inside)
     assert len(graph) < 1.1 * serialized_size(model) + 8000
 
 
@@ -106,7 +106,7 @@ def test_trial_measures_latency_in_onnxruntime(ort_inputs: TrialInputs) -> None:
     assert tags["ort_provider"] == "CPUExecutionProvider"
     # MatMulNBits runs the packed 4-bit weights: not simulated in this runtime
     assert tags["simulated"] == "false" and m["simulated"] == 0.0
-    # float activations in both: ORT predicts what the PyTorch artefact predicts
+    # float activations in both: ORT predicts what the PyTorch artifact predicts
     assert m["ort_val_acc"] == pytest.approx(m["val_acc"], abs=1e-6)  # float32 vs float
     assert m["onnx_size_bytes"] < 1.1 * m["size_bytes"] + 8000
     assert m["latency_ms"] > 0 and m["baseline_latency_ms"] > 0 and m["speedup_b8"] > 0

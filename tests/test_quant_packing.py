@@ -105,7 +105,7 @@ def test_error_shrinks_with_bits_and_clip_search_helps() -> None:
     QuantizeConfig.from_params(scheme="lsq2", lsq_epochs=1, symmetric=False, group_size=32),
     QuantizeConfig.from_params(scheme="static8", calibration_batches=2),
 ], ids=lambda c: f"{c.method}{c.bits}-g{c.group_size}-{'sym' if c.symmetric else 'asym'}")
-def test_saved_artefact_reloads_to_identical_outputs(cfg: QuantizeConfig) -> None:
+def test_saved_artifact_reloads_to_identical_outputs(cfg: QuantizeConfig) -> None:
     base = vit()
     model = apply(copy.deepcopy(base), cfg, context(teacher=base))
     state = torch.load(io.BytesIO(state_bytes(model)), weights_only=True)  # as sweep.py does

@@ -116,7 +116,7 @@ def test_rebuild_from_state_dict_gives_identical_outputs(with_nystrom: bool) -> 
         pipeline.insert(0, NystromConfig(landmarks=8))
     base = tiny_vit()
     model = apply_pipeline(copy.deepcopy(base), pipeline, TrialContext())
-    state = torch.load(io.BytesIO(state_bytes(model)))  # the shipped artefact, reloaded
+    state = torch.load(io.BytesIO(state_bytes(model)))  # the shipped artifact, reloaded
     rebuilt = rebuild(copy.deepcopy(base), pipeline, state)
     x = images(5)
     assert torch.equal(rebuilt(x), model(x))

@@ -14,7 +14,7 @@ from sweeper.data import load_splits
 from sweeper.hardware import cpu_model, isa_summary
 from sweeper.measure import serialized_size
 from sweeper.models import load_or_train_baseline
-from sweeper.trial import TrialInputs, evaluate_artefact, run_trial
+from sweeper.trial import TrialInputs, evaluate_artifact, run_trial
 from tests.conftest import tiny_overrides
 
 
@@ -49,13 +49,13 @@ def test_exact_nystrom_trial_keeps_accuracy_and_reports_every_metric(inputs) -> 
     assert result.tags["cpu_isa"] == isa_summary() and result.tags["cpu"] == cpu_model()
 
 
-def test_int8_trial_is_smaller_and_its_artefact_reloads(inputs) -> None:
+def test_int8_trial_is_smaller_and_its_artifact_reloads(inputs) -> None:
     pipeline = [QuantizeConfig(), NystromConfig(landmarks=16), RecoverConfig(epochs=1)]
     result = run_trial(inputs, pipeline)
     assert result.metrics["size_ratio"] < 0.5
-    assert result.metrics["size_bytes"] == len(result.artefact)
-    state = torch.load(io.BytesIO(result.artefact), weights_only=True)
-    again = evaluate_artefact(inputs, pipeline, state, inputs.val)
+    assert result.metrics["size_bytes"] == len(result.artifact)
+    state = torch.load(io.BytesIO(result.artifact), weights_only=True)
+    again = evaluate_artifact(inputs, pipeline, state, inputs.val)
     assert again == pytest.approx(result.metrics["val_acc"], abs=1e-9)
 
 
