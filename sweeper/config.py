@@ -155,6 +155,11 @@ class ResourcesConfig:
         check_float("resources.gpus", self.gpus, 0.0, 64)
         check_choice("resources.device", self.device, DEVICES)
 
+    def trial_device(self) -> str:
+        """The device type every trial computes and times on: "cuda" or "cpu"."""
+        return "cuda" if self.device == "cuda" or (self.device == "auto" and self.gpus > 0) \
+            else "cpu"
+
 
 @dataclass(frozen=True)
 class MeasureConfig:

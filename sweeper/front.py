@@ -4,6 +4,8 @@ its members (the only use of the test split), the front files, and the MLflow ma
 from __future__ import annotations
 
 import statistics
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -77,7 +79,7 @@ def add_test_accuracy(front: list[dict[str, Any]], checkpoints: dict[str, str],
 def finish(sweep: Sweep, tuned: SweepRun) -> SweepOutcome:
     """Front, its test accuracy, files, then MLflow marks (queued on the mirror: the files
     never wait for MLflow)."""
-    rows = tuned.rows
+    rows = one_fingerprint(tuned.rows, sweep.log)
     baseline = baseline_row(sweep, rows)
     front = front_of(rows, baseline)
     add_test_accuracy(front, tuned.checkpoints, sweep.inputs, sweep.splits.test)
@@ -88,9 +90,27 @@ def finish(sweep: Sweep, tuned: SweepRun) -> SweepOutcome:
     front_to_json(front, files[1], baseline=baseline)
     plot_front(rows, front, baseline, files[2])
     files[3].write_text(table + "\n")
-    _mark_mlflow(sweep, rows, front, baseline, hv, files)
-    return SweepOutcome(sweep.folder, sweep.parent_run_id, rows, front, baseline, hv,
+    _mark_mlflow(sweep, tuned.rows, front, baseline, hv, files)
+    return SweepOutcome(sweep.folder, sweep.parent_run_id, tuned.rows, front, baseline, hv,
                         tuned.wall_seconds, table, tune_seconds=tuned.wall_seconds)
+
+
+def one_fingerprint(rows: list[dict[str, Any]], log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """The rows measured on the sweep's main hardware (the fingerprint most trials share):
+    latency ratios from two machines, thread counts or runtimes are not comparable, so the
+    front never mixes them. The others stay in MLflow, marked, and are named in a warning."""
+    counts = Counter(r.get("fingerprint") for r in rows)
+    if len(counts) <= 1:
+        return rows
+    main = counts.most_common(1)[0][0]
+    others = [r for r in rows if r.get("fingerprint") != main]
+    for row in others:
+        row["other_hardware"] = True
+    log(f"warning: {len(others)} trial(s) ({', '.join(r['trial'] for r in others[:5])}"
+        f"{', ...' if len(others) > 5 else ''}) were measured on other hardware than the "
+        f"other {len(rows) - len(others)} (fingerprint {main}); their latency ratios are not "
+        "comparable, so the front leaves them out (they stay in MLflow)")
+    return [r for r in rows if r.get("fingerprint") == main]
 
 
 def _mark_mlflow(sweep: Sweep, rows: list[dict[str, Any]], front: list[dict[str, Any]],
@@ -101,8 +121,10 @@ def _mark_mlflow(sweep: Sweep, rows: list[dict[str, Any]], front: list[dict[str,
     mirror.submit("close_orphans", "driver died before Tune recorded this trial")
     front_ids = {r["trial"] for r in front}
     for row in rows:
-        mirror.submit("tag_trial", row["trial"],
-                      {"pareto": str(row["trial"] in front_ids).lower()})
+        tags = {"pareto": str(row["trial"] in front_ids).lower()}
+        if row.get("other_hardware"):
+            tags["front_excluded"] = "measured on other hardware than the front's trials"
+        mirror.submit("tag_trial", row["trial"], tags)
         if "test_acc" in row:
             mirror.submit("trial_metrics", row["trial"], {"test_acc": row["test_acc"]})
     mirror.submit("log_front", hv, [str(f) for f in files],

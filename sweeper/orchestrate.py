@@ -203,6 +203,8 @@ def collect(
             "run_id": runs.get(trial_id),
             "config": pipeline_params(space, result.config),
             "feasible": feasible(metrics, max_drop),
+            # the trial's hardware fingerprint: a front only compares trials of one
+            "fingerprint": (metrics.get("tags") or {}).get("fingerprint"),
             **{k: v for k, v in metrics.items() if isinstance(v, int | float)},
         })
         if result.checkpoint is not None:

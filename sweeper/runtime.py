@@ -24,6 +24,7 @@ from sweeper import node_lock
 from sweeper.compress import TrialContext
 from sweeper.config import Config
 from sweeper.data import Pair, batches, to_input
+from sweeper.errors import UserError
 from sweeper.measure import DEFAULT_TIMING, LatencyPair, Timing, paired_inputs, paired_ratio
 from sweeper.onnx_lowering import LoweringReport, export_float, to_onnx
 
@@ -38,13 +39,18 @@ def float_onnx_bytes(model: nn.Module, img_size: int) -> bytes:
     return export_float(model, img_size).SerializeToString()
 
 
+def check_providers(device: str) -> None:
+    """UserError at launch when ONNX Runtime cannot run on the trials' device."""
+    if device == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise UserError(
+            "measure.runtime=onnxruntime on CUDA trials needs onnxruntime-gpu "
+            f"(available providers: {', '.join(ort.get_available_providers())}); "
+            "use measure.runtime=torch or CPU trials (resources.gpus=0)")
+
+
 def providers(device: torch.device) -> list[str]:
+    check_providers(device.type)
     if device.type == "cuda":
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise RuntimeError(
-                "measure.runtime=onnxruntime on a CUDA device needs onnxruntime-gpu "
-                f"(available providers: {', '.join(ort.get_available_providers())})"
-            )
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
 

@@ -309,10 +309,11 @@ def _check_combination(space: Space, where: str) -> None:
             raise UserError(f"{where}: {exc}") from None
 
 
-def check_against_model(space: Space, model: nn.Module) -> None:
+def check_against_model(space: Space, model: nn.Module, device: str = "cpu") -> None:
     """Each technique's own model limits (its `check_model` hook: Nyström landmarks within
-    the token count, token merges that leave tokens, layer types), checked at every choice
-    and range end the space allows, before anything runs."""
+    the token count, token merges that leave tokens, layer types) and kernels on the trial
+    `device` (its `check_device` hook), checked at every choice and range end the space
+    allows, before anything runs."""
     for tech in space.techniques:
         searched = [(p.name.split(".", 1)[1], v) for p in tech.searched for v in p.extremes()
                     if not p.name.endswith(".enabled")]
@@ -320,6 +321,6 @@ def check_against_model(space: Space, model: nn.Module) -> None:
             params = {**tech.fixed, "enabled": True} | ({key: value} if key else {})
             cfg = compress.make_config(tech.name, params)
             try:
-                compress.check_model(cfg, model)
+                compress.check_model(cfg, model, device)
             except UserError as exc:
                 raise UserError(f"{space.name}.yaml: {exc}") from None

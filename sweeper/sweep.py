@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from sweeper import preflight
+from sweeper import hardware, preflight
 from sweeper.config import Config
 from sweeper.data import Splits, load_splits
 from sweeper.errors import UserError
@@ -80,7 +80,12 @@ def prepare(cfg: Config, tracking_uri: str | None = None) -> Prepared:
     preflight.check_launch(cfg, tracking_uri)
     splits = load_splits(cfg.data, cfg.output_dir)
     model = create_model(cfg.model, splits.num_classes)
-    check_against_model(space, model)
+    device = cfg.resources.trial_device()
+    check_against_model(space, model, device)
+    if cfg.measure.runtime == "onnxruntime":
+        from sweeper.runtime import check_providers
+
+        check_providers(device)
     return Prepared(cfg, space, splits)
 
 
@@ -126,7 +131,8 @@ def launch(prep: Prepared, log: Log = print) -> SweepOutcome:
     tracker.log_metrics(parent, {"baseline_val_acc": base.val_acc,
                                  "baseline_size_mb": inputs.baseline_size_bytes / 1e6})
     meta = {"name": folder.name, "space": space.name, "parent_run_id": parent,
-            "tracking_uri": cfg.resolved_tracking_uri(), "config": cfg.to_dict()}
+            "tracking_uri": cfg.resolved_tracking_uri(), "config": cfg.to_dict(),
+            "machine": hardware.machine()}
     sweep = Sweep(cfg, space, prep.splits, inputs, folder, meta, tracker, log, started)
     sweep.save_meta(status="RUNNING")
     log(f"sweep {sweep.name}: {cfg.search.trials} trials of space '{space.name}', concurrency "
@@ -193,7 +199,18 @@ def resume(ref: str, output_dir: str, log: Log = print) -> SweepOutcome | None:
     sweep = Sweep(cfg, prep.space, prep.splits, inputs, folder, meta, tracker, log, started)
     sweep.save_meta(status="RUNNING", resumed=int(meta.get("resumed", 0)) + 1)
     log(f"resuming sweep {sweep.name} (MLflow run {sweep.parent_run_id})")
+    _say_if_other_machine(meta.get("machine"), log)
     return drive(sweep, restore=True)
+
+
+def _say_if_other_machine(launched_on: dict[str, str] | None, log: Log) -> None:
+    here = hardware.machine()
+    if launched_on and (launched_on.get("cpu"), launched_on.get("cpu_isa")) != (
+            here["cpu"], here["cpu_isa"]):
+        log(f"note: this sweep was launched on {launched_on.get('cpu')} "
+            f"({launched_on.get('cpu_isa')}); this machine is {here['cpu']} ({here['cpu_isa']}). "
+            "Trials run here time their own baseline here; the front keeps the trials of one "
+            "hardware fingerprint only and names the others")
 
 
 class SweepInterrupted(KeyboardInterrupt):

@@ -21,7 +21,7 @@ from torch import nn
 from sweeper import compress, node_lock
 from sweeper.config import Config
 from sweeper.data import Pair
-from sweeper.hardware import cpu_model, isa_summary
+from sweeper.hardware import cpu_model, fingerprint, isa_summary
 from sweeper.measure import (
     LatencyPair,
     Timing,
@@ -62,8 +62,7 @@ class TrialResult:
 
 
 def pick_device(cfg: Config) -> torch.device:
-    wanted = cfg.resources.device
-    if wanted == "cuda" or (wanted == "auto" and cfg.resources.gpus > 0):
+    if cfg.resources.trial_device() == "cuda":
         if not torch.cuda.is_available():
             raise RuntimeError("a CUDA device was requested but none is visible to this trial")
         return torch.device("cuda")
@@ -74,12 +73,6 @@ def build_baseline(inputs: TrialInputs) -> nn.Module:
     model = create_model(inputs.config.model, inputs.num_classes)
     model.load_state_dict(inputs.baseline_state)
     return model.eval()
-
-
-def model_device(model: nn.Module, fallback: torch.device) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return fallback  # fully quantized modules expose no float parameters: CPU kernels
 
 
 def run_trial(
@@ -112,7 +105,10 @@ def run_trial(
         artifacts_dir=artifacts_dir,
     )
     model = compress.apply_pipeline(copy.deepcopy(baseline), pipeline, ctx)
-    run_device = torch.device(ctx.runs_on) if ctx.runs_on else model_device(model, device)
+    if ctx.runs_on and ctx.runs_on != device.type:  # launch rejects these (check_device)
+        raise RuntimeError(f"{', '.join(map(compress.name_of, pipeline))} runs on "
+                           f"{ctx.runs_on} only, but this trial's device is {device}")
+    run_device = device  # model and baseline are timed on one device, never moved apart
     model.to(run_device).eval()
 
     val_acc = accuracy(model, inputs.val, cfg.model.img_size, inputs.mean, inputs.std,
@@ -165,6 +161,7 @@ def run_trial(
         "simulated": str(ctx.simulated).lower(),
         **{k: str(v) for k, v in ctx.notes.items()},
     }
+    tags["fingerprint"] = fingerprint(tags)
     return TrialResult(metrics, tags, artifact)
 
 

@@ -47,6 +47,7 @@ def test_exact_nystrom_trial_keeps_accuracy_and_reports_every_metric(inputs) -> 
     # the hardware fingerprint the timings depend on
     assert result.tags["cpu"] and result.tags["torch"] == torch.__version__
     assert result.tags["cpu_isa"] == isa_summary() and result.tags["cpu"] == cpu_model()
+    assert len(result.tags["fingerprint"]) == 12
 
 
 def test_int8_trial_is_smaller_and_its_artifact_reloads(inputs) -> None:

@@ -97,6 +97,9 @@ class Technique:
     # raises ValueError/TypeError when the config cannot apply to this model (token counts,
     # layer types): called at launch for every value a space allows, before any trial runs
     check_model: Callable[[Any, nn.Module], None] | None = None
+    # raises ValueError when the technique has no real kernel on a trial device ("cpu" or
+    # "cuda"): a ratio must time model and baseline on the same device, never move one
+    check_device: Callable[[Any, str], None] | None = None
 
 
 REGISTRY: dict[str, Technique] = {}
@@ -108,6 +111,7 @@ def register(
     config_cls: type,
     example: Any,
     check_model: Callable[[Any, nn.Module], None] | None = None,
+    check_device: Callable[[Any, str], None] | None = None,
 ) -> Callable:
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}")
@@ -120,7 +124,7 @@ def register(
             return fn(model, cfg, ctx) if getattr(cfg, "enabled", True) else model
 
         REGISTRY[name] = Technique(name, stage, config_cls, unless_disabled, example,
-                                   check_model)
+                                   check_model, check_device)
         return fn
 
     return deco
@@ -157,13 +161,17 @@ def make_config(name: str, params: dict[str, Any]) -> Any:
         raise UserError(f"{name}: {exc}") from None
 
 
-def check_model(cfg: Any, model: nn.Module) -> None:
-    """UserError when the technique of `cfg` cannot apply to `model` (its own hook decides)."""
+def check_model(cfg: Any, model: nn.Module, device: str = "cpu") -> None:
+    """UserError when the technique of `cfg` cannot apply to `model`, or has no real kernel
+    on the trial `device` (its own hooks decide)."""
     tech = technique(name_of(cfg))
-    if tech.check_model is None or not getattr(cfg, "enabled", True):
+    if not getattr(cfg, "enabled", True):
         return
     try:
-        tech.check_model(cfg, model)
+        if tech.check_model is not None:
+            tech.check_model(cfg, model)
+        if tech.check_device is not None:
+            tech.check_device(cfg, device)
     except (ValueError, TypeError) as exc:
         raise UserError(f"{tech.name}: {exc}") from None
 

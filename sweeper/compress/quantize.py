@@ -203,12 +203,21 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
-@register("quantize", "quantize", QuantizeConfig, example=QuantizeConfig())
+def check_device(cfg: QuantizeConfig, device: str) -> None:
+    if cfg.method in INT8_ONLY and device != "cpu":
+        raise ValueError(
+            f"{cfg.method} int8 runs on torch.ao's CPU kernels only, so a {device} trial would "
+            f"time it on the CPU against a {device} baseline; sweep it on CPU trials "
+            "(resources.gpus=0) or use weight_only / lsq on the GPU")
+
+
+@register("quantize", "quantize", QuantizeConfig, example=QuantizeConfig(),
+          check_device=check_device)
 def apply(model: nn.Module, cfg: QuantizeConfig, ctx: TrialContext) -> nn.Module:
     """Quantize every nn.Linear in place (see the module docstring for what each method does)."""
     model, count = HANDLERS[cfg.method](model, cfg, ctx)
     if cfg.method in INT8_ONLY:
-        ctx.runs_on = "cpu"  # torch.ao's int8 kernels exist on CPU only
+        ctx.runs_on = "cpu"  # torch.ao's int8 kernels exist on CPU only (check_device)
     else:
         ctx.notes["weight_format"] = cfg.weight_spec().describe()
     ctx.notes["quantize_method"] = cfg.method
