@@ -131,12 +131,14 @@ def measure(
     img = cfg.model.img_size
     graph, report = onnx_bytes(model, img)
     sess = session(graph, device, threads)
-    base = session(float_onnx_bytes(copy.deepcopy(baseline).cpu(), img), device, threads)
+    base_graph = float_onnx_bytes(copy.deepcopy(baseline).cpu(), img)
+    base = session(base_graph, device, threads)
     m = cfg.measure
     latency = compare_latency(sess, base, img, m.batch_sizes, Timing.of(m))
     metrics = {
         "onnx_size_bytes": float(len(graph)),
         "onnx_size_mb": len(graph) / 1e6,
+        "baseline_onnx_size_bytes": float(len(base_graph)),
         "ort_val_acc": accuracy(sess, val, img, mean, std, m.eval_batch_size),
     }
     ctx.notes.update(runtime="onnxruntime", ort_provider=sess.get_providers()[0],

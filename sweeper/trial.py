@@ -91,7 +91,37 @@ def run_trial(
     waits_before = dataclasses.replace(lock.waits) if lock else None
 
     baseline = build_baseline(inputs).to(device)
-    ctx = compress.TrialContext(
+    ctx = _context(inputs, device, baseline, artifacts_dir)
+    model = compress.apply_pipeline(copy.deepcopy(baseline), pipeline, ctx)
+    if ctx.runs_on and ctx.runs_on != device.type:  # launch rejects these (check_device)
+        raise RuntimeError(f"{', '.join(map(compress.name_of, pipeline))} runs on "
+                           f"{ctx.runs_on} only, but this trial's device is {device}")
+    model.to(device).eval()  # model and baseline are timed on one device, never apart
+
+    val_acc = accuracy(model, inputs.val, cfg.model.img_size, inputs.mean, inputs.std,
+                       device, cfg.measure.eval_batch_size)
+    artifact = state_bytes(model)
+    latency, runtime_metrics = _latency(model, baseline, inputs, device, threads, ctx)
+    metrics = {
+        "val_acc": val_acc,
+        "val_acc_drop": inputs.baseline_val_acc - val_acc,
+        **_size_metrics(len(artifact), inputs.baseline_size_bytes, runtime_metrics),
+        **latency_metrics(latency, cfg.measure.batch_sizes),
+        "params": float(count_parameters(model)),
+        # 1: low precision only simulated (fake-quant / unpack to float), latency is float's
+        "simulated": float(ctx.simulated),
+        **runtime_metrics,
+        **_lock_waits(lock, waits_before),
+        "trial_seconds": time.perf_counter() - start,
+    }
+    return TrialResult(metrics, _tags(device, threads, ctx, "onnx_size_bytes" in metrics),
+                       artifact)
+
+
+def _context(inputs: TrialInputs, device: torch.device, baseline: nn.Module,
+             artifacts_dir: Path | None) -> compress.TrialContext:
+    cfg = inputs.config
+    return compress.TrialContext(
         device=device,
         train=inputs.train,
         val=inputs.val,
@@ -104,35 +134,35 @@ def run_trial(
         teacher=baseline,
         artifacts_dir=artifacts_dir,
     )
-    model = compress.apply_pipeline(copy.deepcopy(baseline), pipeline, ctx)
-    if ctx.runs_on and ctx.runs_on != device.type:  # launch rejects these (check_device)
-        raise RuntimeError(f"{', '.join(map(compress.name_of, pipeline))} runs on "
-                           f"{ctx.runs_on} only, but this trial's device is {device}")
-    run_device = device  # model and baseline are timed on one device, never moved apart
-    model.to(run_device).eval()
 
-    val_acc = accuracy(model, inputs.val, cfg.model.img_size, inputs.mean, inputs.std,
-                       run_device, cfg.measure.eval_batch_size)
-    artifact = state_bytes(model)
-    runtime_metrics: dict[str, float] = {}
+
+def _latency(model: nn.Module, baseline: nn.Module, inputs: TrialInputs, device: torch.device,
+             threads: int, ctx: compress.TrialContext) -> tuple[LatencyPair, dict[str, float]]:
+    """Paired model/baseline timing in the configured runtime, plus what that runtime
+    measured besides (ONNX Runtime: the graph's bytes and accuracy)."""
+    cfg = inputs.config
     if cfg.measure.runtime == "onnxruntime":
         from sweeper import runtime  # onnx/onnxruntime load only when asked for
 
-        latency, runtime_metrics = runtime.measure(
-            model, baseline, cfg, run_device, threads, inputs.val, inputs.mean, inputs.std, ctx,
-        )
-    else:
-        latency = compare_latency(
-            model, baseline.to(run_device), cfg.model.img_size, cfg.measure.batch_sizes,
-            run_device, Timing.of(cfg.measure),
-        )
-    b1, blarge = cfg.measure.batch_sizes[0], cfg.measure.batch_sizes[-1]
-    metrics = {
-        "val_acc": val_acc,
-        "val_acc_drop": inputs.baseline_val_acc - val_acc,
-        "size_mb": len(artifact) / MB,
-        "size_bytes": float(len(artifact)),
-        "size_ratio": len(artifact) / inputs.baseline_size_bytes,
+        return runtime.measure(model, baseline, cfg, device, threads, inputs.val, inputs.mean,
+                               inputs.std, ctx)
+    return compare_latency(model, baseline, cfg.model.img_size, cfg.measure.batch_sizes,
+                           device, Timing.of(cfg.measure)), {}
+
+
+def _size_metrics(torch_bytes: int, baseline_torch_bytes: int,
+                  runtime_metrics: dict[str, float]) -> dict[str, float]:
+    """Size is what ships for the chosen runtime: the ONNX file under ONNX Runtime (the bytes
+    `export` writes), else the saved state_dict; the ratio is to the baseline's same format."""
+    shipped = runtime_metrics.get("onnx_size_bytes", float(torch_bytes))
+    base = runtime_metrics.get("baseline_onnx_size_bytes", float(baseline_torch_bytes))
+    return {"size_mb": shipped / MB, "size_bytes": shipped, "size_ratio": shipped / base,
+            "torch_size_bytes": float(torch_bytes)}
+
+
+def latency_metrics(latency: LatencyPair, batch_sizes: tuple[int, ...]) -> dict[str, float]:
+    b1, blarge = batch_sizes[0], batch_sizes[-1]
+    return {
         "latency_ms": latency.model_ms[b1],
         "baseline_latency_ms": latency.baseline_ms[b1],
         "speedup": latency.speedup(b1),
@@ -143,26 +173,28 @@ def run_trial(
         f"latency_ms_b{blarge}": latency.model_ms[blarge],
         f"baseline_latency_ms_b{blarge}": latency.baseline_ms[blarge],
         f"speedup_b{blarge}": latency.speedup(blarge),
-        "params": float(count_parameters(model)),
-        # 1: low precision only simulated (fake-quant / unpack to float), latency is float's
-        "simulated": float(ctx.simulated),
-        **runtime_metrics,
-        **_lock_waits(lock, waits_before),
-        "trial_seconds": time.perf_counter() - start,
     }
+
+
+def _tags(device: torch.device, threads: int, ctx: compress.TrialContext,
+          onnx: bool) -> dict[str, str]:
     tags = {
-        "device": str(run_device),
+        "device": str(device),
         "train_device": str(device),
         "node": socket.gethostname(),
         "node_ip": _node_ip(),
         "pid": str(os.getpid()),
         "threads": str(threads),
-        **hardware_tags(run_device),
+        **hardware_tags(device),
         "simulated": str(ctx.simulated).lower(),
+        # what size_mb counts; the bitmask-sparse state_dict loads only through sweeper
+        "shipped_format": "onnx" if onnx else (
+            "sweeper sparse state_dict (loads with sweeper only)"
+            if ctx.notes.get("stored_sparse") else "torch state_dict"),
         **{k: str(v) for k, v in ctx.notes.items()},
     }
     tags["fingerprint"] = fingerprint(tags)
-    return TrialResult(metrics, tags, artifact)
+    return tags
 
 
 def _lock_waits(lock: node_lock.NodeLock | None,

@@ -133,7 +133,8 @@ class MlflowChildren(tune.Callback):
 _METRIC_KEYS = {
     "val_acc", "val_acc_drop", "size_mb", "size_bytes", "size_ratio", "latency_ms",
     "baseline_latency_ms", "speedup", "latency_ratio", "params", "trial_seconds",
-    "simulated", "onnx_size_bytes", "onnx_size_mb", "ort_val_acc",
+    "simulated", "onnx_size_bytes", "onnx_size_mb", "ort_val_acc", "torch_size_bytes",
+    "baseline_onnx_size_bytes",
 }
 
 

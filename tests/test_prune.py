@@ -212,3 +212,16 @@ def test_structured_30_percent_with_recovery_within_one_point(default_baseline) 
     acc = accuracy(model, splits.val, cfg.model.img_size, splits.mean, splits.std,
                    torch.device("cpu"))
     assert acc >= base.val_acc - 0.01, (acc, base.val_acc)
+
+
+def test_sparse_storage_is_labelled_as_readable_by_sweeper_only() -> None:
+    from sweeper.trial import _tags
+
+    ctx = TrialContext()
+    apply(vit(), PruneConfig(ratio=0.8, kind="unstructured"), ctx)
+    assert _tags(torch.device("cpu"), 1, ctx, onnx=False)["shipped_format"] == (
+        "sweeper sparse state_dict (loads with sweeper only)")
+    assert _tags(torch.device("cpu"), 1, ctx, onnx=True)["shipped_format"] == "onnx"
+    plain = TrialContext()
+    assert _tags(torch.device("cpu"), 1, plain, onnx=False)["shipped_format"] == (
+        "torch state_dict")
