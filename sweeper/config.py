@@ -33,15 +33,26 @@ RAY_ADDRESS = re.compile(r"auto|(ray://)?([\w.-]+|\[[0-9a-fA-F:.]+\]):\d{1,5}")
 @dataclass(frozen=True)
 class DataConfig:
     name: str = "digits"
-    root: str | None = None  # folder holding the torchvision dataset (CIFAR); None: <output>/data
+    # CIFAR: the torchvision dataset's folder (None: <output>/data); imagefolder: the folder
+    # holding train/<class>/* (and optionally val/, test/)
+    root: str | None = None
     download: bool = False  # CIFAR only: fetch from the internet when missing under root
     val_fraction: float = 0.15  # carved from the training split, fixed by seed
     test_fraction: float = 0.2  # digits only: CIFAR has its own test split
     limit: int = 0  # keep at most this many training images (0 = all); for quick runs
     seed: int = 0
+    # normalisation; None: the dataset's own, else the model's pretrained config (preprocess.py)
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         _choice("data.name", self.name, DATASETS)
+        for key in ("mean", "std"):  # a list when read back from sweep.json
+            value = getattr(self, key)
+            if value is not None:
+                object.__setattr__(self, key, tuple(value))
+                _rgb(f"data.{key}", getattr(self, key), *((0.0, 1.0) if key == "mean"
+                                                          else (1e-6, 10.0)))
         _range("data.val_fraction", self.val_fraction, 0.01, 0.5)
         _range("data.test_fraction", self.test_fraction, 0.01, 0.5)
         _range("data.limit", self.limit, 0, 10**9)
@@ -252,6 +263,13 @@ def _range(key: str, value: float, low: float, high: float) -> None:
     # written so that nan fails too (every comparison with nan is false)
     if not low <= value <= high:
         raise UserError(f"{key}={value} is out of range [{low}, {high}]")
+
+
+def _rgb(key: str, values: tuple[float, ...], low: float, high: float) -> None:
+    if len(values) != 3:
+        raise UserError(f"{key} takes three numbers (R,G,B), got {len(values)}")
+    for v in values:
+        _range(key, v, low, high)
 
 
 def _seed(key: str, value: int) -> None:

@@ -5,8 +5,9 @@
 - cifar10 / cifar100: the python-format folders torchvision downloads, read from `data.root`
   (downloaded through torchvision, which checks the archive, only when `data.download=true`).
 
-Images stay uint8 [N, 3, H, W] (CIFAR-10 as float32 would be 600 MB); `to_input` resizes and
-normalises one batch at a time, on the device that consumes it.
+Images stay uint8 [N, 3, H, W] (CIFAR-10 as float32 would be 600 MB); the sweep's
+`Preprocessing` (sweeper.preprocess) resizes and normalises one batch at a time, on the device
+that consumes it.
 """
 
 from __future__ import annotations
@@ -22,13 +23,15 @@ import torch
 import torch.nn.functional as F
 
 from sweeper import node_lock
-from sweeper.config import DataConfig
+from sweeper.config import DataConfig, ModelConfig
 from sweeper.errors import UserError
+from sweeper.preprocess import Preprocessing, resolve
 
 Pair = tuple[torch.Tensor, torch.Tensor]
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
+DIGITS_STATS = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
 
 @dataclass(frozen=True)
@@ -37,8 +40,7 @@ class Splits:
     val: Pair
     test: Pair
     num_classes: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    preprocessing: Preprocessing
 
     def fingerprint(self) -> str:
         """Content hash of every split: part of the baseline cache key."""
@@ -64,7 +66,7 @@ def _limit(pair: Pair, limit: int) -> Pair:
     return pair if limit <= 0 else (pair[0][:limit], pair[1][:limit])
 
 
-def load_digits(cfg: DataConfig) -> Splits:
+def load_digits(cfg: DataConfig, model: ModelConfig) -> Splits:
     from sklearn.datasets import load_digits as sk_digits
 
     digits = sk_digits()
@@ -85,8 +87,7 @@ def load_digits(cfg: DataConfig) -> Splits:
         val=take(val_idx),
         test=take(test_idx),
         num_classes=10,
-        mean=(0.5, 0.5, 0.5),
-        std=(0.5, 0.5, 0.5),
+        preprocessing=resolve(cfg, model, DIGITS_STATS),
     )
 
 
@@ -116,7 +117,7 @@ def _download_cifar(name: str, root: Path) -> None:
         raise UserError(f"cannot download {name} to {root}: {exc}") from None
 
 
-def load_cifar(cfg: DataConfig, default_root: Path) -> Splits:
+def load_cifar(cfg: DataConfig, model: ModelConfig, default_root: Path) -> Splits:
     """CIFAR-10/100 from the python-format folder torchvision downloads and users keep."""
     root = Path(cfg.root) if cfg.root else default_root
     folder, train_files, test_file, label_key = CIFAR_LAYOUT[cfg.name]
@@ -140,15 +141,19 @@ def load_cifar(cfg: DataConfig, default_root: Path) -> Splits:
         val=val,
         test=test,
         num_classes=10 if cfg.name == "cifar10" else 100,
-        mean=CIFAR_MEAN,
-        std=CIFAR_STD,
+        preprocessing=resolve(cfg, model, (CIFAR_MEAN, CIFAR_STD)),
     )
 
 
-def load_splits(cfg: DataConfig, output_dir: str | Path = "outputs") -> Splits:
+def load_splits(
+    cfg: DataConfig, output_dir: str | Path = "outputs", model: ModelConfig | None = None
+) -> Splits:
+    """The splits and their preprocessing (`model`: whose input size and pretrained config
+    it follows; the default model when None)."""
+    model = model or ModelConfig()
     if cfg.name == "digits":
-        return load_digits(cfg)
-    return load_cifar(cfg, Path(output_dir) / "data")
+        return load_digits(cfg, model)
+    return load_cifar(cfg, model, Path(output_dir) / "data")
 
 
 def to_input(
@@ -158,13 +163,14 @@ def to_input(
     std: tuple[float, ...],
     device: torch.device | str = "cpu",
 ) -> torch.Tensor:
-    """uint8 [B,3,H,W] -> normalised float on `device`, resized to img_size if needed."""
-    x = x.to(device, non_blocking=True).float().div_(255.0)
-    if x.shape[-1] != img_size or x.shape[-2] != img_size:
-        x = F.interpolate(x, size=(img_size, img_size), mode="bilinear", align_corners=False)
-    m = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
-    return (x - m) / s
+    """uint8 [B,3,H,W] -> normalised float on `device`, resized (bilinear) to img_size if
+    needed: `Preprocessing.to_input` with loose arguments, for tests and benchmarks."""
+    return Preprocessing(img_size, _rgb(mean), _rgb(std)).to_input(x, device)
+
+
+def _rgb(values: tuple[float, ...]) -> tuple[float, float, float]:
+    a, b, c = values
+    return (a, b, c)
 
 
 def batches(

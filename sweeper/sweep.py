@@ -62,7 +62,7 @@ def prepare(cfg: Config, tracking_uri: str | None = None) -> Prepared:
     model-dependent limits (`tracking_uri`: the one a resumed sweep keeps)."""
     space = load_space(cfg.space)
     preflight.check_launch(cfg, tracking_uri)
-    splits = load_splits(cfg.data, cfg.output_dir)
+    splits = load_splits(cfg.data, cfg.output_dir, cfg.model)
     model = create_model(cfg.model, splits.num_classes)
     check_against_model(space, model)
     return Prepared(cfg, space, splits)
@@ -82,9 +82,8 @@ def baseline_row(
         "trial": "baseline",
         "config": {},
         "val_acc": inputs.baseline_val_acc,
-        "test_acc": accuracy(build_baseline(inputs), splits.test, cfg.model.img_size,
-                             splits.mean, splits.std, torch.device("cpu"),
-                             cfg.measure.eval_batch_size),
+        "test_acc": accuracy(build_baseline(inputs), splits.test, splits.preprocessing,
+                             torch.device("cpu"), cfg.measure.eval_batch_size),
         "size_mb": inputs.baseline_size_bytes / 1e6,
         "latency_ms": statistics.median(base_lat) if base_lat else float("nan"),
         "latency_ratio": 1.0,
@@ -104,8 +103,7 @@ def _inputs(cfg: Config, splits: Splits, log: Log) -> tuple[TrialInputs, Any]:
         num_classes=splits.num_classes,
         train=splits.train,
         val=splits.val,
-        mean=splits.mean,
-        std=splits.std,
+        preprocessing=splits.preprocessing,
     )
     return inputs, base
 
@@ -133,7 +131,8 @@ def launch(prep: Prepared, log: Log = print) -> SweepOutcome:
                                  "baseline_size_mb": inputs.baseline_size_bytes / 1e6})
     meta = {"name": name, "space": space.name, "parent_run_id": parent,
             "tracking_uri": cfg.resolved_tracking_uri(), "config": cfg.to_dict(),
-            "status": "RUNNING"}
+            "status": "RUNNING", "num_classes": splits.num_classes,
+            "preprocessing": splits.preprocessing.to_dict()}  # read back by export
     write_json(sweep_dir / "sweep.json", meta)
     log(f"sweep {name}: {cfg.search.trials} trials of space '{space.name}', concurrency "
         f"{cfg.search.concurrency}, sampler {cfg.search.sampler}, MLflow run {parent}")

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sweeper.data import Pair, batches, to_input
+from sweeper.data import Pair, batches
+from sweeper.preprocess import Preprocessing
 
 
 @dataclass(frozen=True)
@@ -63,9 +64,7 @@ def fit(
     model: nn.Module,
     train: Pair,
     settings: FitSettings,
-    img_size: int,
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
+    preprocessing: Preprocessing,
     device: torch.device,
     teacher: nn.Module | None = None,
     on_epoch: Callable[[int, float], None] | None = None,
@@ -96,7 +95,7 @@ def fit(
             for xb, yb in batches(train, settings.batch_size, shuffle=True, generator=gen):
                 if settings.augment:
                     xb = random_shift(xb, 2, gen)
-                x = to_input(xb, img_size, mean, std, device)
+                x = preprocessing.to_input(xb, device)
                 y = yb.to(device)
                 logits = model(x)
                 loss = F.cross_entropy(logits, y, label_smoothing=settings.label_smoothing)
@@ -121,27 +120,23 @@ def fit(
 def predict(
     model: nn.Module,
     data: Pair,
-    img_size: int,
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
+    preprocessing: Preprocessing,
     device: torch.device,
     batch_size: int = 256,
 ) -> torch.Tensor:
     model.eval()
     out = []
     for xb, _ in batches(data, batch_size):
-        out.append(model(to_input(xb, img_size, mean, std, device)).argmax(-1).cpu())
+        out.append(model(preprocessing.to_input(xb, device)).argmax(-1).cpu())
     return torch.cat(out)
 
 
 def accuracy(
     model: nn.Module,
     data: Pair,
-    img_size: int,
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
+    preprocessing: Preprocessing,
     device: torch.device,
     batch_size: int = 256,
 ) -> float:
-    pred = predict(model, data, img_size, mean, std, device, batch_size)
+    pred = predict(model, data, preprocessing, device, batch_size)
     return float((pred == data[1]).float().mean())

@@ -30,6 +30,7 @@ from sweeper.measure import (
     state_bytes,
 )
 from sweeper.models import create_model
+from sweeper.preprocess import Preprocessing
 from sweeper.train import accuracy
 
 MB = 1e6
@@ -46,8 +47,7 @@ class TrialInputs:
     num_classes: int
     train: Pair
     val: Pair
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    preprocessing: Preprocessing
 
 
 @dataclass
@@ -102,9 +102,7 @@ def run_trial(
         device=device,
         train=inputs.train,
         val=inputs.val,
-        img_size=cfg.model.img_size,
-        mean=inputs.mean,
-        std=inputs.std,
+        preprocessing=inputs.preprocessing,
         batch_size=cfg.train.batch_size,
         weight_decay=cfg.train.weight_decay,
         seed=cfg.search.seed,
@@ -115,19 +113,18 @@ def run_trial(
     run_device = torch.device(ctx.runs_on) if ctx.runs_on else model_device(model, device)
     model.to(run_device).eval()
 
-    val_acc = accuracy(model, inputs.val, cfg.model.img_size, inputs.mean, inputs.std,
-                       run_device, cfg.measure.eval_batch_size)
+    val_acc = accuracy(model, inputs.val, inputs.preprocessing, run_device,
+                       cfg.measure.eval_batch_size)
     artefact = state_bytes(model)
     runtime_metrics: dict[str, float] = {}
     if cfg.measure.runtime == "onnxruntime":
         from sweeper import runtime  # onnx/onnxruntime load only when asked for
 
-        latency, runtime_metrics = runtime.measure(
-            model, baseline, cfg, run_device, threads, inputs.val, inputs.mean, inputs.std, ctx,
-        )
+        latency, runtime_metrics = runtime.measure(model, baseline, cfg, run_device, threads,
+                                                   ctx)
     else:
         latency = compare_latency(
-            model, baseline.to(run_device), cfg.model.img_size, cfg.measure.batch_sizes,
+            model, baseline.to(run_device), inputs.preprocessing.img_size, cfg.measure.batch_sizes,
             run_device, Timing.of(cfg.measure),
         )
     b1, blarge = cfg.measure.batch_sizes[0], cfg.measure.batch_sizes[-1]
@@ -217,5 +214,5 @@ def evaluate_artefact(
     """Accuracy of a saved compressed model on `data` (used for the front's test accuracy)."""
     model = compress.rebuild(build_baseline(inputs), pipeline, state)
     cfg = inputs.config
-    return accuracy(model, data, cfg.model.img_size, inputs.mean, inputs.std,
-                    torch.device("cpu"), cfg.measure.eval_batch_size)
+    return accuracy(model, data, inputs.preprocessing, torch.device("cpu"),
+                    cfg.measure.eval_batch_size)

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from sweeper.errors import UserError
+from sweeper.preprocess import Preprocessing
 
 STAGES = ("prune", "lowrank", "token_merge", "recover", "quantize")
 # The technique modules, imported by load_all (each registers itself on import).
@@ -69,11 +70,10 @@ class TrialContext:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     train: tuple[torch.Tensor, torch.Tensor] | None = None  # uint8 images, int64 labels
     val: tuple[torch.Tensor, torch.Tensor] | None = None
-    img_size: int = 32
-    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    # the sweep's, passed whole (the default: the embedded digits data)
+    preprocessing: Preprocessing = field(
+        default_factory=lambda: Preprocessing(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)))
     batch_size: int = 64
-    lr: float = 1e-3
     weight_decay: float = 0.05
     seed: int = 0
     teacher: nn.Module | None = None  # the uncompressed baseline

@@ -28,7 +28,8 @@ from torch import nn
 from torch.ao.nn.quantized.modules.linear import LinearPackedParams
 from torch.ao.quantization.observer import HistogramObserver
 
-from sweeper.data import batches, to_input
+from sweeper.data import batches
+from sweeper.preprocess import Preprocessing
 
 FLOAT_OPS = "layernorm,softmax,gelu,attention_matmuls,patch_embed_conv"
 # x86 int8 GEMMs without VNNI (AVX2, AVX-512 without VNNI) multiply uint8 activations by int8
@@ -108,9 +109,7 @@ def calibrate(
     train: tuple[torch.Tensor, torch.Tensor],
     n_batches: int,
     batch_size: int,
-    img_size: int,
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
+    preprocessing: Preprocessing,
     seed: int,
 ) -> tuple[dict[str, tuple[float, int]], int]:
     """Input (scale, zero_point) of every nn.Linear from `n_batches` shuffled training batches.
@@ -134,7 +133,7 @@ def calibrate(
         for i, (xb, _) in enumerate(batches(train, batch_size, shuffle=True, generator=gen)):
             if i >= n_batches:
                 break
-            model(to_input(xb, img_size, mean, std, "cpu"))
+            model(preprocessing.to_input(xb, "cpu"))
             seen += len(xb)
     finally:
         for h in hooks:

@@ -41,7 +41,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from sweeper.compress import TrialContext, param, register
-from sweeper.data import Pair, to_input
+from sweeper.data import Pair
 from sweeper.measure import count_parameters
 from sweeper.train import FitSettings, kd_loss
 
@@ -150,7 +150,7 @@ def shifted(images: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
 
 def _fingerprint(teacher: nn.Module, images: torch.Tensor, offsets: torch.Tensor,
                  ctx: TrialContext) -> str:
-    h = hashlib.sha256(repr((ctx.img_size, ctx.mean, ctx.std)).encode())
+    h = hashlib.sha256(repr(ctx.preprocessing).encode())
     for key, value in teacher.state_dict().items():
         h.update(key.encode())
         if isinstance(value, torch.Tensor):
@@ -171,8 +171,9 @@ def teacher_logits(
         _LOGITS.move_to_end(key)
         return _LOGITS[key], True
     teacher.eval()
-    out = [torch.cat([teacher(to_input(shifted(images[i : i + 256], view[i : i + 256]),
-                                       ctx.img_size, ctx.mean, ctx.std, ctx.device)).float().cpu()
+    prep = ctx.preprocessing
+    out = [torch.cat([teacher(prep.to_input(shifted(images[i : i + 256], view[i : i + 256]),
+                                            ctx.device)).float().cpu()
                       for i in range(0, len(images), 256)])
            for view in offsets]
     _LOGITS[key] = torch.stack(out)
@@ -222,8 +223,7 @@ def train_student(
     for _ in range(cfg.epochs):
         for idx in torch.randperm(len(labels), generator=gen).split(ctx.batch_size):
             view = torch.randint(0, len(offsets), (len(idx),), generator=gen)
-            x = to_input(shifted(images[idx], offsets[view, idx]), ctx.img_size, ctx.mean,
-                         ctx.std, ctx.device)
+            x = ctx.preprocessing.to_input(shifted(images[idx], offsets[view, idx]), ctx.device)
             t = None if targets is None else targets[view, idx].to(ctx.device)
             loss = distill_loss(student(x), labels[idx].to(ctx.device), t, cfg)
             opt.zero_grad(set_to_none=True)
