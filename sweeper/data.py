@@ -1,9 +1,11 @@
-"""Datasets with fixed train/val/test splits, held as uint8 tensors.
+"""Datasets with fixed train/val/test splits (sweeper.split): built-in ones held as uint8
+tensors, image folders streamed from disk.
 
 - digits (default, embedded): scikit-learn's 8x8 handwritten digits, upsampled to 32x32 RGB.
   Needs no download.
 - cifar10 / cifar100: the python-format folders torchvision downloads, read from `data.root`
   (downloaded through torchvision, which checks the archive, only when `data.download=true`).
+- imagefolder: the user's images under `data.root` (sweeper.imagefolder), never held whole.
 
 Images stay uint8 [N, 3, H, W] (CIFAR-10 as float32 would be 600 MB); the sweep's
 `Preprocessing` (sweeper.preprocess) resizes and normalises one batch at a time, on the device
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import pickle
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,12 +23,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sweeper import node_lock
 from sweeper.config import DataConfig, ModelConfig
 from sweeper.errors import UserError
 from sweeper.preprocess import Preprocessing, resolve
-
-Pair = tuple[torch.Tensor, torch.Tensor]
+from sweeper.split import Pair, Split, TensorSplit, batches  # noqa: F401 (re-exported)
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
@@ -36,19 +35,28 @@ DIGITS_STATS = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
 @dataclass(frozen=True)
 class Splits:
-    train: Pair
-    val: Pair
-    test: Pair
+    train: Split
+    val: Split
+    test: Split
     num_classes: int
     preprocessing: Preprocessing
+    classes: tuple[str, ...] = ()  # class names where the data has them (image folders)
 
     def fingerprint(self) -> str:
-        """Content hash of every split: part of the baseline cache key."""
+        """Content hash of every split and of the preprocessing: part of the baseline cache
+        key. Built-in data with its own preprocessing hashes as before the preprocessing
+        was part of it, so existing cached baselines stay valid."""
         h = hashlib.sha256()
-        for x, y in (self.train, self.val, self.test):
-            h.update(x.numpy().tobytes())
-            h.update(y.numpy().tobytes())
+        for split in (self.train, self.val, self.test):
+            split.feed(h)
+        if not _builtin(self.preprocessing):
+            h.update(repr(self.preprocessing).encode())
         return h.hexdigest()[:16]
+
+
+def _builtin(prep: Preprocessing) -> bool:
+    return ((prep.mean, prep.std) in (DIGITS_STATS, (CIFAR_MEAN, CIFAR_STD))
+            and prep.interpolation == "bilinear" and prep.crop_pct == 1.0)
 
 
 def _split_indices(n: int, fractions: tuple[float, ...], seed: int) -> list[np.ndarray]:
@@ -60,10 +68,6 @@ def _split_indices(n: int, fractions: tuple[float, ...], seed: int) -> list[np.n
         start += size
     cuts.append(order[start:])
     return cuts
-
-
-def _limit(pair: Pair, limit: int) -> Pair:
-    return pair if limit <= 0 else (pair[0][:limit], pair[1][:limit])
 
 
 def load_digits(cfg: DataConfig, model: ModelConfig) -> Splits:
@@ -78,12 +82,12 @@ def load_digits(cfg: DataConfig, model: ModelConfig) -> Splits:
         len(labels), (cfg.test_fraction, cfg.val_fraction), cfg.seed
     )
 
-    def take(idx: np.ndarray) -> Pair:
+    def take(idx: np.ndarray) -> TensorSplit:
         t = torch.from_numpy(np.sort(idx))
-        return images[t].contiguous(), labels[t].contiguous()
+        return TensorSplit(images[t].contiguous(), labels[t].contiguous())
 
     return Splits(
-        train=_limit(take(train_idx), cfg.limit),
+        train=take(train_idx).limit(cfg.limit),
         val=take(val_idx),
         test=take(test_idx),
         num_classes=10,
@@ -134,12 +138,12 @@ def load_cifar(cfg: DataConfig, model: ModelConfig, default_root: Path) -> Split
     x = torch.cat([p[0] for p in parts])
     y = torch.cat([p[1] for p in parts])
     val_idx, train_idx = _split_indices(len(y), (cfg.val_fraction,), cfg.seed)
-    train = (x[np.sort(train_idx)], y[np.sort(train_idx)])
-    val = (x[np.sort(val_idx)], y[np.sort(val_idx)])
+    train = TensorSplit(x[np.sort(train_idx)], y[np.sort(train_idx)])
+    val = TensorSplit(x[np.sort(val_idx)], y[np.sort(val_idx)])
     return Splits(
-        train=_limit(train, cfg.limit),
+        train=train.limit(cfg.limit),
         val=val,
-        test=test,
+        test=TensorSplit(*test),
         num_classes=10 if cfg.name == "cifar10" else 100,
         preprocessing=resolve(cfg, model, (CIFAR_MEAN, CIFAR_STD)),
     )
@@ -153,7 +157,18 @@ def load_splits(
     model = model or ModelConfig()
     if cfg.name == "digits":
         return load_digits(cfg, model)
+    if cfg.name == "imagefolder":
+        return load_imagefolder(cfg, model)
     return load_cifar(cfg, model, Path(output_dir) / "data")
+
+
+def load_imagefolder(cfg: DataConfig, model: ModelConfig) -> Splits:
+    from sweeper import imagefolder
+
+    prep = resolve(cfg, model)
+    parts, classes = imagefolder.load(cfg, prep)
+    return Splits(parts["train"], parts["val"], parts["test"], len(classes), prep,
+                  tuple(classes))
 
 
 def to_input(
@@ -172,19 +187,3 @@ def _rgb(values: tuple[float, ...]) -> tuple[float, float, float]:
     a, b, c = values
     return (a, b, c)
 
-
-def batches(
-    pair: Pair,
-    batch_size: int,
-    shuffle: bool = False,
-    generator: torch.Generator | None = None,
-) -> Iterator[Pair]:
-    """Mini-batches of `pair`. Inside a trial each batch is computed under the node lock's
-    shared side (sweeper.node_lock), so it waits while another trial on this node measures
-    latency: every training, evaluation and calibration loop goes through here."""
-    x, y = pair
-    order = torch.randperm(len(y), generator=generator) if shuffle else torch.arange(len(y))
-    for start in range(0, len(y), batch_size):
-        idx = order[start : start + batch_size]
-        with node_lock.computing():  # held until the caller asks for the next batch
-            yield x[idx], y[idx]

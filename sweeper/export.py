@@ -56,6 +56,7 @@ class TrialArtefact:
     reported: dict[str, float]
     num_classes: int
     prep: Preprocessing  # the sweep's, as its driver recorded it
+    classes: tuple[str, ...] = ()  # class names by index, where the data has them
 
     def state(self) -> dict[str, Any]:
         path = self.checkpoint / "model.pt"
@@ -82,6 +83,7 @@ class TrialArtefact:
         return {
             **self.prep.to_dict(),
             "num_classes": self.num_classes,
+            **({"classes": list(self.classes)} if self.classes else {}),
             "input": "float32 [batch, 3, img_size, img_size] = (uint8 RGB / 255 - mean) / std",
         }
 
@@ -134,7 +136,8 @@ def find_trial(run: str, trial: str, output_dir: str) -> TrialArtefact:
         raise UserError(f"{ckpt / 'pipeline.json'} is not a trial's pipeline ({exc})") from None
     cfg = config_from_dict(meta["config"])
     return TrialArtefact(cfg, trial, ckpt, pipeline, _reported(ckpt),
-                         *recorded_preprocessing(meta, cfg))
+                         *recorded_preprocessing(meta, cfg),
+                         tuple(str(c) for c in meta.get("classes") or ()))
 
 
 def check_onnx(art: TrialArtefact) -> None:

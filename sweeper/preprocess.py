@@ -121,10 +121,11 @@ def resolve(
         return Preprocessing(model.img_size, data.mean or dataset_stats[0],
                              data.std or dataset_stats[1])
     timm_cfg = model_config(instance, model.name)
-    if not timm_cfg:
-        from timm.data import resolve_data_config
+    if not timm_cfg:  # timm's defaults: ImageNet statistics, its default crop
+        from timm.data import DEFAULT_CROP_PCT, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-        timm_cfg = resolve_data_config({})  # timm's defaults: ImageNet statistics
+        timm_cfg = {"mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
+                    "interpolation": "bicubic", "crop_pct": DEFAULT_CROP_PCT}
     try:
         return Preprocessing(
             img_size=model.img_size,

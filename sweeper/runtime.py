@@ -23,10 +23,10 @@ from torch import nn
 from sweeper import node_lock
 from sweeper.compress import TrialContext
 from sweeper.config import Config
-from sweeper.data import Pair, batches
 from sweeper.measure import DEFAULT_TIMING, LatencyPair, Timing, paired_inputs, paired_ratio
 from sweeper.onnx_lowering import LoweringReport, export_float, to_onnx
 from sweeper.preprocess import Preprocessing
+from sweeper.split import Pair, Split, as_split
 
 
 def onnx_bytes(model: nn.Module, img_size: int) -> tuple[bytes, LoweringReport]:
@@ -93,13 +93,15 @@ def compare_latency(
 
 
 def accuracy(
-    sess: ort.InferenceSession, data: Pair, preprocessing: Preprocessing, batch_size: int = 256
+    sess: ort.InferenceSession, data: Split | Pair, preprocessing: Preprocessing,
+    batch_size: int = 256,
 ) -> float:
+    data = as_split(data)
     correct = 0
-    for xb, yb in batches(data, batch_size):
+    for xb, yb in data.batches(batch_size):
         logits = predict(sess, preprocessing.to_input(xb, "cpu").numpy())
         correct += int((torch.from_numpy(logits).argmax(-1) == yb).sum())
-    return correct / max(1, len(data[1]))
+    return correct / max(1, len(data))
 
 
 def measure(

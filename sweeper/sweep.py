@@ -132,7 +132,8 @@ def launch(prep: Prepared, log: Log = print) -> SweepOutcome:
     meta = {"name": name, "space": space.name, "parent_run_id": parent,
             "tracking_uri": cfg.resolved_tracking_uri(), "config": cfg.to_dict(),
             "status": "RUNNING", "num_classes": splits.num_classes,
-            "preprocessing": splits.preprocessing.to_dict()}  # read back by export
+            "preprocessing": splits.preprocessing.to_dict(),  # read back by export
+            "classes": list(splits.classes)}
     write_json(sweep_dir / "sweep.json", meta)
     log(f"sweep {name}: {cfg.search.trials} trials of space '{space.name}', concurrency "
         f"{cfg.search.concurrency}, sampler {cfg.search.sampler}, MLflow run {parent}")

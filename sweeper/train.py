@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sweeper.data import Pair, batches
 from sweeper.preprocess import Preprocessing
+from sweeper.split import Pair, Split, as_split
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def deterministic_algorithms() -> Iterator[None]:
 
 def fit(
     model: nn.Module,
-    train: Pair,
+    train: Split | Pair,
     settings: FitSettings,
     preprocessing: Preprocessing,
     device: torch.device,
@@ -72,6 +72,7 @@ def fit(
     """AdamW with linear warm-up and cosine decay; optional distillation from `teacher`."""
     if settings.epochs <= 0:
         return model
+    train = as_split(train)
     with deterministic_algorithms():
         gen = torch.Generator().manual_seed(settings.seed)
         torch.manual_seed(settings.seed)
@@ -80,7 +81,7 @@ def fit(
             teacher.to(device).eval()
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
-        steps_per_epoch = math.ceil(len(train[1]) / settings.batch_size)
+        steps_per_epoch = math.ceil(len(train) / settings.batch_size)
         total = settings.epochs * steps_per_epoch
         warm = max(1, int(settings.warmup_epochs * steps_per_epoch))
 
@@ -92,7 +93,7 @@ def fit(
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
         for epoch in range(settings.epochs):
             running, seen = 0.0, 0
-            for xb, yb in batches(train, settings.batch_size, shuffle=True, generator=gen):
+            for xb, yb in train.batches(settings.batch_size, shuffle=True, generator=gen):
                 if settings.augment:
                     xb = random_shift(xb, 2, gen)
                 x = preprocessing.to_input(xb, device)
@@ -119,24 +120,25 @@ def fit(
 @torch.inference_mode()
 def predict(
     model: nn.Module,
-    data: Pair,
+    data: Split | Pair,
     preprocessing: Preprocessing,
     device: torch.device,
     batch_size: int = 256,
 ) -> torch.Tensor:
     model.eval()
     out = []
-    for xb, _ in batches(data, batch_size):
+    for xb, _ in as_split(data).batches(batch_size):
         out.append(model(preprocessing.to_input(xb, device)).argmax(-1).cpu())
     return torch.cat(out)
 
 
 def accuracy(
     model: nn.Module,
-    data: Pair,
+    data: Split | Pair,
     preprocessing: Preprocessing,
     device: torch.device,
     batch_size: int = 256,
 ) -> float:
+    data = as_split(data)
     pred = predict(model, data, preprocessing, device, batch_size)
-    return float((pred == data[1]).float().mean())
+    return float((pred == data.labels).float().mean())

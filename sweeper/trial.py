@@ -20,7 +20,6 @@ from torch import nn
 
 from sweeper import compress, node_lock
 from sweeper.config import Config
-from sweeper.data import Pair
 from sweeper.hardware import cpu_model, isa_summary
 from sweeper.measure import (
     LatencyPair,
@@ -31,6 +30,7 @@ from sweeper.measure import (
 )
 from sweeper.models import create_model
 from sweeper.preprocess import Preprocessing
+from sweeper.split import Split
 from sweeper.train import accuracy
 
 MB = 1e6
@@ -45,8 +45,8 @@ class TrialInputs:
     baseline_val_acc: float
     baseline_size_bytes: int
     num_classes: int
-    train: Pair
-    val: Pair
+    train: Split  # in memory (digits, CIFAR) or file names streamed from disk (image folders)
+    val: Split
     preprocessing: Preprocessing
 
 
@@ -209,7 +209,7 @@ def _node_ip() -> str:
 
 
 def evaluate_artefact(
-    inputs: TrialInputs, pipeline: list[Any], state: dict[str, torch.Tensor], data: Pair
+    inputs: TrialInputs, pipeline: list[Any], state: dict[str, torch.Tensor], data: Split
 ) -> float:
     """Accuracy of a saved compressed model on `data` (used for the front's test accuracy)."""
     model = compress.rebuild(build_baseline(inputs), pipeline, state)

@@ -66,7 +66,7 @@ def test_teacher_logits_are_computed_once_per_split() -> None:
     train = data(seed=7)
     ctx = context(teacher, train)
     offsets = view_offsets(48, 4, ctx.seed)
-    logits, cached = teacher_logits(teacher, train[0], offsets, ctx)
+    logits, cached = teacher_logits(teacher, ctx.train, offsets, ctx)
     assert not cached and len(calls) == 4 and logits.shape == (4, 48, 10)  # a batch per view
     with torch.no_grad():  # view 0 is the image itself, the others are shifted copies
         assert torch.allclose(logits[0], teacher(ctx.preprocessing.to_input(train[0])))

@@ -30,9 +30,9 @@ def quantized(d: DefaultBaseline, cfg: QuantizeConfig) -> nn.Module:
 @torch.no_grad()
 def val_scores(d: DefaultBaseline, model: nn.Module) -> tuple[float, float]:
     """(accuracy, KL divergence of the model's softmax from the float baseline's)."""
-    x = d.splits.preprocessing.to_input(d.splits.val[0])
+    x = d.splits.preprocessing.to_input(d.splits.val.images)
     ref, out = d.baseline.model.eval()(x), model.eval()(x)
-    acc = float((out.argmax(-1) == d.splits.val[1]).float().mean())
+    acc = float((out.argmax(-1) == d.splits.val.labels).float().mean())
     kl = F.kl_div(F.log_softmax(out, -1), F.log_softmax(ref, -1), log_target=True,
                   reduction="batchmean")
     return acc, float(kl)

@@ -68,7 +68,7 @@ def test_export_onnx_and_torch_predict_alike_at_the_reported_size(sweep, capsys)
     tmp, meta, children = sweep
     cfg = config_from_dict(meta["config"])
     splits = load_splits(cfg.data)
-    x = splits.preprocessing.to_input(splits.val[0][:64])
+    x = splits.preprocessing.to_input(splits.val.images[:64])
     for child in children:
         trial, m = child.info.run_name, child.data.metrics
         onnx_path, torch_path = tmp / f"{trial}.onnx", tmp / f"{trial}.pt"

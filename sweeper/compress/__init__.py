@@ -26,6 +26,7 @@ from torch import nn
 
 from sweeper.errors import UserError
 from sweeper.preprocess import Preprocessing
+from sweeper.split import Pair, Split, as_split
 
 STAGES = ("prune", "lowrank", "token_merge", "recover", "quantize")
 # The technique modules, imported by load_all (each registers itself on import).
@@ -68,8 +69,9 @@ class TrialContext:
     """What a technique may need besides the model: data, device, threads and the teacher."""
 
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    train: tuple[torch.Tensor, torch.Tensor] | None = None  # uint8 images, int64 labels
-    val: tuple[torch.Tensor, torch.Tensor] | None = None
+    # sweeper.split splits (an (images uint8, labels int64) pair is wrapped as one)
+    train: Split | Pair | None = None
+    val: Split | Pair | None = None
     # the sweep's, passed whole (the default: the embedded digits data)
     preprocessing: Preprocessing = field(
         default_factory=lambda: Preprocessing(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)))
@@ -85,6 +87,10 @@ class TrialContext:
     runs_on: str | None = None
     simulated: bool = False
     artifacts_dir: Path | None = None  # techniques write files here (attached to the run)
+
+    def __post_init__(self) -> None:
+        self.train = None if self.train is None else as_split(self.train)
+        self.val = None if self.val is None else as_split(self.val)
 
 
 @dataclass(frozen=True)

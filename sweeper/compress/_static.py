@@ -28,8 +28,8 @@ from torch import nn
 from torch.ao.nn.quantized.modules.linear import LinearPackedParams
 from torch.ao.quantization.observer import HistogramObserver
 
-from sweeper.data import batches
 from sweeper.preprocess import Preprocessing
+from sweeper.split import Pair, Split, as_split
 
 FLOAT_OPS = "layernorm,softmax,gelu,attention_matmuls,patch_embed_conv"
 # x86 int8 GEMMs without VNNI (AVX2, AVX-512 without VNNI) multiply uint8 activations by int8
@@ -106,7 +106,7 @@ class StaticInt8Linear(nn.Module):
 @torch.no_grad()
 def calibrate(
     model: nn.Module,
-    train: tuple[torch.Tensor, torch.Tensor],
+    train: Split | Pair,
     n_batches: int,
     batch_size: int,
     preprocessing: Preprocessing,
@@ -130,7 +130,8 @@ def calibrate(
     seen = 0
     model.eval()
     try:
-        for i, (xb, _) in enumerate(batches(train, batch_size, shuffle=True, generator=gen)):
+        for i, (xb, _) in enumerate(as_split(train).batches(batch_size, shuffle=True,
+                                                            generator=gen)):
             if i >= n_batches:
                 break
             model(preprocessing.to_input(xb, "cpu"))
