@@ -102,21 +102,21 @@ def pipelines(quick: bool) -> dict[str, list[Any]]:
 
 def trial_inputs(cfg: Config, log: Callable[[str], None]) -> TrialInputs:
     """As sweep.launch builds them: the cached (or freshly trained) baseline and the splits."""
-    splits = load_splits(cfg.data, cfg.output_dir)
+    splits = load_splits(cfg.data, cfg.output_dir, cfg.model)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     base = load_or_train_baseline(cfg, splits, torch.device("cpu"), log)
     model = base.model.cpu().eval()
     return TrialInputs(
         config=cfg, baseline_state=model.state_dict(), baseline_val_acc=base.val_acc,
         baseline_size_bytes=serialized_size(model), num_classes=splits.num_classes,
-        train=splits.train, val=splits.val, mean=splits.mean, std=splits.std,
+        train=splits.train, val=splits.val, preprocessing=splits.preprocessing,
     )
 
 
 def run(cfg: Config, names: list[str] | None, quick: bool,
         log: Callable[[str], None] = print) -> dict[str, Any]:
     inputs = trial_inputs(cfg, log)
-    test = load_splits(cfg.data, cfg.output_dir).test  # reported only, never chosen on
+    test = load_splits(cfg.data, cfg.output_dir, cfg.model).test  # reported only, never chosen on
     table = pipelines(quick)
     unknown = sorted(set(names or []) - set(table))
     if unknown:

@@ -19,7 +19,7 @@ from sweeper.checks import check_choice, check_float, check_int
 from sweeper.errors import UserError
 
 SAMPLERS = ("nsga2", "tpe", "random", "gp")
-DATASETS = ("digits", "cifar10", "cifar100")
+DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
 DEVICES = ("auto", "cpu", "cuda")
 RUNTIMES = ("torch", "onnxruntime")
 SEED_MAX = 2**32 - 1  # numpy's and Optuna's samplers take seeds in 0..2**32-1
@@ -34,15 +34,28 @@ RAY_ADDRESS = re.compile(r"auto|(ray://)?([\w.-]+|\[[0-9a-fA-F:.]+\]):\d{1,5}")
 @dataclass(frozen=True)
 class DataConfig:
     name: str = "digits"
-    root: str | None = None  # folder holding the torchvision dataset (CIFAR); None: <output>/data
+    # CIFAR: the torchvision dataset's folder (None: <output>/data); imagefolder: the folder
+    # holding train/<class>/* and optionally val/ and test/ (sweeper.imagefolder)
+    root: str | None = None
     download: bool = False  # CIFAR only: fetch from the internet when missing under root
     val_fraction: float = 0.15  # carved from the training split, fixed by seed
-    test_fraction: float = 0.2  # digits only: CIFAR has its own test split
+    test_fraction: float = 0.2  # digits, and an image folder without test/ (CIFAR has one)
     limit: int = 0  # keep at most this many training images (0 = all); for quick runs
     seed: int = 0
+    # normalisation; None: the dataset's own, else the model's pretrained config (preprocess.py)
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    workers: int = 2  # imagefolder: DataLoader processes decoding images, per loop
 
     def __post_init__(self) -> None:
         check_choice("data.name", self.name, DATASETS)
+        for key in ("mean", "std"):  # a list when read back from sweep.json
+            value = getattr(self, key)
+            if value is not None:
+                object.__setattr__(self, key, tuple(value))
+                _rgb(f"data.{key}", getattr(self, key), *((0.0, 1.0) if key == "mean"
+                                                          else (1e-6, 10.0)))
+        check_int("data.workers", self.workers, 0, 64)
         check_float("data.val_fraction", self.val_fraction, 0.01, 0.5)
         check_float("data.test_fraction", self.test_fraction, 0.01, 0.5)
         check_int("data.limit", self.limit, 0, 10**9)
@@ -247,6 +260,13 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _rgb(key: str, values: tuple[float, ...], low: float, high: float) -> None:
+    if len(values) != 3:
+        raise UserError(f"{key} takes three numbers (R,G,B), got {len(values)}")
+    for v in values:
+        check_float(key, v, low, high)
 
 
 def no_password(key: str, url: str | None, env: str) -> None:

@@ -8,7 +8,8 @@ Writes one trial's compressed model to a single file:
   only onnxruntime to run:
       sess = onnxruntime.InferenceSession("trial.onnx")
       logits = sess.run(None, {"input": x})[0]     # x = (images/255 - mean) / std
-  Preprocessing (image size, mean, std) is written next to it as trial.onnx.json.
+  Preprocessing (image size, mean, std, interpolation, crop_pct: the sweep's own, read from
+  its sweep.json) is written next to it as trial.onnx.json.
 - format=torch: the saved state_dict plus what rebuilds the module around it; loading is
       model = sweeper.export.load_torch("trial.pt")
 
@@ -31,11 +32,12 @@ from torch import nn
 
 from sweeper import compress
 from sweeper.config import Config, ModelConfig, config_from_dict
-from sweeper.data import CIFAR_MEAN, CIFAR_STD
+from sweeper.data import CIFAR_MEAN, CIFAR_STD, DIGITS_STATS
 from sweeper.errors import UserError
 from sweeper.files import MODEL_FILE
 from sweeper.models import create_model
 from sweeper.preflight import read_sweep_meta, writable_folder
+from sweeper.preprocess import Preprocessing
 
 FORMATS = ("onnx", "torch")
 # techniques whose compressed model cannot be written as ONNX, and why
@@ -53,6 +55,9 @@ class TrialArtifact:
     checkpoint: Path
     pipeline: dict[str, dict[str, Any]]
     reported: dict[str, float]
+    num_classes: int
+    prep: Preprocessing  # the sweep's, as its driver recorded it
+    classes: tuple[str, ...] = ()  # class names by index, where the data has them
 
     def state(self) -> dict[str, Any]:
         path = self.checkpoint / MODEL_FILE
@@ -63,7 +68,7 @@ class TrialArtifact:
             raise UserError(f"checkpoint {path} is unreadable ({first})") from None
 
     def model(self) -> nn.Module:
-        num_classes = NUM_CLASSES[self.config.data.name]
+        num_classes = self.num_classes
         # structure only: the saved state replaces every weight, so nothing is downloaded
         structure = dataclasses.replace(self.config.model, pretrained=False)
         baseline = create_model(structure, num_classes)
@@ -76,14 +81,27 @@ class TrialArtifact:
                             f"and pipeline ({first})") from None
 
     def preprocessing(self) -> dict[str, Any]:
-        digits = self.config.data.name == "digits"
         return {
-            "img_size": self.config.model.img_size,
-            "mean": [0.5] * 3 if digits else list(CIFAR_MEAN),
-            "std": [0.5] * 3 if digits else list(CIFAR_STD),
-            "num_classes": NUM_CLASSES[self.config.data.name],
+            **self.prep.to_dict(),
+            "num_classes": self.num_classes,
+            **({"classes": list(self.classes)} if self.classes else {}),
             "input": "float32 [batch, 3, img_size, img_size] = (uint8 RGB / 255 - mean) / std",
         }
+
+
+def recorded_preprocessing(meta: dict[str, Any], cfg: Config) -> tuple[int, Preprocessing]:
+    """Class count and preprocessing as the sweep recorded them in sweep.json; sweeps from
+    before that record are digits or CIFAR, whose values are known."""
+    if "preprocessing" in meta and "num_classes" in meta:
+        try:
+            return int(meta["num_classes"]), Preprocessing.from_dict(meta["preprocessing"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UserError(f"sweep {meta.get('name')}: unreadable preprocessing record "
+                            f"({exc})") from None
+    if cfg.data.name not in NUM_CLASSES:
+        raise UserError(f"sweep {meta.get('name')} records no preprocessing")
+    mean, std = DIGITS_STATS if cfg.data.name == "digits" else (CIFAR_MEAN, CIFAR_STD)
+    return NUM_CLASSES[cfg.data.name], Preprocessing(cfg.model.img_size, mean, std)
 
 
 def _reported(checkpoint: Path) -> dict[str, float]:
@@ -117,8 +135,10 @@ def find_trial(run: str, trial: str, output_dir: str) -> TrialArtifact:
         compress.pipeline_from_dict(pipeline)  # a UserError names a bad technique or value
     except (OSError, ValueError, TypeError, AttributeError) as exc:
         raise UserError(f"{ckpt / 'pipeline.json'} is not a trial's pipeline ({exc})") from None
-    return TrialArtifact(config_from_dict(meta["config"]), trial, ckpt, pipeline,
-                         _reported(ckpt))
+    cfg = config_from_dict(meta["config"])
+    return TrialArtifact(cfg, trial, ckpt, pipeline, _reported(ckpt),
+                         *recorded_preprocessing(meta, cfg),
+                         tuple(str(c) for c in meta.get("classes") or ()))
 
 
 def check_onnx(art: TrialArtifact) -> None:
@@ -131,8 +151,7 @@ def check_onnx(art: TrialArtifact) -> None:
 def export_onnx(art: TrialArtifact, path: Path, model: nn.Module | None = None) -> int:
     from sweeper.runtime import onnx_bytes
 
-    graph, _report = onnx_bytes(model if model is not None else art.model(),
-                                art.config.model.img_size)
+    graph, _report = onnx_bytes(model if model is not None else art.model(), art.prep.img_size)
     path.write_bytes(graph)
     info = {**art.preprocessing(), "trial": art.trial, "pipeline": art.pipeline}
     Path(f"{path}.json").write_text(json.dumps(info, indent=2) + "\n")
@@ -143,7 +162,7 @@ def export_torch(art: TrialArtifact, path: Path) -> int:
     torch.save({
         "format": TORCH_FORMAT,
         "model": dataclasses.asdict(art.config.model),
-        "num_classes": NUM_CLASSES[art.config.data.name],
+        "num_classes": art.num_classes,
         "pipeline": art.pipeline,
         "preprocessing": art.preprocessing(),
         "state_dict": art.state(),

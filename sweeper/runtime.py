@@ -23,10 +23,11 @@ from torch import nn
 from sweeper import node_lock
 from sweeper.compress import TrialContext
 from sweeper.config import Config
-from sweeper.data import Pair, batches, to_input
 from sweeper.errors import UserError
 from sweeper.measure import DEFAULT_TIMING, LatencyPair, Timing, paired_inputs, paired_ratio
 from sweeper.onnx_lowering import LoweringReport, export_float, to_onnx
+from sweeper.preprocess import Preprocessing
+from sweeper.split import Pair, Split, as_split
 
 
 def onnx_bytes(model: nn.Module, img_size: int) -> tuple[bytes, LoweringReport]:
@@ -98,18 +99,15 @@ def compare_latency(
 
 
 def accuracy(
-    sess: ort.InferenceSession,
-    data: Pair,
-    img_size: int,
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
+    sess: ort.InferenceSession, data: Split | Pair, preprocessing: Preprocessing,
     batch_size: int = 256,
 ) -> float:
+    data = as_split(data)
     correct = 0
-    for xb, yb in batches(data, batch_size):
-        logits = predict(sess, to_input(xb, img_size, mean, std, "cpu").numpy())
+    for xb, yb in data.batches(batch_size):
+        logits = predict(sess, preprocessing.to_input(xb, "cpu").numpy())
         correct += int((torch.from_numpy(logits).argmax(-1) == yb).sum())
-    return correct / max(1, len(data[1]))
+    return correct / max(1, len(data))
 
 
 def measure(
@@ -118,17 +116,15 @@ def measure(
     cfg: Config,
     device: torch.device,
     threads: int,
-    val: Pair,
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
     ctx: TrialContext,
 ) -> tuple[LatencyPair, dict[str, float]]:
-    """A trial's latency in ONNX Runtime, plus the ONNX graph's size and accuracy (metrics).
+    """A trial's latency in ONNX Runtime, plus the ONNX graph's size and accuracy on
+    `ctx.val` (metrics).
 
     Records the runtime, provider and kernels in `ctx.notes`; where quantized layers were
     lowered, `ctx.simulated` becomes whether any of them lacks a real low-bit ORT kernel.
     """
-    img = cfg.model.img_size
+    img = ctx.preprocessing.img_size
     graph, report = onnx_bytes(model, img)
     sess = session(graph, device, threads)
     base_graph = float_onnx_bytes(copy.deepcopy(baseline).cpu(), img)
@@ -139,7 +135,7 @@ def measure(
         "onnx_size_bytes": float(len(graph)),
         "onnx_size_mb": len(graph) / 1e6,
         "baseline_onnx_size_bytes": float(len(base_graph)),
-        "ort_val_acc": accuracy(sess, val, img, mean, std, m.eval_batch_size),
+        "ort_val_acc": accuracy(sess, ctx.val, ctx.preprocessing, m.eval_batch_size),
     }
     ctx.notes.update(runtime="onnxruntime", ort_provider=sess.get_providers()[0],
                      ort_kernels=report.describe(), onnxruntime=ort.__version__)

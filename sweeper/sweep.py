@@ -78,7 +78,7 @@ def prepare(cfg: Config, tracking_uri: str | None = None) -> Prepared:
     model-dependent limits (`tracking_uri`: the one a resumed sweep keeps)."""
     space = load_space(cfg.space)
     preflight.check_launch(cfg, tracking_uri)
-    splits = load_splits(cfg.data, cfg.output_dir)
+    splits = load_splits(cfg.data, cfg.output_dir, cfg.model)
     model = create_model(cfg.model, splits.num_classes)
     device = cfg.resources.trial_device()
     check_against_model(space, model, device)
@@ -104,8 +104,7 @@ def _inputs(cfg: Config, splits: Splits, log: Log) -> tuple[TrialInputs, Any]:
         num_classes=splits.num_classes,
         train=splits.train,
         val=splits.val,
-        mean=splits.mean,
-        std=splits.std,
+        preprocessing=splits.preprocessing,
     )
     return inputs, base
 
@@ -132,7 +131,9 @@ def launch(prep: Prepared, log: Log = print) -> SweepOutcome:
                                  "baseline_size_mb": inputs.baseline_size_bytes / 1e6})
     meta = {"name": folder.name, "space": space.name, "parent_run_id": parent,
             "tracking_uri": cfg.resolved_tracking_uri(), "config": cfg.to_dict(),
-            "machine": hardware.machine()}
+            "machine": hardware.machine(), "num_classes": prep.splits.num_classes,
+            "preprocessing": prep.splits.preprocessing.to_dict(),  # read back by export
+            "classes": list(prep.splits.classes)}
     sweep = Sweep(cfg, space, prep.splits, inputs, folder, meta, tracker, log, started)
     sweep.save_meta(status="RUNNING")
     log(f"sweep {sweep.name}: {cfg.search.trials} trials of space '{space.name}', concurrency "

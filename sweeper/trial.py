@@ -20,7 +20,6 @@ from torch import nn
 
 from sweeper import compress, node_lock
 from sweeper.config import Config
-from sweeper.data import Pair
 from sweeper.hardware import cpu_model, fingerprint, isa_summary
 from sweeper.measure import (
     LatencyPair,
@@ -30,6 +29,8 @@ from sweeper.measure import (
     state_bytes,
 )
 from sweeper.models import create_model
+from sweeper.preprocess import Preprocessing
+from sweeper.split import Split
 from sweeper.train import accuracy
 
 MB = 1e6
@@ -44,10 +45,9 @@ class TrialInputs:
     baseline_val_acc: float
     baseline_size_bytes: int
     num_classes: int
-    train: Pair
-    val: Pair
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    train: Split  # in memory (digits, CIFAR) or file names streamed from disk (image folders)
+    val: Split
+    preprocessing: Preprocessing
 
 
 @dataclass
@@ -98,8 +98,8 @@ def run_trial(
                            f"{ctx.runs_on} only, but this trial's device is {device}")
     model.to(device).eval()  # model and baseline are timed on one device, never apart
 
-    val_acc = accuracy(model, inputs.val, cfg.model.img_size, inputs.mean, inputs.std,
-                       device, cfg.measure.eval_batch_size)
+    val_acc = accuracy(model, inputs.val, inputs.preprocessing, device,
+                       cfg.measure.eval_batch_size)
     artifact = state_bytes(model)
     latency, runtime_metrics = _latency(model, baseline, inputs, device, threads, ctx)
     metrics = {
@@ -125,9 +125,7 @@ def _context(inputs: TrialInputs, device: torch.device, baseline: nn.Module,
         device=device,
         train=inputs.train,
         val=inputs.val,
-        img_size=cfg.model.img_size,
-        mean=inputs.mean,
-        std=inputs.std,
+        preprocessing=inputs.preprocessing,
         batch_size=cfg.train.batch_size,
         weight_decay=cfg.train.weight_decay,
         seed=cfg.search.seed,
@@ -144,10 +142,9 @@ def _latency(model: nn.Module, baseline: nn.Module, inputs: TrialInputs, device:
     if cfg.measure.runtime == "onnxruntime":
         from sweeper import runtime  # onnx/onnxruntime load only when asked for
 
-        return runtime.measure(model, baseline, cfg, device, threads, inputs.val, inputs.mean,
-                               inputs.std, ctx)
-    return compare_latency(model, baseline, cfg.model.img_size, cfg.measure.batch_sizes,
-                           device, Timing.of(cfg.measure)), {}
+        return runtime.measure(model, baseline, cfg, device, threads, ctx)
+    return compare_latency(model, baseline, inputs.preprocessing.img_size,
+                           cfg.measure.batch_sizes, device, Timing.of(cfg.measure)), {}
 
 
 def _size_metrics(torch_bytes: int, baseline_torch_bytes: int,
@@ -241,10 +238,10 @@ def _node_ip() -> str:
 
 
 def evaluate_artifact(
-    inputs: TrialInputs, pipeline: list[Any], state: dict[str, torch.Tensor], data: Pair
+    inputs: TrialInputs, pipeline: list[Any], state: dict[str, torch.Tensor], data: Split
 ) -> float:
     """Accuracy of a saved compressed model on `data` (used for the front's test accuracy)."""
     model = compress.rebuild(build_baseline(inputs), pipeline, state)
     cfg = inputs.config
-    return accuracy(model, data, cfg.model.img_size, inputs.mean, inputs.std,
-                    torch.device("cpu"), cfg.measure.eval_batch_size)
+    return accuracy(model, data, inputs.preprocessing, torch.device("cpu"),
+                    cfg.measure.eval_batch_size)

@@ -199,8 +199,8 @@ def test_structured_30_percent_with_recovery_within_one_point(default_baseline) 
     from sweeper.train import accuracy
 
     cfg, splits, base = default_baseline.cfg, default_baseline.splits, default_baseline.baseline
-    ctx = TrialContext(train=splits.train, img_size=cfg.model.img_size, mean=splits.mean,
-                       std=splits.std, batch_size=cfg.train.batch_size, teacher=base.model)
+    ctx = TrialContext(train=splits.train, preprocessing=splits.preprocessing,
+                       batch_size=cfg.train.batch_size, teacher=base.model)
     pipeline = [PruneConfig(ratio=0.33), DistillConfig(alpha=0.5, epochs=3, lr=5e-4)]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # reproducible: measured at 1 thread, 0 points lost
@@ -209,8 +209,7 @@ def test_structured_30_percent_with_recovery_within_one_point(default_baseline) 
     finally:
         torch.set_num_threads(threads)
     assert ctx.notes["params_removed_fraction"] >= 0.30
-    acc = accuracy(model, splits.val, cfg.model.img_size, splits.mean, splits.std,
-                   torch.device("cpu"))
+    acc = accuracy(model, splits.val, splits.preprocessing, torch.device("cpu"))
     assert acc >= base.val_acc - 0.01, (acc, base.val_acc)
 
 

@@ -14,7 +14,6 @@ from torch import nn
 
 from sweeper.compress import TrialContext
 from sweeper.compress.quantize import QuantizeConfig, apply
-from sweeper.data import to_input
 from tests.conftest import DefaultBaseline
 
 pytestmark = pytest.mark.slow
@@ -22,8 +21,8 @@ pytestmark = pytest.mark.slow
 
 def quantized(d: DefaultBaseline, cfg: QuantizeConfig) -> nn.Module:
     model = d.baseline.model.eval()
-    ctx = TrialContext(train=d.splits.train, val=d.splits.val, img_size=d.cfg.model.img_size,
-                       mean=d.splits.mean, std=d.splits.std, batch_size=d.cfg.train.batch_size,
+    ctx = TrialContext(train=d.splits.train, val=d.splits.val,
+                       preprocessing=d.splits.preprocessing, batch_size=d.cfg.train.batch_size,
                        seed=d.cfg.search.seed, teacher=model)
     return apply(copy.deepcopy(model), cfg, ctx)
 
@@ -31,9 +30,9 @@ def quantized(d: DefaultBaseline, cfg: QuantizeConfig) -> nn.Module:
 @torch.no_grad()
 def val_scores(d: DefaultBaseline, model: nn.Module) -> tuple[float, float]:
     """(accuracy, KL divergence of the model's softmax from the float baseline's)."""
-    x = to_input(d.splits.val[0], d.cfg.model.img_size, d.splits.mean, d.splits.std)
+    x = d.splits.preprocessing.to_input(d.splits.val.images)
     ref, out = d.baseline.model.eval()(x), model.eval()(x)
-    acc = float((out.argmax(-1) == d.splits.val[1]).float().mean())
+    acc = float((out.argmax(-1) == d.splits.val.labels).float().mean())
     kl = F.kl_div(F.log_softmax(out, -1), F.log_softmax(ref, -1), log_target=True,
                   reduction="batchmean")
     return acc, float(kl)

@@ -97,7 +97,7 @@ def ort_inputs(tmp_path_factory: pytest.TempPathFactory) -> TrialInputs:
     splits = load_splits(cfg.data)
     base = load_or_train_baseline(cfg, splits, torch.device("cpu"), lambda _m: None)
     return TrialInputs(cfg, base.model.state_dict(), base.val_acc, serialized_size(base.model),
-                       splits.num_classes, splits.train, splits.val, splits.mean, splits.std)
+                       splits.num_classes, splits.train, splits.val, splits.preprocessing)
 
 
 def test_trial_measures_latency_in_onnxruntime(ort_inputs: TrialInputs) -> None:

@@ -25,7 +25,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> TrialInputs:
     splits = load_splits(cfg.data)
     base = load_or_train_baseline(cfg, splits, torch.device("cpu"), lambda _m: None)
     return TrialInputs(cfg, base.model.state_dict(), base.val_acc, serialized_size(base.model),
-                       splits.num_classes, splits.train, splits.val, splits.mean, splits.std)
+                       splits.num_classes, splits.train, splits.val, splits.preprocessing)
 
 
 def test_exact_nystrom_trial_keeps_accuracy_and_reports_every_metric(inputs) -> None:
@@ -70,6 +70,6 @@ def test_cuda_request_without_gpu_fails_clearly(inputs, tmp_path: Path) -> None:
     cfg = build_config(tiny_overrides(tmp_path, "resources.device=cuda"))
     bad = TrialInputs(cfg, *[getattr(inputs, f) for f in (
         "baseline_state", "baseline_val_acc", "baseline_size_bytes", "num_classes", "train",
-        "val", "mean", "std")])
+        "val", "preprocessing")])
     with pytest.raises(RuntimeError, match="no CUDA device|none is visible"):
         run_trial(bad, [])

@@ -25,6 +25,8 @@ import torch
 from torch import nn
 
 from sweeper.errors import UserError
+from sweeper.preprocess import Preprocessing
+from sweeper.split import Pair, Split, as_split
 
 STAGES = ("prune", "lowrank", "token_merge", "recover", "quantize")
 # The technique modules, imported by load_all (each registers itself on import).
@@ -67,13 +69,13 @@ class TrialContext:
     """What a technique may need besides the model: data, device, threads and the teacher."""
 
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    train: tuple[torch.Tensor, torch.Tensor] | None = None  # uint8 images, int64 labels
-    val: tuple[torch.Tensor, torch.Tensor] | None = None
-    img_size: int = 32
-    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    # sweeper.split splits (an (images uint8, labels int64) pair is wrapped as one)
+    train: Split | Pair | None = None
+    val: Split | Pair | None = None
+    # the sweep's, passed whole (the default: the embedded digits data)
+    preprocessing: Preprocessing = field(
+        default_factory=lambda: Preprocessing(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)))
     batch_size: int = 64
-    lr: float = 1e-3
     weight_decay: float = 0.05
     seed: int = 0
     teacher: nn.Module | None = None  # the uncompressed baseline
@@ -85,6 +87,10 @@ class TrialContext:
     runs_on: str | None = None
     simulated: bool = False
     artifacts_dir: Path | None = None  # techniques write files here (attached to the run)
+
+    def __post_init__(self) -> None:
+        self.train = None if self.train is None else as_split(self.train)
+        self.val = None if self.val is None else as_split(self.val)
 
 
 @dataclass(frozen=True)

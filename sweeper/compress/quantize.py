@@ -132,7 +132,7 @@ def _static_int8(model: nn.Module, cfg: QuantizeConfig, ctx: TrialContext) -> in
     if ctx.train is None:
         raise ValueError("static quantization needs training data to calibrate on")
     params, seen = calibrate(model, ctx.train, cfg.calibration_batches, ctx.batch_size,
-                             ctx.img_size, ctx.mean, ctx.std, ctx.seed)
+                             ctx.preprocessing, ctx.seed)
     ctx.notes["calibration_images"] = seen
     ctx.notes["float_ops"] = FLOAT_OPS
     return replace_linears(model, lambda lin, n: StaticInt8Linear.from_linear(lin, *params[n]))
@@ -172,7 +172,7 @@ def _lsq(model: nn.Module, cfg: QuantizeConfig, ctx: TrialContext) -> int:
         seed=ctx.seed,
         kd_alpha=cfg.kd_alpha,
     )
-    fit(model, ctx.train, settings, ctx.img_size, ctx.mean, ctx.std, ctx.device, teacher=teacher)
+    fit(model, ctx.train, settings, ctx.preprocessing, ctx.device, teacher=teacher)
     lsq = [(n, m) for n, m in model.named_modules() if isinstance(m, LsqLinear)]
     for name, layer in lsq:
         parent_name, _, attr = name.rpartition(".")

@@ -48,5 +48,4 @@ def apply(model: nn.Module, cfg: RecoverConfig, ctx: TrialContext) -> nn.Module:
         kd_temperature=cfg.kd_temperature,
     )
     ctx.notes["recover_epochs"] = cfg.epochs
-    return fit(model, ctx.train, settings, ctx.img_size, ctx.mean, ctx.std, ctx.device,
-               teacher=teacher)
+    return fit(model, ctx.train, settings, ctx.preprocessing, ctx.device, teacher=teacher)
