@@ -23,6 +23,7 @@ from torch import nn
 
 from sweeper import compress
 from sweeper.measure import Timing, compare_latency, state_bytes
+from sweeper.preprocess import Preprocessing
 
 MB = 1e6
 Point = tuple[float, float, float]  # (val acc so far, size MB, latency ratio): objectives.METRICS
@@ -44,12 +45,13 @@ class StoppedAtRung(Exception):  # noqa: N818 (a stop, not an error)
 
 
 def final_form(baseline: nn.Module, pipeline: list[Any], device: torch.device,
-               img_size: int, timing: Timing, batch: int) -> tuple[float, float]:
+               preprocessing: Preprocessing, timing: Timing,
+               batch: int) -> tuple[float, float]:
     """(size MB, batch latency ratio) of the pipeline's final model structure."""
-    ctx = compress.TrialContext(device=device, img_size=img_size, structure_only=True)
+    ctx = compress.TrialContext(device=device, preprocessing=preprocessing, structure_only=True)
     probe = compress.apply_pipeline(copy.deepcopy(baseline).cpu(), pipeline, ctx).eval()
     size = len(state_bytes(probe)) / MB
-    latency = compare_latency(probe, baseline, img_size, (batch,), device, timing)
+    latency = compare_latency(probe, baseline, preprocessing.img_size, (batch,), device, timing)
     return size, latency.ratio(batch)
 
 

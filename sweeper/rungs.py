@@ -20,10 +20,10 @@ from sweeper.pareto import non_dominated
 
 
 def senses() -> list[str]:
-    """The front's objective senses, in the order of a rung point (sweep.FRONT_OBJECTIVES)."""
-    from sweeper.sweep import FRONT_OBJECTIVES
+    """The objectives' senses, in the order of a rung point (objectives.OBJECTIVES)."""
+    from sweeper.objectives import MODES
 
-    return [mode for _, mode in FRONT_OBJECTIVES]
+    return list(MODES)
 
 
 def ranks(points: np.ndarray, modes: Sequence[str]) -> np.ndarray:
