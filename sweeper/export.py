@@ -52,6 +52,12 @@ class TrialArtefact:
     checkpoint: Path
     pipeline: dict[str, dict[str, Any]]
     reported: dict[str, float]
+    # num_classes, mean, std as the sweep recorded them (sweeps before that: by dataset name)
+    data: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.data.get("num_classes") or NUM_CLASSES[self.config.data.name])
 
     def state(self) -> dict[str, Any]:
         path = self.checkpoint / "model.pt"
@@ -62,7 +68,7 @@ class TrialArtefact:
             raise UserError(f"checkpoint {path} is unreadable ({first})") from None
 
     def model(self) -> nn.Module:
-        num_classes = NUM_CLASSES[self.config.data.name]
+        num_classes = self.num_classes
         # structure only: the saved state replaces every weight, so nothing is downloaded
         structure = dataclasses.replace(self.config.model, pretrained=False)
         baseline = create_model(structure, num_classes)
@@ -78,9 +84,9 @@ class TrialArtefact:
         digits = self.config.data.name == "digits"
         return {
             "img_size": self.config.model.img_size,
-            "mean": [0.5] * 3 if digits else list(CIFAR_MEAN),
-            "std": [0.5] * 3 if digits else list(CIFAR_STD),
-            "num_classes": NUM_CLASSES[self.config.data.name],
+            "mean": self.data.get("mean") or ([0.5] * 3 if digits else list(CIFAR_MEAN)),
+            "std": self.data.get("std") or ([0.5] * 3 if digits else list(CIFAR_STD)),
+            "num_classes": self.num_classes,
             "input": "float32 [batch, 3, img_size, img_size] = (uint8 RGB / 255 - mean) / std",
         }
 
@@ -117,7 +123,7 @@ def find_trial(run: str, trial: str, output_dir: str) -> TrialArtefact:
     except (OSError, ValueError, TypeError, AttributeError) as exc:
         raise UserError(f"{ckpt / 'pipeline.json'} is not a trial's pipeline ({exc})") from None
     return TrialArtefact(config_from_dict(meta["config"]), trial, ckpt, pipeline,
-                         _reported(ckpt))
+                         _reported(ckpt), meta.get("data") or {})
 
 
 def check_onnx(art: TrialArtefact) -> None:
@@ -142,7 +148,7 @@ def export_torch(art: TrialArtefact, path: Path) -> int:
     torch.save({
         "format": TORCH_FORMAT,
         "model": dataclasses.asdict(art.config.model),
-        "num_classes": NUM_CLASSES[art.config.data.name],
+        "num_classes": art.num_classes,
         "pipeline": art.pipeline,
         "preprocessing": art.preprocessing(),
         "state_dict": art.state(),

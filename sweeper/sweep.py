@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from sweeper import compress, preflight
+from sweeper import checkpoint, compress, preflight
 from sweeper.config import Config
 from sweeper.data import Splits, load_splits
 from sweeper.errors import UserError
@@ -27,7 +27,7 @@ from sweeper.files import write_json
 from sweeper.measure import serialized_size
 from sweeper.models import create_model, load_or_train_baseline
 from sweeper.pareto import normalised_hypervolume, pareto_front
-from sweeper.report import format_front_table, front_to_csv, front_to_json, plot_front
+from sweeper.report import Front, format_front_table, front_to_csv, front_to_json, plot_front
 from sweeper.spaces import Space, check_against_model, load_space
 from sweeper.train import accuracy
 from sweeper.trial import TrialInputs, build_baseline, evaluate_artefact
@@ -42,6 +42,7 @@ class Prepared:
     cfg: Config
     space: Space
     splits: Splits
+    data_source: str = "config"  # "datasets": the Python API's own; resume needs them again
 
 
 @dataclass
@@ -57,15 +58,20 @@ class SweepOutcome:
     tune_seconds: float = 0.0  # Tune's fit alone: scheduling plus the trials
 
 
-def prepare(cfg: Config, tracking_uri: str | None = None) -> Prepared:
+def prepare(cfg: Config, tracking_uri: str | None = None, splits: Splits | None = None
+            ) -> Prepared:
     """All validation that needs no writes: space file, folders, services, resources, data,
-    model-dependent limits (`tracking_uri`: the one a resumed sweep keeps)."""
+    model-dependent limits (`tracking_uri`: the one a resumed sweep keeps; `splits`: the
+    Python API's datasets instead of the config's data)."""
     space = load_space(cfg.space)
     preflight.check_launch(cfg, tracking_uri)
-    splits = load_splits(cfg.data, cfg.output_dir)
+    source = "config" if splits is None else "datasets"
+    splits = load_splits(cfg.data, cfg.output_dir) if splits is None else splits
     model = create_model(cfg.model, splits.num_classes)
+    if cfg.model.checkpoint:  # a bad checkpoint is rejected here, before any write
+        checkpoint.load_into(model, cfg.model.checkpoint, splits.num_classes, cfg.model.name)
     check_against_model(space, model)
-    return Prepared(cfg, space, splits)
+    return Prepared(cfg, space, splits, source)
 
 
 def baseline_device(cfg: Config) -> torch.device:
@@ -133,7 +139,9 @@ def launch(prep: Prepared, log: Log = print) -> SweepOutcome:
                                  "baseline_size_mb": inputs.baseline_size_bytes / 1e6})
     meta = {"name": name, "space": space.name, "parent_run_id": parent,
             "tracking_uri": cfg.resolved_tracking_uri(), "config": cfg.to_dict(),
-            "status": "RUNNING"}
+            "status": "RUNNING", "data": {"num_classes": splits.num_classes,
+                                          "mean": list(splits.mean), "std": list(splits.std),
+                                          "source": prep.data_source}}
     write_json(sweep_dir / "sweep.json", meta)
     log(f"sweep {name}: {cfg.search.trials} trials of space '{space.name}', concurrency "
         f"{cfg.search.concurrency}, sampler {cfg.search.sampler}, MLflow run {parent}")
@@ -173,9 +181,11 @@ def find_sweep(ref: str, output_dir: str) -> Path:
     raise UserError(f"no sweep {ref!r} under {sweeps} (give a parent run id or sweep name)")
 
 
-def resume(ref: str, output_dir: str, log: Log = print) -> SweepOutcome | None:
+def resume(ref: str, output_dir: str, log: Log = print, splits: Splits | None = None
+           ) -> SweepOutcome | None:
     """Continue a sweep whose driver died or was interrupted: same Tune experiment, Optuna
-    study, MLflow parent. A finished sweep only gets the MLflow writes it missed (None)."""
+    study, MLflow parent. A finished sweep only gets the MLflow writes it missed (None).
+    `splits`: the datasets a sweep launched from Python with its own was given again."""
     from sweeper.config import config_from_dict
     from sweeper.tracking import Tracker
 
@@ -189,7 +199,10 @@ def resume(ref: str, output_dir: str, log: Log = print) -> SweepOutcome | None:
                               output_dir=str(sweep_dir.resolve().parents[1]))
     if not (sweep_dir / "ray" / "tune" / "tuner.pkl").is_file():
         raise UserError(f"sweep {meta['name']} has no Tune state to resume from")
-    prep = prepare(cfg, meta["tracking_uri"])
+    if (meta.get("data") or {}).get("source") == "datasets" and splits is None:
+        raise UserError(f"sweep {meta['name']} was launched from Python with its own datasets; "
+                        "resume it with sweeper.resume(..., train=, val=, test=)")
+    prep = prepare(cfg, meta["tracking_uri"], splits)
     preflight.check_cluster(cfg, log)
     started = time.perf_counter()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
@@ -361,5 +374,5 @@ def finish(
     mirror.submit("log_front", hv, [str(f) for f in files],
                   {"front_size": len(front), "trials_ok": len(rows),
                    "baseline_test_acc": baseline["test_acc"]})
-    return SweepOutcome(sweep_dir, mirror.runs.parent_id, rows, front, baseline, hv,
-                        tuned.wall_seconds, table, tune_seconds=tuned.wall_seconds)
+    return SweepOutcome(sweep_dir, mirror.runs.parent_id, rows, Front(front, baseline), baseline,
+                        hv, tuned.wall_seconds, table, tune_seconds=tuned.wall_seconds)
