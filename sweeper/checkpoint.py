@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -39,10 +40,14 @@ def read_state(path: str | Path) -> dict[str, torch.Tensor]:
         with torch.serialization.safe_globals([argparse.Namespace]):
             obj = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights_only" in str(exc) or "global" in str(exc).lower():
-            raise UserError(f"{where} holds Python objects, not only tensors (a pickled model?); "
+        # weights_only refuses a class it may not import: a pickled model or other objects
+        found = re.search(r"(?:GLOBAL |global )?([\w.]+) was not an allowed global", str(exc)) \
+            or re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        if found:
+            raise UserError(f"{where} holds Python objects, not only tensors ({found[1]}); "
                             "save model.state_dict() instead") from None
-        raise UserError(f"{where} is not a PyTorch checkpoint ({_first_line(exc)})") from None
+        raise UserError(f"{where} is not a PyTorch checkpoint (torch.load cannot read it)"
+                        ) from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError) as exc:
         raise UserError(f"{where} is not a PyTorch checkpoint ({_first_line(exc)})") from None
     return _strip(_unwrap(obj, where))

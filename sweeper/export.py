@@ -33,6 +33,7 @@ from sweeper import compress
 from sweeper.config import Config, ModelConfig, config_from_dict
 from sweeper.data import CIFAR_MEAN, CIFAR_STD
 from sweeper.errors import UserError
+from sweeper.files import MODEL_FILE
 from sweeper.models import create_model
 from sweeper.preflight import read_sweep_meta, writable_folder
 
@@ -44,7 +45,7 @@ NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}
 
 
 @dataclass(frozen=True)
-class TrialArtefact:
+class TrialArtifact:
     """A finished trial as saved by the sweep: its checkpoint and what it reported."""
 
     config: Config
@@ -52,15 +53,9 @@ class TrialArtefact:
     checkpoint: Path
     pipeline: dict[str, dict[str, Any]]
     reported: dict[str, float]
-    # num_classes, mean, std as the sweep recorded them (sweeps before that: by dataset name)
-    data: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-    @property
-    def num_classes(self) -> int:
-        return int(self.data.get("num_classes") or NUM_CLASSES[self.config.data.name])
 
     def state(self) -> dict[str, Any]:
-        path = self.checkpoint / "model.pt"
+        path = self.checkpoint / MODEL_FILE
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except (OSError, EOFError, RuntimeError, pickle.UnpicklingError) as exc:
@@ -68,7 +63,7 @@ class TrialArtefact:
             raise UserError(f"checkpoint {path} is unreadable ({first})") from None
 
     def model(self) -> nn.Module:
-        num_classes = self.num_classes
+        num_classes = NUM_CLASSES[self.config.data.name]
         # structure only: the saved state replaces every weight, so nothing is downloaded
         structure = dataclasses.replace(self.config.model, pretrained=False)
         baseline = create_model(structure, num_classes)
@@ -84,9 +79,9 @@ class TrialArtefact:
         digits = self.config.data.name == "digits"
         return {
             "img_size": self.config.model.img_size,
-            "mean": self.data.get("mean") or ([0.5] * 3 if digits else list(CIFAR_MEAN)),
-            "std": self.data.get("std") or ([0.5] * 3 if digits else list(CIFAR_STD)),
-            "num_classes": self.num_classes,
+            "mean": [0.5] * 3 if digits else list(CIFAR_MEAN),
+            "std": [0.5] * 3 if digits else list(CIFAR_STD),
+            "num_classes": NUM_CLASSES[self.config.data.name],
             "input": "float32 [batch, 3, img_size, img_size] = (uint8 RGB / 255 - mean) / std",
         }
 
@@ -102,7 +97,7 @@ def _reported(checkpoint: Path) -> dict[str, float]:
     return {}
 
 
-def find_trial(run: str, trial: str, output_dir: str) -> TrialArtefact:
+def find_trial(run: str, trial: str, output_dir: str) -> TrialArtifact:
     from sweeper.sweep import find_sweep
 
     if not re.fullmatch(r"[\w-]+", trial):
@@ -112,7 +107,7 @@ def find_trial(run: str, trial: str, output_dir: str) -> TrialArtefact:
     tune_dir = sweep_dir / "ray" / "tune"
     # Tune names a trial's folder <trainable>_<trial id>_<index>_<params>_<time>
     checkpoints = sorted(c for c in tune_dir.glob(f"*_{trial}_*/checkpoint_*")
-                         if (c / "model.pt").is_file())
+                         if (c / MODEL_FILE).is_file())
     if not checkpoints:
         raise UserError(f"no finished trial {trial!r} in sweep {meta['name']} "
                         f"(trial folders are under {tune_dir})")
@@ -122,18 +117,18 @@ def find_trial(run: str, trial: str, output_dir: str) -> TrialArtefact:
         compress.pipeline_from_dict(pipeline)  # a UserError names a bad technique or value
     except (OSError, ValueError, TypeError, AttributeError) as exc:
         raise UserError(f"{ckpt / 'pipeline.json'} is not a trial's pipeline ({exc})") from None
-    return TrialArtefact(config_from_dict(meta["config"]), trial, ckpt, pipeline,
-                         _reported(ckpt), meta.get("data") or {})
+    return TrialArtifact(config_from_dict(meta["config"]), trial, ckpt, pipeline,
+                         _reported(ckpt))
 
 
-def check_onnx(art: TrialArtefact) -> None:
+def check_onnx(art: TrialArtifact) -> None:
     """Refuse up front what the ONNX exporter would fail on after minutes of tracing."""
     for name, params in art.pipeline.items():
         if name in NO_ONNX and params.get("enabled", True) is not False:
             raise UserError(f"trial {art.trial}: {NO_ONNX[name]}; export it with format=torch")
 
 
-def export_onnx(art: TrialArtefact, path: Path, model: nn.Module | None = None) -> int:
+def export_onnx(art: TrialArtifact, path: Path, model: nn.Module | None = None) -> int:
     from sweeper.runtime import onnx_bytes
 
     graph, _report = onnx_bytes(model if model is not None else art.model(),
@@ -144,11 +139,11 @@ def export_onnx(art: TrialArtefact, path: Path, model: nn.Module | None = None) 
     return len(graph)
 
 
-def export_torch(art: TrialArtefact, path: Path) -> int:
+def export_torch(art: TrialArtifact, path: Path) -> int:
     torch.save({
         "format": TORCH_FORMAT,
         "model": dataclasses.asdict(art.config.model),
-        "num_classes": art.num_classes,
+        "num_classes": NUM_CLASSES[art.config.data.name],
         "pipeline": art.pipeline,
         "preprocessing": art.preprocessing(),
         "state_dict": art.state(),
@@ -180,7 +175,7 @@ def parse(overrides: list[str]) -> dict[str, str]:
     return opts
 
 
-def run_export(run: str, trial: str, overrides: list[str]) -> tuple[Path, int, TrialArtefact]:
+def run_export(run: str, trial: str, overrides: list[str]) -> tuple[Path, int, TrialArtifact]:
     opts = parse(overrides)
     art = find_trial(run, trial, opts["output_dir"])
     if opts["format"] == "onnx":

@@ -139,9 +139,7 @@ def launch(prep: Prepared, log: Log = print) -> SweepOutcome:
                                  "baseline_size_mb": inputs.baseline_size_bytes / 1e6})
     meta = {"name": name, "space": space.name, "parent_run_id": parent,
             "tracking_uri": cfg.resolved_tracking_uri(), "config": cfg.to_dict(),
-            "status": "RUNNING", "data": {"num_classes": splits.num_classes,
-                                          "mean": list(splits.mean), "std": list(splits.std),
-                                          "source": prep.data_source}}
+            "status": "RUNNING"}
     write_json(sweep_dir / "sweep.json", meta)
     log(f"sweep {name}: {cfg.search.trials} trials of space '{space.name}', concurrency "
         f"{cfg.search.concurrency}, sampler {cfg.search.sampler}, MLflow run {parent}")
@@ -199,7 +197,7 @@ def resume(ref: str, output_dir: str, log: Log = print, splits: Splits | None = 
                               output_dir=str(sweep_dir.resolve().parents[1]))
     if not (sweep_dir / "ray" / "tune" / "tuner.pkl").is_file():
         raise UserError(f"sweep {meta['name']} has no Tune state to resume from")
-    if (meta.get("data") or {}).get("source") == "datasets" and splits is None:
+    if meta.get("data_source") == "datasets" and splits is None:
         raise UserError(f"sweep {meta['name']} was launched from Python with its own datasets; "
                         "resume it with sweeper.resume(..., train=, val=, test=)")
     prep = prepare(cfg, meta["tracking_uri"], splits)
@@ -248,6 +246,9 @@ def _drive(
     from sweeper.tracking import Mirror, SweepRuns, load_pending
 
     cfg, space, splits = prep.cfg, prep.space, prep.splits
+    if prep.data_source != "config":  # resume must be handed the same datasets again
+        meta["data_source"] = prep.data_source
+        write_json(sweep_dir / "sweep.json", meta)
     mirror = Mirror(SweepRuns(tracker, meta["parent_run_id"], log))
     for op in load_pending(sweep_dir):  # what MLflow missed before, minus the old end mark
         if op[0] != "end_sweep":
