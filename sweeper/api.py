@@ -27,7 +27,7 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from sweeper import preflight
-from sweeper.config import Config, ModelConfig, build_config
+from sweeper.config import Config, ModelConfig, build_config, config_from_dict
 from sweeper.errors import UserError
 from sweeper.files import atomic_write
 from sweeper.spaces import check_against_model, load_space
@@ -83,9 +83,8 @@ def resume(
     splits = None
     if train is not None:
         folder = sweep.find_sweep(ref, output_dir)
-        saved = preflight.read_sweep_meta(folder)["config"]
-        model_cfg = ModelConfig(**saved.get("model", {}))
-        splits = _from_datasets(model_cfg, None, train, val, test)
+        saved = config_from_dict(preflight.read_sweep_meta(folder)["config"])
+        splits = _from_datasets(saved, None, train, val, test)
     return sweep.resume(ref, cfg.output_dir, _logger(cfg, log), splits=splits)
 
 
@@ -103,22 +102,23 @@ def _splits(cfg: Config, model: VisionTransformer | None, train: Any, val: Any,
         if val is not None or test is not None:
             raise UserError("val= and test= need train= (or give none: the config's data)")
         return load_splits(cfg.data, cfg.output_dir)
-    return _from_datasets(cfg.model, model, train, val, test)
+    return _from_datasets(cfg, model, train, val, test)
 
 
-def _from_datasets(model_cfg: ModelConfig, model: VisionTransformer | None, train: Any,
-                   val: Any, test: Any) -> Splits:
-    """torch Datasets -> Splits, through the data side's adapter and its one Preprocessing
-    value (timm's pretrained config of the model when it has one)."""
+def _from_datasets(cfg: Config, model: VisionTransformer | None, train: Any, val: Any,
+                   test: Any) -> Splits:
+    """torch Datasets -> Splits, through the data side's adapter, with the sweep's one
+    Preprocessing value (data.mean/std overrides, else the model's timm pretrained config)."""
     from sweeper import data
 
     adapter = getattr(data, "splits_from_datasets", None)
     if adapter is None:
         raise UserError("this sweeper has no dataset adapter (sweeper.data."
                         "splits_from_datasets); pass no datasets to use the config's data")
-    from sweeper import preprocess  # type: ignore[attr-defined]  # the data side's module
+    from sweeper import preprocess  # type: ignore[attr-defined]  # comes with the adapter
 
-    return adapter(train, val, test, preprocess.for_model(model_cfg, model))
+    model_cfg = model_config(model, cfg.model) if model is not None else cfg.model
+    return adapter(train, val, test, preprocess.resolve(cfg.data, model_cfg, instance=model))
 
 
 def adopt_model(cfg: Config, model: VisionTransformer, splits: Splits) -> Config:

@@ -33,7 +33,6 @@ from sweeper import compress
 from sweeper.config import Config, ModelConfig, config_from_dict
 from sweeper.data import CIFAR_MEAN, CIFAR_STD
 from sweeper.errors import UserError
-from sweeper.files import MODEL_FILE
 from sweeper.models import create_model
 from sweeper.preflight import read_sweep_meta, writable_folder
 
@@ -45,7 +44,7 @@ NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}
 
 
 @dataclass(frozen=True)
-class TrialArtifact:
+class TrialArtefact:
     """A finished trial as saved by the sweep: its checkpoint and what it reported."""
 
     config: Config
@@ -55,7 +54,7 @@ class TrialArtifact:
     reported: dict[str, float]
 
     def state(self) -> dict[str, Any]:
-        path = self.checkpoint / MODEL_FILE
+        path = self.checkpoint / "model.pt"
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except (OSError, EOFError, RuntimeError, pickle.UnpicklingError) as exc:
@@ -97,7 +96,7 @@ def _reported(checkpoint: Path) -> dict[str, float]:
     return {}
 
 
-def find_trial(run: str, trial: str, output_dir: str) -> TrialArtifact:
+def find_trial(run: str, trial: str, output_dir: str) -> TrialArtefact:
     from sweeper.sweep import find_sweep
 
     if not re.fullmatch(r"[\w-]+", trial):
@@ -107,7 +106,7 @@ def find_trial(run: str, trial: str, output_dir: str) -> TrialArtifact:
     tune_dir = sweep_dir / "ray" / "tune"
     # Tune names a trial's folder <trainable>_<trial id>_<index>_<params>_<time>
     checkpoints = sorted(c for c in tune_dir.glob(f"*_{trial}_*/checkpoint_*")
-                         if (c / MODEL_FILE).is_file())
+                         if (c / "model.pt").is_file())
     if not checkpoints:
         raise UserError(f"no finished trial {trial!r} in sweep {meta['name']} "
                         f"(trial folders are under {tune_dir})")
@@ -117,18 +116,18 @@ def find_trial(run: str, trial: str, output_dir: str) -> TrialArtifact:
         compress.pipeline_from_dict(pipeline)  # a UserError names a bad technique or value
     except (OSError, ValueError, TypeError, AttributeError) as exc:
         raise UserError(f"{ckpt / 'pipeline.json'} is not a trial's pipeline ({exc})") from None
-    return TrialArtifact(config_from_dict(meta["config"]), trial, ckpt, pipeline,
+    return TrialArtefact(config_from_dict(meta["config"]), trial, ckpt, pipeline,
                          _reported(ckpt))
 
 
-def check_onnx(art: TrialArtifact) -> None:
+def check_onnx(art: TrialArtefact) -> None:
     """Refuse up front what the ONNX exporter would fail on after minutes of tracing."""
     for name, params in art.pipeline.items():
         if name in NO_ONNX and params.get("enabled", True) is not False:
             raise UserError(f"trial {art.trial}: {NO_ONNX[name]}; export it with format=torch")
 
 
-def export_onnx(art: TrialArtifact, path: Path, model: nn.Module | None = None) -> int:
+def export_onnx(art: TrialArtefact, path: Path, model: nn.Module | None = None) -> int:
     from sweeper.runtime import onnx_bytes
 
     graph, _report = onnx_bytes(model if model is not None else art.model(),
@@ -139,7 +138,7 @@ def export_onnx(art: TrialArtifact, path: Path, model: nn.Module | None = None) 
     return len(graph)
 
 
-def export_torch(art: TrialArtifact, path: Path) -> int:
+def export_torch(art: TrialArtefact, path: Path) -> int:
     torch.save({
         "format": TORCH_FORMAT,
         "model": dataclasses.asdict(art.config.model),
@@ -175,7 +174,7 @@ def parse(overrides: list[str]) -> dict[str, str]:
     return opts
 
 
-def run_export(run: str, trial: str, overrides: list[str]) -> tuple[Path, int, TrialArtifact]:
+def run_export(run: str, trial: str, overrides: list[str]) -> tuple[Path, int, TrialArtefact]:
     opts = parse(overrides)
     art = find_trial(run, trial, opts["output_dir"])
     if opts["format"] == "onnx":
