@@ -157,3 +157,16 @@ def test_launch_with_a_model_instance_sweeps_it_as_the_baseline(tmp_path: Path) 
     meta = json.loads((outcome.sweep_dir / "sweep.json").read_text())
     assert meta["status"] == "FINISHED" and "data_source" not in meta
     assert meta["config"]["model"]["checkpoint"].startswith(str((tmp_path / "cache").resolve()))
+
+
+def test_structured_pruning_of_blocks_it_cannot_handle_is_refused_at_launch() -> None:
+    """A ViT whose attention carries a norm over its width (scale_attn_norm): removing heads
+    would change that norm's statistics, so the prune space is refused, naming why."""
+    from sweeper.spaces import check_against_model, load_space
+
+    model = VisionTransformer(num_classes=10, scale_attn_norm=True, **DIMS)  # type: ignore[arg-type]
+    with pytest.raises(sweeper.UserError,
+                       match=r"prune_ratio.yaml: prune: blocks.0: structured pruning does not "
+                             r"support scale_attn_norm"):
+        check_against_model(load_space("prune_ratio"), model)
+    check_against_model(load_space("prune_ratio"), plain_vit())  # the plain one passes
