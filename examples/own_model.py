@@ -35,6 +35,7 @@ from torchvision import datasets, transforms
 
 import sweeper
 from sweeper.export import run_export
+from sweeper.report import describe_config
 
 SHAPES = ("circle", "square", "triangle")
 TINY_SPACE = """description: two quick int8 schemes (the example's --tiny run)
@@ -85,9 +86,9 @@ def fine_tune(root: Path, name: str, size: int, epochs: int, pretrained: bool) -
         transforms.Normalize(data_cfg["mean"], data_cfg["std"]),
     ])
     train = datasets.ImageFolder(str(root / "train"), transform=tf)
-    loader = DataLoader(train, batch_size=32, shuffle=True,
+    loader = DataLoader(train, batch_size=16, shuffle=True,
                         generator=torch.Generator().manual_seed(0))
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.05)
     model.train()
     for epoch in range(epochs):
         total = 0.0
@@ -189,11 +190,13 @@ def main() -> None:
     onnx_path = out / "chosen.onnx"
     _, size_bytes, _ = run_export(str(outcome.sweep_dir), chosen["trial"],
                                   ["format=onnx", f"out={onnx_path}"])
-    print(f"exported trial {chosen['trial']} ({chosen['config']}) to {onnx_path} "
-          f"({size_bytes:,} bytes)")
+    print(f"exported trial {chosen['trial']} ({describe_config(chosen['config'])}) to "
+          f"{onnx_path} ({size_bytes:,} bytes)")
     acc = onnx_accuracy(onnx_path, root, classes)
-    print(f"ONNX Runtime test accuracy: {acc:.2%} "
-          f"(baseline test accuracy in the sweep: {outcome.baseline['test_acc']:.2%})")
+    swept = chosen.get("test_acc")
+    print(f"ONNX Runtime test accuracy: {acc:.2%} (the sweep's, in PyTorch: "
+          f"{'-' if swept is None else format(swept, '.2%')}; baseline "
+          f"{outcome.baseline['test_acc']:.2%})")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from sweeper import preflight
 from sweeper.config import Config, ModelConfig, build_config, config_from_dict
 from sweeper.errors import UserError
 from sweeper.files import atomic_write
-from sweeper.spaces import check_against_model, load_space
+from sweeper.quiet import quiet_third_party
 
 if TYPE_CHECKING:
     from sweeper.data import Splits
@@ -59,10 +59,16 @@ def launch(
 
     cfg = build_config([f"space={space}", *overrides])
     say = _logger(cfg, log)
-    splits = _splits(cfg, model, train, val, test)
+    if model is not None:  # its architecture first: the data's preprocessing depends on it
+        cfg = dataclasses.replace(cfg, model=model_config(model, cfg.model))
+    if train is None and (val is not None or test is not None):
+        raise UserError("val= and test= need train= (or give none: the config's data)")
+    splits = None if train is None else _from_datasets(cfg, model, train, val, test)
+    # every check that needs no write: space, folders, services, data, and each technique
+    # against a model of this architecture
+    prep = sweep.prepare(cfg, splits=splits)
     if model is not None:
-        cfg = adopt_model(cfg, model, splits)
-    prep = sweep.prepare(cfg, splits=splits if train is not None else None)
+        prep = dataclasses.replace(prep, cfg=adopt_model(cfg, model, prep.splits))
     return sweep.launch(prep, say)
 
 
@@ -89,45 +95,39 @@ def resume(
 
 
 def _logger(cfg: Config, log: Log | None) -> Log:
+    quiet_third_party()  # as the CLI: no deprecation or study-creation chatter
     return (lambda _m: None) if cfg.quiet or log is None else log
-
-
-def _splits(cfg: Config, model: VisionTransformer | None, train: Any, val: Any,
-            test: Any) -> Splits:
-    """The datasets given, or the config's data (loaded once: the model check needs its
-    class count)."""
-    from sweeper.data import load_splits
-
-    if train is None:
-        if val is not None or test is not None:
-            raise UserError("val= and test= need train= (or give none: the config's data)")
-        return load_splits(cfg.data, cfg.output_dir)
-    return _from_datasets(cfg, model, train, val, test)
 
 
 def _from_datasets(cfg: Config, model: VisionTransformer | None, train: Any, val: Any,
                    test: Any) -> Splits:
     """torch Datasets -> Splits, through the data side's adapter, with the sweep's one
     Preprocessing value (data.mean/std overrides, else the model's timm pretrained config)."""
-    from sweeper import data
-
-    adapter = getattr(data, "splits_from_datasets", None)
+    adapter = dataset_adapter()
     if adapter is None:
-        raise UserError("this sweeper has no dataset adapter (sweeper.data."
-                        "splits_from_datasets); pass no datasets to use the config's data")
+        raise UserError("this sweeper has no dataset adapter (splits_from_datasets); pass no "
+                        "datasets to use the config's data")
     from sweeper import preprocess  # type: ignore[attr-defined]  # comes with the adapter
 
     model_cfg = model_config(model, cfg.model) if model is not None else cfg.model
     return adapter(train, val, test, preprocess.resolve(cfg.data, model_cfg, instance=model))
 
 
+def dataset_adapter() -> Callable[..., Splits] | None:
+    """The data side's `splits_from_datasets` (sweeper.datasets, or sweeper.data)."""
+    from sweeper import data
+
+    try:
+        from sweeper.datasets import splits_from_datasets  # type: ignore[import-not-found]
+    except ImportError:
+        return getattr(data, "splits_from_datasets", None)
+    return splits_from_datasets
+
+
 def adopt_model(cfg: Config, model: VisionTransformer, splits: Splits) -> Config:
     """`cfg` with `model` as its baseline: the model config that rebuilds it and its weights
-    as `model.checkpoint`. Checked (class count, rebuild, techniques) before the one write,
-    the content-addressed checkpoint in the cache folder."""
-    if not isinstance(model, VisionTransformer):
-        raise UserError(f"model is a {type(model).__name__}; sweeper compresses timm "
-                        "VisionTransformer models")
+    as `model.checkpoint`. Checked (class count, rebuild) before the one write, the
+    content-addressed checkpoint in the cache folder (`sweep.prepare` has checked the rest)."""
     outputs = getattr(model.head, "out_features", None)
     if outputs != splits.num_classes:
         raise UserError(f"model has {outputs} outputs but the data has {splits.num_classes} "
@@ -136,14 +136,15 @@ def adopt_model(cfg: Config, model: VisionTransformer, splits: Splits) -> Config
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     rebuilt = _rebuild(model_cfg, state, splits.num_classes)
     _same_function(model, rebuilt, model_cfg)
-    check_against_model(load_space(cfg.space), rebuilt)
-    preflight.check_launch(cfg)  # the cache folder must be writable before the write
     path = _save(state, cfg.resolved_cache_dir())
     return dataclasses.replace(cfg, model=dataclasses.replace(model_cfg, checkpoint=str(path)))
 
 
 def model_config(model: VisionTransformer, base: ModelConfig) -> ModelConfig:
     """The config that rebuilds `model`'s architecture (weights come from the checkpoint)."""
+    if not isinstance(model, VisionTransformer):
+        raise UserError(f"model is a {type(model).__name__}; sweeper compresses timm "
+                        "VisionTransformer models")
     img = model.patch_embed.img_size
     patch = model.patch_embed.patch_size
     if img is None or img[0] != img[1] or patch[0] != patch[1]:
