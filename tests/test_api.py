@@ -170,3 +170,26 @@ def test_structured_pruning_of_blocks_it_cannot_handle_is_refused_at_launch() ->
                              r"support scale_attn_norm"):
         check_against_model(load_space("prune_ratio"), model)
     check_against_model(load_space("prune_ratio"), plain_vit())  # the plain one passes
+
+
+def test_datasets_become_the_splits_with_the_models_preprocessing() -> None:
+    """train/val/test Datasets go through the data side's adapter, normalised as the model's
+    timm pretrained config says."""
+    from timm.data import resolve_data_config
+
+    from sweeper.api import _from_datasets, dataset_adapter
+
+    if dataset_adapter() is None:
+        pytest.skip("needs splits_from_datasets (issue 9, data side)")
+    gen = torch.Generator().manual_seed(0)
+
+    def dataset(n: int) -> torch.utils.data.TensorDataset:
+        images = torch.randint(0, 256, (n, 3, 32, 32), generator=gen, dtype=torch.uint8)
+        return torch.utils.data.TensorDataset(images, torch.arange(n) % 3)
+
+    model = timm.create_model("vit_tiny_patch16_224", num_classes=3, img_size=32)
+    cfg = build_config(["space=quant_bits"])
+    splits = _from_datasets(cfg, model, dataset(12), dataset(6), dataset(6))
+    assert splits.num_classes == 3
+    assert splits.preprocessing.img_size == 32
+    assert list(splits.preprocessing.mean) == list(resolve_data_config({}, model=model)["mean"])
