@@ -139,8 +139,9 @@ def launch(prep: Prepared, log: Log = print) -> SweepOutcome:
             "tracking_uri": cfg.resolved_tracking_uri(), "config": cfg.to_dict(),
             "machine": hardware.machine(), "num_classes": prep.splits.num_classes,
             "preprocessing": prep.splits.preprocessing.to_dict(),  # read back by export
-            "classes": list(prep.splits.classes),
-            "data_source": prep.data_source}  # "datasets": resume needs them handed again
+            "classes": list(prep.splits.classes)}
+    if prep.data_source != "config":  # the API's own datasets: resume needs them again
+        meta["data_source"] = prep.data_source
     sweep = Sweep(cfg, space, prep.splits, inputs, folder, meta, tracker, log, started)
     sweep.save_meta(status="RUNNING")
     log(f"sweep {sweep.name}: {cfg.search.trials} trials of space '{space.name}', concurrency "
