@@ -1,6 +1,6 @@
 """Search efficiency: how much of the exhaustive Pareto front each sampler finds in N trials.
 
-On `search_spaces/search_bench.yaml`, a choices-only space small enough to enumerate (48
+On `sweeper/search_spaces/search_bench.yaml`, a choices-only space small enough to enumerate (48
 distinct pipelines: structured prune ratio x Nyström off/16/32 x quantization off/int8/4/2-bit):
 
 1. **Table.** Every distinct pipeline of the space is measured once with

@@ -79,8 +79,18 @@ class ModelConfig:
     depth: int = 4
     num_heads: int = 4
     mlp_ratio: float = 2.0
+    # the user's weights (state_dict or training checkpoint), see sweeper/checkpoint.py
+    checkpoint: str | None = None
 
     def __post_init__(self) -> None:
+        if self.checkpoint is not None:  # absolute: resume and workers run from other folders
+            if not self.checkpoint.strip():
+                raise UserError("model.checkpoint is empty; leave it unset for no checkpoint")
+            if self.pretrained:
+                raise UserError("model.pretrained=true and model.checkpoint both give the "
+                                "weights; set only one")
+            object.__setattr__(self, "checkpoint", str(Path(self.checkpoint).expanduser()
+                                                       .absolute()))
         check_int("model.img_size", self.img_size, 8, 1024)
         check_int("model.patch_size", self.patch_size, 1, self.img_size)
         check_int("model.depth", self.depth, 1, 48)

@@ -15,7 +15,7 @@ import torch
 from sweeper import compress, early_stop, hv_history, journal, objectives, registry
 from sweeper.files import MODEL_FILE
 from sweeper.pareto import normalised_hypervolume, pareto_front
-from sweeper.report import format_front_table, front_to_csv, front_to_json, plot_front
+from sweeper.report import Front, format_front_table, front_to_csv, front_to_json, plot_front
 from sweeper.train import accuracy
 from sweeper.trial import TrialInputs, build_baseline, evaluate_artifact
 
@@ -31,7 +31,7 @@ class SweepOutcome:
     sweep_dir: Path
     parent_run_id: str
     rows: list[dict[str, Any]]
-    front: list[dict[str, Any]]
+    front: Front  # prints as the table the CLI prints
     baseline: dict[str, Any]
     hypervolume: float
     wall_seconds: float  # the whole sweep, baseline and front included
@@ -99,8 +99,9 @@ def finish(sweep: Sweep, tuned: SweepRun) -> SweepOutcome:
         sweep.folder / journal.TRIALS, sweep.inputs.baseline_val_acc))
     files[3].write_text(table + "\n")
     _mark_mlflow(sweep, finished, front, baseline, hv, files, len(stopped))
-    return SweepOutcome(sweep.folder, sweep.parent_run_id, tuned.rows, front, baseline, hv,
-                        tuned.wall_seconds, table, tune_seconds=tuned.wall_seconds)
+    return SweepOutcome(sweep.folder, sweep.parent_run_id, tuned.rows, Front(front, baseline),
+                        baseline, hv, tuned.wall_seconds, table,
+                        tune_seconds=tuned.wall_seconds)
 
 
 def one_fingerprint(rows: list[dict[str, Any]], log: Callable[[str], None]) -> list[dict[str, Any]]:

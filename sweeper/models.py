@@ -15,6 +15,7 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from sweeper import checkpoint
 from sweeper.config import Config, ModelConfig
 from sweeper.data import Splits
 from sweeper.errors import UserError
@@ -54,11 +55,16 @@ def token_count(model: VisionTransformer) -> int:
     return model.patch_embed.num_patches + model.num_prefix_tokens
 
 
+def checkpoint_hash(cfg: ModelConfig) -> str | None:
+    return checkpoint.content_hash(cfg.checkpoint) if cfg.checkpoint else None
+
+
 def baseline_key(cfg: Config, splits: Splits) -> str:
     """Hash of everything that determines the baseline's weights."""
     payload = {
         "format": CACHE_FORMAT,
-        "model": dataclasses.asdict(cfg.model),
+        # the checkpoint's bytes, not its path, determine the weights
+        "model": dataclasses.asdict(cfg.model) | {"checkpoint": checkpoint_hash(cfg.model)},
         "train": dataclasses.asdict(cfg.train),
         "data": splits.fingerprint(),
         "torch": torch.__version__.split("+")[0],
@@ -102,6 +108,8 @@ def load_or_train_baseline(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.train.seed)
         model = create_model(cfg.model, splits.num_classes)
+    if cfg.model.checkpoint:
+        checkpoint.load_into(model, cfg.model.checkpoint, splits.num_classes, cfg.model.name)
     payload = _load_cached(path, model)
     if payload is not None:
         log(f"baseline: loaded from cache {path} (val acc {payload['val_acc']:.2%})")
@@ -125,7 +133,10 @@ def load_or_train_baseline(
         if (epoch + 1) % every == 0 or epoch + 1 == cfg.train.epochs:
             log(f"baseline: epoch {epoch + 1}/{cfg.train.epochs} loss {loss:.3f}")
 
-    log(f"baseline: training {cfg.model.name} for {cfg.train.epochs} epochs on {device}")
+    if cfg.train.epochs == 0:
+        log(f"baseline: {cfg.model.checkpoint or 'initial weights'} used as is (train.epochs=0)")
+    else:
+        log(f"baseline: training {cfg.model.name} for {cfg.train.epochs} epochs on {device}")
     fit(model, splits.train, settings, splits.preprocessing, device, on_epoch=on_epoch)
     model.cpu().eval()
     val_acc = accuracy(model, splits.val, splits.preprocessing, torch.device("cpu"))

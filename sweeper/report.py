@@ -315,3 +315,20 @@ def _plot_history(ax: Any, history: list[float]) -> None:
     ax.set_ylabel("normalised hypervolume")
     ax.set_title("hypervolume after each trial")
     ax.grid(True, alpha=0.3)
+
+
+class Front(list):
+    """The front's members (each trial's full row), as `SweepOutcome.front`; printing it
+    prints the table the CLI prints (the baseline row first), and `records` are that table's
+    rows as flat COLUMNS records."""
+
+    def __init__(self, members: list[dict[str, Any]], baseline: dict[str, Any]) -> None:
+        super().__init__(members)
+        self.baseline = baseline
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        return front_rows(list(self), self.baseline)
+
+    def __str__(self) -> str:
+        return format_front_table(list(self), self.baseline)

@@ -1,4 +1,5 @@
-"""Search spaces: `search_spaces/NAME.yaml` -> an Optuna define-by-run function -> a pipeline.
+"""Search spaces: `sweeper/search_spaces/NAME.yaml` (or a YAML file path) -> an Optuna
+define-by-run function -> a pipeline.
 
 A space file names techniques and, for each parameter, either a fixed value or a range:
 
@@ -31,7 +32,8 @@ from torch import nn
 from sweeper import compress
 from sweeper.errors import UserError
 
-SPACE_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
+# inside the package, so a wheel ships them (pyproject.toml: package-data)
+SPACE_DIR = Path(__file__).resolve().parent / "search_spaces"
 # what Optuna stores as a categorical choice
 CHOICE_TYPES = (type(None), bool, int, float, str)
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from sweeper import hardware, preflight
+from sweeper import checkpoint, hardware, preflight
 from sweeper.config import Config
 from sweeper.data import Splits, load_splits
 from sweeper.errors import UserError
@@ -40,6 +40,7 @@ class Prepared:
     cfg: Config
     space: Space
     splits: Splits
+    data_source: str = "config"  # "datasets": the Python API's own; resume needs them again
 
 
 @dataclass
@@ -73,20 +74,25 @@ class Sweep:
         return resume_command(self.name, self.cfg.output_dir)
 
 
-def prepare(cfg: Config, tracking_uri: str | None = None) -> Prepared:
+def prepare(cfg: Config, tracking_uri: str | None = None, splits: Splits | None = None
+            ) -> Prepared:
     """All validation that needs no writes: space file, folders, services, resources, data,
-    model-dependent limits (`tracking_uri`: the one a resumed sweep keeps)."""
+    model-dependent limits (`tracking_uri`: the one a resumed sweep keeps; `splits`: the
+    Python API's datasets instead of the config's data)."""
     space = load_space(cfg.space)
     preflight.check_launch(cfg, tracking_uri)
-    splits = load_splits(cfg.data, cfg.output_dir, cfg.model)
+    source = "config" if splits is None else "datasets"
+    splits = load_splits(cfg.data, cfg.output_dir, cfg.model) if splits is None else splits
     model = create_model(cfg.model, splits.num_classes)
+    if cfg.model.checkpoint:  # a bad checkpoint is rejected here, before any write
+        checkpoint.load_into(model, cfg.model.checkpoint, splits.num_classes, cfg.model.name)
     device = cfg.resources.trial_device()
     check_against_model(space, model, device)
     if cfg.measure.runtime == "onnxruntime":
         from sweeper.runtime import check_providers
 
         check_providers(device)
-    return Prepared(cfg, space, splits)
+    return Prepared(cfg, space, splits, source)
 
 
 def baseline_device(cfg: Config) -> torch.device:
@@ -135,6 +141,8 @@ def launch(prep: Prepared, log: Log = print) -> SweepOutcome:
             "machine": hardware.machine(), "num_classes": prep.splits.num_classes,
             "preprocessing": prep.splits.preprocessing.to_dict(),  # read back by export
             "classes": list(prep.splits.classes)}
+    if prep.data_source != "config":  # the API's own datasets: resume needs them again
+        meta["data_source"] = prep.data_source
     sweep = Sweep(cfg, space, prep.splits, inputs, folder, meta, tracker, log, started)
     sweep.save_meta(status="RUNNING")
     log(f"sweep {sweep.name}: {cfg.search.trials} trials of space '{space.name}', concurrency "
@@ -175,9 +183,11 @@ def find_sweep(ref: str, output_dir: str) -> Path:
     raise UserError(f"no sweep {ref!r} under {sweeps} (give a parent run id or sweep name)")
 
 
-def resume(ref: str, output_dir: str, log: Log = print) -> SweepOutcome | None:
+def resume(ref: str, output_dir: str, log: Log = print, splits: Splits | None = None
+           ) -> SweepOutcome | None:
     """Continue a sweep whose driver died or was interrupted: same Tune experiment, Optuna
-    study, MLflow parent. A finished sweep only gets the MLflow writes it missed (None)."""
+    study, MLflow parent. A finished sweep only gets the MLflow writes it missed (None).
+    `splits`: the datasets a sweep launched from Python with its own was given again."""
     from sweeper.config import config_from_dict
     from sweeper.tracking import Tracker
 
@@ -191,7 +201,10 @@ def resume(ref: str, output_dir: str, log: Log = print) -> SweepOutcome | None:
                               output_dir=str(folder.resolve().parents[1]))
     if not (folder / "ray" / "tune" / "tuner.pkl").is_file():
         raise UserError(f"sweep {meta['name']} has no Tune state to resume from")
-    prep = prepare(cfg, meta["tracking_uri"])
+    if meta.get("data_source") == "datasets" and splits is None:
+        raise UserError(f"sweep {meta['name']} was launched from Python with its own datasets; "
+                        "resume it with sweeper.resume(..., train=, val=, test=)")
+    prep = prepare(cfg, meta["tracking_uri"], splits)
     preflight.check_cluster(cfg, log)
     started = time.perf_counter()
     torch.set_num_threads(max(1, os.cpu_count() or 1))

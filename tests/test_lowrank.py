@@ -22,6 +22,7 @@ from sweeper.compress.lowrank import LowRankConfig, LowRankLinear, apply, rank_f
 from sweeper.compress.quantize import QuantizeConfig
 from sweeper.compress.quantize import apply as quantize
 from sweeper.measure import count_parameters, serialized_size
+from sweeper.spaces import SPACE_DIR
 from tests.conftest import tiny_overrides
 from tests.test_quant_packing import context, images, vit
 
@@ -102,12 +103,12 @@ def _sweep(tmp: Path, space: Path) -> dict:
 def test_lowrank_and_hybrid_sweeps_run_and_export(tmp_path: Path) -> None:
     """The lowrank space as shipped, and the hybrid space with lowrank (and int8) switched
     on; a trial of each exports to an ONNX file that ONNX Runtime runs."""
-    hybrid = yaml.safe_load((ROOT / "search_spaces" / "hybrid.yaml").read_text())
+    hybrid = yaml.safe_load((SPACE_DIR / "hybrid.yaml").read_text())
     hybrid["techniques"]["lowrank"]["enabled"] = True
     hybrid["techniques"]["quantize"]["enabled"] = True
     hybrid["techniques"]["tome"]["enabled"] = False  # token merging has no ONNX lowering
     (tmp_path / "hybrid_lowrank.yaml").write_text(yaml.safe_dump(hybrid))
-    for space in (ROOT / "search_spaces" / "lowrank.yaml", tmp_path / "hybrid_lowrank.yaml"):
+    for space in (SPACE_DIR / "lowrank.yaml", tmp_path / "hybrid_lowrank.yaml"):
         out = tmp_path / space.stem
         meta = _sweep(out, space)
         client = MlflowClient(f"sqlite:///{out}/mlflow.db")

@@ -25,7 +25,7 @@ from sweeper.checks import check_bool, check_choice, check_float
 from sweeper.compress import TrialContext, param, register
 from sweeper.compress._histogram import write_histogram
 from sweeper.compress._sparse import attach_sparse_hooks, magnitude_prune_, saves_bytes
-from sweeper.compress._structured import prune_block
+from sweeper.compress._structured import check_block, prune_block
 from sweeper.measure import count_parameters
 
 KINDS = ("structured", "unstructured")
@@ -78,7 +78,24 @@ def _unstructured(model: nn.Module, ratio: float, ctx: TrialContext) -> list[tor
     return [torch.cat(kept), torch.cat(gone)]
 
 
-@register("prune", "prune", PruneConfig, example=PruneConfig(ratio=0.3))
+def check_model(cfg: PruneConfig, model: nn.Module) -> None:
+    """At launch: blocks to prune, and for structured pruning timm Attention/Mlp ones (a user's
+    model may carry other block types or width norms that every trial would fail on)."""
+    blocks = getattr(model, "blocks", None)
+    if not blocks:
+        raise TypeError("expects a timm VisionTransformer (model.blocks)")
+    for i, blk in enumerate(blocks):
+        try:
+            if cfg.kind == "structured":
+                check_block(blk)
+            elif not any(type(m) is nn.Linear for m in blk.modules()):
+                raise TypeError("no nn.Linear layers to prune")
+        except TypeError as exc:
+            raise TypeError(f"blocks.{i}: {exc}") from None
+
+
+@register("prune", "prune", PruneConfig, example=PruneConfig(ratio=0.3),
+          check_model=check_model)
 def apply(model: nn.Module, cfg: PruneConfig, ctx: TrialContext) -> nn.Module:
     """Prune `model` in place (data-free); notes and an importance histogram record what went."""
     before = count_parameters(model)

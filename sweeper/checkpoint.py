@@ -1,0 +1,131 @@
+"""`model.checkpoint=PATH`: the user's own weights, read without unpickling code and checked
+against the model before anything is written.
+
+Accepted: a bare `state_dict`, or a training checkpoint holding one under `state_dict` /
+`model` (timm's train.py, torchvision's references) or, when only that is there, `model_ema` /
+`state_dict_ema`; `module.` (DataParallel/DDP) and `_orig_mod.` (torch.compile) prefixes are
+stripped. timm's checkpoints also hold its `argparse.Namespace` of arguments: that one class is
+allowed through `weights_only` loading (it only carries attributes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import pickle
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from sweeper.errors import UserError
+
+# where training scripts keep the weights, in order of preference (EMA only when alone)
+WRAPPERS = ("state_dict", "model", "model_ema", "state_dict_ema")
+PREFIXES = ("module.", "_orig_mod.")
+EXTRA_KEYS = ("n_averaged",)  # torch.optim.swa_utils.AveragedModel's counter, not a weight
+SHOWN = 3  # keys named in an error before "+N more"
+
+
+def read_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint file, unwrapped and with prefixes stripped."""
+    p = Path(path)
+    where = f"model.checkpoint={path}"
+    if not p.exists():
+        raise UserError(f"{where} does not exist")
+    if not p.is_file():
+        raise UserError(f"{where} is not a file")
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # weights_only refuses a class it may not import: a pickled model or other objects
+        found = re.search(r"(?:GLOBAL |global )?([\w.]+) was not an allowed global", str(exc)) \
+            or re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        if found:
+            raise UserError(f"{where} holds Python objects, not only tensors ({found[1]}); "
+                            "save model.state_dict() instead") from None
+        raise UserError(f"{where} is not a PyTorch checkpoint (torch.load cannot read it)"
+                        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError) as exc:
+        raise UserError(f"{where} is not a PyTorch checkpoint ({_first_line(exc)})") from None
+    return _strip(_unwrap(obj, where))
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+
+
+def _is_state(obj: object) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+
+
+def _unwrap(obj: object, where: str) -> dict[str, torch.Tensor]:
+    if _is_state(obj):
+        return obj  # type: ignore[return-value]
+    if isinstance(obj, dict):
+        for key in WRAPPERS:
+            inner = obj.get(key)
+            if isinstance(inner, dict):  # AveragedModel's counter is a tensor too: filter it
+                inner = {k: v for k, v in inner.items() if k not in EXTRA_KEYS}
+            if _is_state(inner):
+                return inner  # type: ignore[return-value]
+        keys = ", ".join(sorted(map(str, obj))[:6]) or "none"
+        raise UserError(f"{where} holds no state_dict (keys: {keys}; looked for "
+                        f"{' / '.join(WRAPPERS)} or a mapping of tensors)")
+    raise UserError(f"{where} holds a {type(obj).__name__}, not a state_dict")
+
+
+def _strip(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out = {}
+    for key, value in state.items():
+        for prefix in PREFIXES:
+            while key.startswith(prefix):
+                key = key[len(prefix):]
+        out[key] = value
+    return out
+
+
+def _some(keys: list[str]) -> str:
+    more = f" (+{len(keys) - SHOWN} more)" if len(keys) > SHOWN else ""
+    return ", ".join(keys[:SHOWN]) + more
+
+
+def load_into(model: nn.Module, path: str | Path, num_classes: int, name: str) -> nn.Module:
+    """Load the checkpoint at `path` into `model` (built for `num_classes` classes) strictly;
+    any missing, unexpected or resized weight is one UserError naming the first few."""
+    state = read_state(path)
+    where = f"model.checkpoint={path}"
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    resized = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    head = getattr(model, "head", None)
+    head_keys = {f"head.{k}" for k, _ in head.named_parameters()} if head is not None else set()
+    if not missing and not unexpected and resized and set(resized) <= head_keys:
+        classes = state[resized[0]].shape[0]
+        raise UserError(f"{where} has a {classes}-class head but the data has {num_classes} "
+                        "classes")
+    problems = []
+    if missing:
+        problems.append(f"missing {_some(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {_some(unexpected)}")
+    if resized:
+        shapes = [f"{k} {list(state[k].shape)} vs {list(expected[k].shape)}" for k in resized]
+        problems.append(f"other shapes {_some(shapes)}")
+    if problems:
+        raise UserError(f"{where} does not fit model.name={name}: {'; '.join(problems)}")
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def content_hash(path: str | Path) -> str:
+    """sha256 of the file's bytes: the baseline cache key covers the weights, not the path."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
