@@ -127,6 +127,29 @@ def _fmt(value: float | None, spec: str) -> str:
     return "never" if value is None else format(value, spec)
 
 
+def plot(runs: list[dict[str, Any]], path: Path) -> None:
+    """Hypervolume against cumulative trial CPU-seconds, a panel per space, on solid and
+    off dashed, one colour per seed."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    spaces = sorted({r["space"] for r in runs})
+    fig = Figure(figsize=(6 * len(spaces), 4.5), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(spaces), squeeze=False)[0]
+    for ax, space in zip(axes, spaces, strict=True):
+        for i, r in enumerate(r for r in runs if r["space"] == space):
+            for mode, style in (("on", "-"), ("observe", "--")):
+                c = r["curves"][mode]
+                ax.step(c["cpu"], c["hv"], style, where="post", color=f"C{i}",
+                        label=f"seed {r['seed']} {'on' if mode == 'on' else 'off'}")
+        ax.set(title=space, xlabel="cumulative trial CPU-seconds",
+               ylabel="normalised hypervolume")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.savefig(path, format="png")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--spaces", nargs="+", default=None)
@@ -138,8 +161,14 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" /
                     "early_stopping.json")
     ap.add_argument("--keep", type=Path, default=None, help="keep the sweeps in this folder")
+    ap.add_argument("--plot", type=Path, nargs="+", metavar=("PNG", "JSON"),
+                    help="only draw PNG from earlier runs' JSON files")
     ap.add_argument("overrides", nargs="*", help="key=value for every sweep")
     args = ap.parse_args()
+    if args.plot:
+        runs = [r for f in args.plot[1:] for r in json.loads(f.read_text())["runs"]]
+        plot(runs, args.plot[0])
+        return 0
     spaces = args.spaces or ([QUICK_SPACE] if args.quick else ["kd_temperature", "hybrid_train"])
     seeds = args.seeds if args.seeds is not None else ([0] if args.quick else [0, 1, 2])
     trials = args.trials or (4 if args.quick else 12)
