@@ -81,7 +81,8 @@ def fit(
             teacher.to(device).eval()
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
-        sched = _warmup_cosine(opt, settings, math.ceil(len(train) / settings.batch_size))
+        sched = warmup_cosine(opt, settings.epochs, math.ceil(len(train) / settings.batch_size),
+                              settings.warmup_epochs)
         for epoch in range(settings.epochs):
             running, seen = 0.0, 0
             for xb, yb in train.batches(settings.batch_size, shuffle=True, generator=gen):
@@ -101,11 +102,11 @@ def fit(
         return model.eval()
 
 
-def _warmup_cosine(opt: torch.optim.Optimizer, settings: FitSettings,
-                   steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+def warmup_cosine(opt: torch.optim.Optimizer, epochs: int, steps_per_epoch: int,
+                  warmup_epochs: float) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up over `warmup_epochs`, then cosine decay to zero, stepped per batch."""
-    total = settings.epochs * steps_per_epoch
-    warm = max(1, int(settings.warmup_epochs * steps_per_epoch))
+    total = epochs * steps_per_epoch
+    warm = max(1, int(warmup_epochs * steps_per_epoch))
 
     def lr_at(step: int) -> float:
         if step < warm:
