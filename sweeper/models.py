@@ -95,6 +95,26 @@ def _load_cached(path: Path, model: nn.Module) -> dict | None:
         return None
 
 
+def _train(model: nn.Module, cfg: Config, splits: Splits, device: torch.device,
+           log: Callable[[str], None]) -> None:
+    """The baseline's training (train.epochs=0: the weights as they are), logging 8 times."""
+    t = cfg.train
+    settings = FitSettings(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
+                           weight_decay=t.weight_decay, label_smoothing=t.label_smoothing,
+                           warmup_epochs=min(3.0, max(1.0, t.epochs / 10)), seed=t.seed)
+    every = max(1, t.epochs // 8)
+
+    def on_epoch(epoch: int, loss: float) -> None:
+        if (epoch + 1) % every == 0 or epoch + 1 == t.epochs:
+            log(f"baseline: epoch {epoch + 1}/{t.epochs} loss {loss:.3f}")
+
+    if t.epochs == 0:
+        log(f"baseline: {cfg.model.checkpoint or 'initial weights'} used as is (train.epochs=0)")
+    else:
+        log(f"baseline: training {cfg.model.name} for {t.epochs} epochs on {device}")
+    fit(model, splits.train, settings, splits.preprocessing, device, on_epoch=on_epoch)
+
+
 def load_or_train_baseline(
     cfg: Config,
     splits: Splits,
@@ -117,27 +137,8 @@ def load_or_train_baseline(
     if path.exists():
         log(f"baseline: cache {path} is unreadable; retraining")
 
-    settings = FitSettings(
-        epochs=cfg.train.epochs,
-        batch_size=cfg.train.batch_size,
-        lr=cfg.train.lr,
-        weight_decay=cfg.train.weight_decay,
-        label_smoothing=cfg.train.label_smoothing,
-        warmup_epochs=min(3.0, max(1.0, cfg.train.epochs / 10)),
-        seed=cfg.train.seed,
-    )
     start = time.perf_counter()
-    every = max(1, cfg.train.epochs // 8)
-
-    def on_epoch(epoch: int, loss: float) -> None:
-        if (epoch + 1) % every == 0 or epoch + 1 == cfg.train.epochs:
-            log(f"baseline: epoch {epoch + 1}/{cfg.train.epochs} loss {loss:.3f}")
-
-    if cfg.train.epochs == 0:
-        log(f"baseline: {cfg.model.checkpoint or 'initial weights'} used as is (train.epochs=0)")
-    else:
-        log(f"baseline: training {cfg.model.name} for {cfg.train.epochs} epochs on {device}")
-    fit(model, splits.train, settings, splits.preprocessing, device, on_epoch=on_epoch)
+    _train(model, cfg, splits, device, log)
     model.cpu().eval()
     val_acc = accuracy(model, splits.val, splits.preprocessing, torch.device("cpu"))
     seconds = time.perf_counter() - start

@@ -81,30 +81,15 @@ def fit(
             teacher.to(device).eval()
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
-        steps_per_epoch = math.ceil(len(train) / settings.batch_size)
-        total = settings.epochs * steps_per_epoch
-        warm = max(1, int(settings.warmup_epochs * steps_per_epoch))
-
-        def lr_at(step: int) -> float:
-            if step < warm:
-                return (step + 1) / warm
-            return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+        sched = warmup_cosine(opt, settings.epochs, math.ceil(len(train) / settings.batch_size),
+                              settings.warmup_epochs)
         for epoch in range(settings.epochs):
             running, seen = 0.0, 0
             for xb, yb in train.batches(settings.batch_size, shuffle=True, generator=gen):
                 if settings.augment:
                     xb = random_shift(xb, 2, gen)
-                x = preprocessing.to_input(xb, device)
-                y = yb.to(device)
-                logits = model(x)
-                loss = F.cross_entropy(logits, y, label_smoothing=settings.label_smoothing)
-                if teacher is not None and settings.kd_alpha > 0:
-                    with torch.no_grad():
-                        t_logits = teacher(x)
-                    soft = kd_loss(logits, t_logits, settings.kd_temperature)
-                    loss = (1 - settings.kd_alpha) * loss + settings.kd_alpha * soft
+                loss = _loss(model, teacher, preprocessing.to_input(xb, device), yb.to(device),
+                             settings)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -115,6 +100,33 @@ def fit(
             if on_epoch is not None:
                 on_epoch(epoch, running / max(1, seen))
         return model.eval()
+
+
+def warmup_cosine(opt: torch.optim.Optimizer, epochs: int, steps_per_epoch: int,
+                  warmup_epochs: float) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over `warmup_epochs`, then cosine decay to zero, stepped per batch."""
+    total = epochs * steps_per_epoch
+    warm = max(1, int(warmup_epochs * steps_per_epoch))
+
+    def lr_at(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+
+
+def _loss(model: nn.Module, teacher: nn.Module | None, x: torch.Tensor, y: torch.Tensor,
+          settings: FitSettings) -> torch.Tensor:
+    """Label-smoothed cross-entropy, mixed with soft distillation from `teacher` if given."""
+    logits = model(x)
+    loss = F.cross_entropy(logits, y, label_smoothing=settings.label_smoothing)
+    if teacher is not None and settings.kd_alpha > 0:
+        with torch.no_grad():
+            t_logits = teacher(x)
+        soft = kd_loss(logits, t_logits, settings.kd_temperature)
+        loss = (1 - settings.kd_alpha) * loss + settings.kd_alpha * soft
+    return loss
 
 
 @torch.inference_mode()

@@ -116,16 +116,10 @@ def calibrate(
 
     Returns the parameters by qualified module name and the number of images seen.
     """
-    observers: dict[str, HistogramObserver] = {}
-    hooks = []
-    with quiet():
-        for name, m in model.named_modules():
-            if type(m) is nn.Linear:
-                obs = HistogramObserver(dtype=torch.quint8, qscheme=torch.per_tensor_affine,
-                                        reduce_range=False)
-                observers[name] = obs
-                hooks.append(m.register_forward_pre_hook(
-                    lambda _m, args, obs=obs: obs(args[0].detach().float().cpu())))
+    observers = {name: _observer() for name, m in model.named_modules() if type(m) is nn.Linear}
+    hooks = [model.get_submodule(name).register_forward_pre_hook(
+        lambda _m, args, obs=obs: obs(args[0].detach().float().cpu()))
+        for name, obs in observers.items()]
     gen = torch.Generator().manual_seed(seed)
     seen = 0
     model.eval()
@@ -139,9 +133,12 @@ def calibrate(
     finally:
         for h in hooks:
             h.remove()
-    params = {}
     with quiet():
-        for name, obs in observers.items():
-            scale, zero = obs.calculate_qparams()
-            params[name] = (float(scale), int(zero))
-    return params, seen
+        qparams = {name: obs.calculate_qparams() for name, obs in observers.items()}
+    return {name: (float(scale), int(zero)) for name, (scale, zero) in qparams.items()}, seen
+
+
+def _observer() -> HistogramObserver:
+    with quiet():  # torch.ao's deprecation notices
+        return HistogramObserver(dtype=torch.quint8, qscheme=torch.per_tensor_affine,
+                                 reduce_range=False)

@@ -44,7 +44,7 @@ from sweeper.checks import check_bool, check_choice, check_float, check_int
 from sweeper.compress import TrialContext, param, register
 from sweeper.measure import count_parameters
 from sweeper.split import Split
-from sweeper.train import FitSettings, kd_loss
+from sweeper.train import FitSettings, kd_loss, warmup_cosine
 
 KINDS = ("soft", "hard", "deit")
 STUDENTS = ("self", "vit")
@@ -200,12 +200,8 @@ def train_student(
         student.set_distilled_training(True)  # forward returns (class, distillation) logits
     params = [p for p in student.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=ctx.weight_decay)
-    per_epoch = math.ceil(len(train) / ctx.batch_size)
-    total, warm = cfg.epochs * per_epoch, max(1, int(min(1.0, cfg.epochs / 4) * per_epoch))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm
-        else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm))),
-    )
+    sched = warmup_cosine(opt, cfg.epochs, math.ceil(len(train) / ctx.batch_size),
+                          min(1.0, cfg.epochs / 4))
     for epoch in range(cfg.epochs):
         if epoch and ctx.on_epoch is not None:  # the rung after `epoch` epochs
             ctx.on_epoch(student, epoch)
