@@ -44,12 +44,12 @@ def test_the_api_is_exported_lazily_with_its_error_type() -> None:
 def test_a_timm_model_becomes_its_name_and_a_content_addressed_checkpoint(
     tmp_path: Path,
 ) -> None:
-    model = timm.create_model("vit_tiny_patch16_224", num_classes=10, img_size=32)
+    model = timm.create_model("test_vit", num_classes=10, img_size=32)
     cfg = build_config(tiny_overrides(tmp_path, f"cache_dir={tmp_path / 'cache'}",
                                       "space=quant_bits"))
     splits = load_splits(cfg.data)
     adopted = adopt_model(cfg, model, splits)
-    assert adopted.model.name == "vit_tiny_patch16_224" and adopted.model.img_size == 32
+    assert adopted.model.name == "test_vit" and adopted.model.img_size == 32
     path = Path(adopted.model.checkpoint or "")
     assert path.parent == (tmp_path / "cache").resolve() and path.name.startswith("model-")
     again = adopt_model(cfg, model, splits)  # same weights, same file
@@ -80,9 +80,9 @@ REFUSED = {  # model -> what the one error says
     "other_pooling": (lambda: plain_vit(global_pool="avg", fc_norm=False), "computes other logits"),
     # a name whose defaults differ from the instance (patch 4, not 16)
     "patch_size_not_in_name": (
-        lambda: timm.create_model("vit_tiny_patch16_224", num_classes=10, img_size=32,
+        lambda: timm.create_model("test_vit", num_classes=10, img_size=32,
                                   patch_size=4),
-        "is not what model.name=vit_tiny_patch16_224 builds"),
+        "is not what model.name=test_vit builds"),
 }
 
 
@@ -100,7 +100,7 @@ def test_a_model_the_workers_cannot_rebuild_is_refused_before_any_write(
 
 def test_a_technique_that_cannot_apply_to_the_model_is_named_at_launch(tmp_path: Path) -> None:
     """Patch 16 on 32 px: 5 tokens, and nystrom_m asks for up to 65 landmarks."""
-    model = timm.create_model("vit_tiny_patch16_224", num_classes=10, img_size=32)
+    model = timm.create_model("test_vit", num_classes=10, img_size=32)
     with pytest.raises(sweeper.UserError, match=r"nystrom_m.yaml: .*nystrom.*landmarks"):
         sweeper.launch("nystrom_m", model=model, overrides=tiny_overrides(
             tmp_path / "out", f"cache_dir={tmp_path / 'cache'}"), log=None)
@@ -187,7 +187,7 @@ def test_datasets_become_the_splits_with_the_models_preprocessing() -> None:
         images = torch.randint(0, 256, (n, 3, 32, 32), generator=gen, dtype=torch.uint8)
         return torch.utils.data.TensorDataset(images, torch.arange(n) % 3)
 
-    model = timm.create_model("vit_tiny_patch16_224", num_classes=3, img_size=32)
+    model = timm.create_model("test_vit", num_classes=3, img_size=32)
     cfg = build_config(["space=quant_bits"])
     splits = _from_datasets(cfg, model, dataset(12), dataset(6), dataset(6))
     assert splits.num_classes == 3
