@@ -40,10 +40,11 @@ from sweeper import runtime  # noqa: E402
 from sweeper.compress import TrialContext  # noqa: E402
 from sweeper.compress.quantize import QuantizeConfig, apply  # noqa: E402
 from sweeper.config import build_config  # noqa: E402
-from sweeper.data import load_splits, to_input  # noqa: E402
+from sweeper.data import load_splits  # noqa: E402
 from sweeper.files import write_json  # noqa: E402
 from sweeper.measure import Timing, compare_latency, serialized_size  # noqa: E402
 from sweeper.models import load_or_train_baseline  # noqa: E402
+from sweeper.preprocess import Preprocessing  # noqa: E402
 from sweeper.train import accuracy  # noqa: E402
 
 SCHEMES = ["dynamic8", "static8", "weight_only8", "weight_only4", "weight_only3",
@@ -100,24 +101,26 @@ def measure(name: str, cfg: QuantizeConfig, base: torch.nn.Module, ctx: TrialCon
 
 def digits_rows(args: argparse.Namespace, log: Any) -> list[dict[str, Any]]:
     cfg = build_config([*(TINY if args.quick else []), f"output_dir={args.output_dir}"])
-    splits = load_splits(cfg.data, cfg.output_dir)
+    splits = load_splits(cfg.data, cfg.output_dir, cfg.model)
     base = load_or_train_baseline(cfg, splits, CPU, log).model.eval()
-    img, mean, std = cfg.model.img_size, splits.mean, splits.std
-    base_acc = accuracy(base, splits.val, img, mean, std, CPU)
-    ctx = TrialContext(train=splits.train, val=splits.val, img_size=img, mean=mean, std=std,
+    prep = splits.preprocessing
+    img = prep.img_size
+    base_acc = accuracy(base, splits.val, prep, CPU)
+    ctx = TrialContext(train=splits.train, val=splits.val, preprocessing=prep,
                        batch_size=cfg.train.batch_size, seed=cfg.search.seed, teacher=base)
     lsq = {"lsq_epochs": 1} if args.quick else {}
 
     def score(model: torch.nn.Module, sess: Any) -> dict[str, float]:
-        acc = accuracy(model, splits.val, img, mean, std, CPU)
-        ort_acc = runtime.accuracy(sess, splits.val, img, mean, std)
+        acc = accuracy(model, splits.val, prep, CPU)
+        ort_acc = runtime.accuracy(sess, splits.val, prep)
         return {"val_acc": acc, "acc_drop_pts": 100 * (base_acc - acc),
                 "ort_acc_drop_pts": 100 * (base_acc - ort_acc)}
 
     base_graph = runtime.float_onnx_bytes(base, img)
     rows = []
     for scheme in QUICK_SCHEMES if args.quick else SCHEMES:
-        qcfg = QuantizeConfig(scheme=scheme, **(lsq if scheme.startswith("lsq") else {}))
+        extra = lsq if scheme.startswith("lsq") else {}
+        qcfg = QuantizeConfig.from_params(scheme=scheme, **extra)
         rows.append(measure("digits-vit", qcfg, base, ctx, img, (1, 64), args, args.repeats,
                             base_graph, serialized_size(base), score))
         log(f"digits-vit {scheme}: {rows[-1]['seconds']:.0f}s")
@@ -133,9 +136,10 @@ def vits_rows(args: argparse.Namespace, log: Any) -> list[dict[str, Any]]:
     gen = torch.Generator().manual_seed(0)
     calib = (torch.randint(0, 256, (64, 3, img, img), dtype=torch.uint8, generator=gen),
              torch.zeros(64, dtype=torch.long))
-    ctx = TrialContext(train=calib, img_size=img, batch_size=16)
-    x = to_input(torch.randint(0, 256, (8, 3, img, img), dtype=torch.uint8, generator=gen),
-                 img, ctx.mean, ctx.std)
+    ctx = TrialContext(train=calib, preprocessing=Preprocessing(img, (0.5,) * 3, (0.5,) * 3),
+                       batch_size=16)
+    x = ctx.preprocessing.to_input(
+        torch.randint(0, 256, (8, 3, img, img), dtype=torch.uint8, generator=gen))
     with torch.no_grad():
         ref = base(x)
 
@@ -150,7 +154,8 @@ def vits_rows(args: argparse.Namespace, log: Any) -> list[dict[str, Any]]:
     rows = []
     for scheme in (["weight_only4"] if args.quick else
                    [s for s in SCHEMES if not s.startswith("lsq")]):
-        rows.append(measure("vit_small_patch16_224", QuantizeConfig(scheme=scheme), base, ctx,
+        qcfg = QuantizeConfig.from_params(scheme=scheme)
+        rows.append(measure("vit_small_patch16_224", qcfg, base, ctx,
                             img, (1, 8), args, max(3, args.repeats // 5), base_graph,
                             serialized_size(base), score))
         log(f"vit_small {scheme}: {rows[-1]['seconds']:.0f}s")

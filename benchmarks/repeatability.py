@@ -31,7 +31,7 @@ from sweeper.files import write_json
 from sweeper.hardware import cpu_model, isa_summary
 
 CONFIGS = {"structured prune 50%": [PruneConfig(ratio=0.5, kind="structured")],
-           "int8 dynamic": [QuantizeConfig(scheme="dynamic8")]}
+           "int8 dynamic": [QuantizeConfig.from_params(scheme="dynamic8")]}
 NEIGHBOUR = [PruneConfig(ratio=0.3), RecoverConfig(epochs=3)]  # trains while the other times
 QUICK = ["model.embed_dim=32", "model.depth=2", "model.num_heads=2", "train.epochs=2",
          "data.limit=200", "measure.batch_sizes=1,8", "measure.max_seconds=1"]

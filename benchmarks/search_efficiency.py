@@ -9,10 +9,10 @@ distinct pipelines: structured prune ratio x Nyström off/16/32 x quantization o
    timed in the same process). The table is cached as JSON, keyed by the space file's
    content, the baseline key and the measurement settings, so reruns only reload it.
 2. **Exhaustive front.** The non-dominated pipelines and their normalised hypervolume, with
-   the uncompressed baseline competing exactly as `sweeper.sweep.finish` does.
+   the uncompressed baseline competing exactly as `sweeper.front.finish` does.
 3. **Samplers.** For each sampler (nsga2, tpe, gp, random), budget (8/16/32 trials) and seed
    (0/1/2): an Optuna study with three directions and the production sampler, built by
-   `sweeper.orchestrate.make_sampler` from a Config with search.sampler / search.seed /
+   `sweeper.search.make_sampler` from a Config with search.sampler / search.seed /
    search.trials set (so NSGA-II gets the population size rule a real sweep gets), wrapped
    in `NoRepeatSampler` (no trial repeats a finished or running configuration) as `run_tune`
    builds it; `--plain` leaves the wrapper out, to show what repeats cost. It is
@@ -57,16 +57,17 @@ sys.path.insert(0, str(ROOT))
 import optuna  # noqa: E402
 import torch  # noqa: E402
 
-from sweeper import compress  # noqa: E402
+from sweeper import compress, objectives  # noqa: E402
 from sweeper.config import Config, build_config  # noqa: E402
 from sweeper.data import load_splits  # noqa: E402
 from sweeper.files import write_json  # noqa: E402
+from sweeper.front import front_of  # noqa: E402
 from sweeper.models import baseline_key  # noqa: E402
-from sweeper.orchestrate import OBJECTIVE_METRICS, OBJECTIVE_MODES, make_sampler  # noqa: E402
-from sweeper.pareto import normalised_hypervolume, pareto_front  # noqa: E402
+from sweeper.pareto import normalised_hypervolume  # noqa: E402
 from sweeper.quiet import quiet_third_party  # noqa: E402
+from sweeper.search import make_sampler  # noqa: E402
 from sweeper.spaces import Space, load_space, resolve_path  # noqa: E402
-from sweeper.sweep import FRONT_OBJECTIVES, _inputs  # noqa: E402
+from sweeper.sweep import _inputs  # noqa: E402
 from sweeper.trial import run_trial  # noqa: E402
 
 SPACE = "search_bench"
@@ -144,16 +145,15 @@ def describe(values: dict[str, Any]) -> str:
 
 
 def baseline_row(table: dict[str, Any]) -> dict[str, Any]:
-    """The uncompressed model as sweep.baseline_row builds it (ratios 1; no test split)."""
+    """The uncompressed model as front.baseline_row builds it (ratios 1; no test split)."""
     return {"trial": "baseline", "config": {}, "val_acc": table["baseline_val_acc"],
             "size_mb": table["baseline_size_bytes"] / 1e6, "latency_ratio": 1.0,
             "speedup": 1.0, "size_ratio": 1.0}
 
 
 def front_and_hv(rows: list[dict[str, Any]], baseline: dict[str, Any]) -> tuple[list, float]:
-    """As sweep.finish: the baseline competes for the front and enters the hypervolume."""
-    front = [r for r in pareto_front([*rows, baseline], FRONT_OBJECTIVES) if r is not baseline]
-    return front, normalised_hypervolume([*rows, baseline], baseline)
+    """As front.finish: the baseline competes for the front and enters the hypervolume."""
+    return front_of(rows, baseline), normalised_hypervolume([*rows, baseline], baseline)
 
 
 def search(cfg: Config, space: Space, rows: dict[str, dict[str, Any]], sampler: str,
@@ -163,9 +163,9 @@ def search(cfg: Config, space: Space, rows: dict[str, dict[str, Any]], sampler: 
     table). no_repeats: the sampler wrapped in NoRepeatSampler."""
     run_cfg = build_config([f"search.sampler={sampler}", f"search.seed={seed}",
                             f"search.trials={budget}"], base=cfg)
-    directions = ["maximize" if m == "max" else "minimize" for m in OBJECTIVE_MODES]
     define = space.define if no_repeats else None
-    study = optuna.create_study(directions=directions, sampler=make_sampler(run_cfg, define))
+    study = optuna.create_study(directions=objectives.DIRECTIONS,
+                                sampler=make_sampler(run_cfg, define))
     pending: deque = deque()
     keys: list[str] = []
     while len(keys) < budget:
@@ -175,7 +175,7 @@ def search(cfg: Config, space: Space, rows: dict[str, dict[str, Any]], sampler: 
             pending.append(trial)
         trial = pending.popleft()
         key = pipeline_key(space, trial.params)
-        study.tell(trial, [rows[key][m] for m in OBJECTIVE_METRICS])
+        study.tell(trial, [rows[key][m] for m in objectives.METRICS])
         keys.append(key)
     return keys
 
@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budgets", nargs="+", type=int)
     parser.add_argument("--seeds", nargs="+", type=int)
     parser.add_argument("--plain", action="store_true",
-                        help="samplers without sweeper.orchestrate.NoRepeatSampler (which "
+                        help="samplers without sweeper.search.NoRepeatSampler (which "
                         "launch uses), so trials may repeat a configuration")
     parser.add_argument("overrides", nargs="*",
                         help="sweeper key=value overrides, e.g. cache_dir=DIR measure.repeats=10")

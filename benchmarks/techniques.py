@@ -41,7 +41,7 @@ from sweeper.files import write_json
 from sweeper.hardware import cpu_model, isa_summary
 from sweeper.measure import serialized_size
 from sweeper.models import load_or_train_baseline
-from sweeper.trial import TrialInputs, evaluate_artefact, run_trial
+from sweeper.trial import TrialInputs, evaluate_artifact, run_trial
 
 QUICK = ["model.embed_dim=32", "model.depth=2", "model.num_heads=2", "train.epochs=3",
          "data.limit=300", "measure.batch_sizes=1,8", "measure.warmup=1", "measure.repeats=5",
@@ -62,11 +62,11 @@ def pipelines(quick: bool) -> dict[str, list[Any]]:
     heal = dict(kind="soft", temperature=2.0, alpha=0.5, epochs=ep(3), lr=5e-4)
     soft = dict(student, kind="soft", alpha=0.5)
     rows: dict[str, list[Any]] = {
-        "int8 dynamic": [QuantizeConfig(scheme="dynamic8")],
-        "int8 static": [QuantizeConfig(scheme="static8")],
-        "4-bit weights": [QuantizeConfig(scheme="weight_only4")],
-        "2-bit weights": [QuantizeConfig(scheme="weight_only2")],
-        "lsq 4-bit": [QuantizeConfig(scheme="lsq4", lsq_epochs=ep(3))],
+        "int8 dynamic": [QuantizeConfig.from_params(scheme="dynamic8")],
+        "int8 static": [QuantizeConfig.from_params(scheme="static8")],
+        "4-bit weights": [QuantizeConfig.from_params(scheme="weight_only4")],
+        "2-bit weights": [QuantizeConfig.from_params(scheme="weight_only2")],
+        "lsq 4-bit": [QuantizeConfig.from_params(scheme="lsq4", lsq_epochs=ep(3))],
     }
     for m in (8, 16, 32):
         rows[f"nystrom m={m}"] = [NystromConfig(landmarks=m)]
@@ -93,30 +93,30 @@ def pipelines(quick: bool) -> dict[str, list[Any]]:
         "distill soft T=2 (30ep)": [DistillConfig(**short, kind="soft", temperature=2.0,
                                                   alpha=0.5)],
         "hybrid distill T=4+int8": [DistillConfig(**soft, temperature=4.0),
-                                    QuantizeConfig(scheme="dynamic8")],
+                                    QuantizeConfig.from_params(scheme="dynamic8")],
         "hybrid prune 30%+distill+int8": [PruneConfig(ratio=0.3), DistillConfig(**heal),
-                                          QuantizeConfig(scheme="dynamic8")],
+                                          QuantizeConfig.from_params(scheme="dynamic8")],
     }
     return rows
 
 
 def trial_inputs(cfg: Config, log: Callable[[str], None]) -> TrialInputs:
     """As sweep.launch builds them: the cached (or freshly trained) baseline and the splits."""
-    splits = load_splits(cfg.data, cfg.output_dir)
+    splits = load_splits(cfg.data, cfg.output_dir, cfg.model)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     base = load_or_train_baseline(cfg, splits, torch.device("cpu"), log)
     model = base.model.cpu().eval()
     return TrialInputs(
         config=cfg, baseline_state=model.state_dict(), baseline_val_acc=base.val_acc,
         baseline_size_bytes=serialized_size(model), num_classes=splits.num_classes,
-        train=splits.train, val=splits.val, mean=splits.mean, std=splits.std,
+        train=splits.train, val=splits.val, preprocessing=splits.preprocessing,
     )
 
 
 def run(cfg: Config, names: list[str] | None, quick: bool,
         log: Callable[[str], None] = print) -> dict[str, Any]:
     inputs = trial_inputs(cfg, log)
-    test = load_splits(cfg.data, cfg.output_dir).test  # reported only, never chosen on
+    test = load_splits(cfg.data, cfg.output_dir, cfg.model).test  # reported only, never chosen on
     table = pipelines(quick)
     unknown = sorted(set(names or []) - set(table))
     if unknown:
@@ -128,13 +128,13 @@ def run(cfg: Config, names: list[str] | None, quick: bool,
         compress.validate_pipeline(pipeline)
         start = time.perf_counter()
         result = run_trial(inputs, pipeline)
-        state = torch.load(io.BytesIO(result.artefact), map_location="cpu", weights_only=True)
-        test_acc = evaluate_artefact(inputs, pipeline, state, test)
+        state = torch.load(io.BytesIO(result.artifact), map_location="cpu", weights_only=True)
+        test_acc = evaluate_artifact(inputs, pipeline, state, test)
         rows.append({"name": name, "pipeline": compress.pipeline_to_dict(pipeline),
                      "metrics": {**result.metrics, "test_acc": test_acc}, "tags": result.tags,
                      "seconds": time.perf_counter() - start})
         log(f"{name}: val acc {result.val_acc:.2%} in {rows[-1]['seconds']:.0f}s")
-    base_test = evaluate_artefact(inputs, [], inputs.baseline_state, test)
+    base_test = evaluate_artifact(inputs, [], inputs.baseline_state, test)
     return {"config": cfg.to_dict(), "baseline_val_acc": inputs.baseline_val_acc,
             "baseline_test_acc": base_test,
             "baseline_size_bytes": inputs.baseline_size_bytes,

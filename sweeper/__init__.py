@@ -1,8 +1,8 @@
 """sweeper: multi-objective sweeps over Vision Transformer compression.
 
-Importing the package stays light: ray and mlflow are imported only by
-`sweeper.orchestrate` and `sweeper.tracking`, torch and timm only when `launch` or `resume`
-is first used.
+Importing the package stays light: Ray, Optuna and MLflow are imported only once a sweep
+runs (MLflow by `sweeper.tracking` alone; Ray by the driver's orchestration modules and
+`sweeper.worker`), torch and timm only when `launch` or `resume` is first used.
 
     import sweeper
     outcome = sweeper.launch("hybrid", model=my_vit, overrides=["search.trials=24"])

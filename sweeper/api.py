@@ -34,7 +34,7 @@ from sweeper.quiet import quiet_third_party
 
 if TYPE_CHECKING:
     from sweeper.data import Splits
-    from sweeper.sweep import SweepOutcome
+    from sweeper.front import SweepOutcome
 
 Log = Callable[[str], None]
 PROBE_SEED = 0

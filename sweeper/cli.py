@@ -16,7 +16,7 @@ from sweeper.errors import UserError
 from sweeper.quiet import quiet_third_party
 
 if TYPE_CHECKING:
-    from sweeper.sweep import SweepOutcome
+    from sweeper.front import SweepOutcome
 
 USAGE_EPILOG = "overrides: dotted key=value, e.g. search.trials=8 resources.cpus=1\nkeys: "
 BUG_LINE = "this is a bug in sweeper: please report it with the traceback above"

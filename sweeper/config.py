@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sweeper.checks import check_choice, check_float, check_int
 from sweeper.errors import UserError
 
 SAMPLERS = ("nsga2", "tpe", "random", "gp")
-DATASETS = ("digits", "cifar10", "cifar100")
+DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
 DEVICES = ("auto", "cpu", "cuda")
 RUNTIMES = ("torch", "onnxruntime")
 SEED_MAX = 2**32 - 1  # numpy's and Optuna's samplers take seeds in 0..2**32-1
@@ -33,19 +34,32 @@ RAY_ADDRESS = re.compile(r"auto|(ray://)?([\w.-]+|\[[0-9a-fA-F:.]+\]):\d{1,5}")
 @dataclass(frozen=True)
 class DataConfig:
     name: str = "digits"
-    root: str | None = None  # folder holding the torchvision dataset (CIFAR); None: <output>/data
+    # CIFAR: the torchvision dataset's folder (None: <output>/data); imagefolder: the folder
+    # holding train/<class>/* and optionally val/ and test/ (sweeper.imagefolder)
+    root: str | None = None
     download: bool = False  # CIFAR only: fetch from the internet when missing under root
     val_fraction: float = 0.15  # carved from the training split, fixed by seed
-    test_fraction: float = 0.2  # digits only: CIFAR has its own test split
+    test_fraction: float = 0.2  # digits, and an image folder without test/ (CIFAR has one)
     limit: int = 0  # keep at most this many training images (0 = all); for quick runs
     seed: int = 0
+    # normalisation; None: the dataset's own, else the model's pretrained config (preprocess.py)
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    workers: int = 2  # imagefolder: DataLoader processes decoding images, per loop
 
     def __post_init__(self) -> None:
-        _choice("data.name", self.name, DATASETS)
-        _range("data.val_fraction", self.val_fraction, 0.01, 0.5)
-        _range("data.test_fraction", self.test_fraction, 0.01, 0.5)
-        _range("data.limit", self.limit, 0, 10**9)
-        _seed("data.seed", self.seed)
+        check_choice("data.name", self.name, DATASETS)
+        for key in ("mean", "std"):  # a list when read back from sweep.json
+            value = getattr(self, key)
+            if value is not None:
+                object.__setattr__(self, key, tuple(value))
+                _rgb(f"data.{key}", getattr(self, key), *((0.0, 1.0) if key == "mean"
+                                                          else (1e-6, 10.0)))
+        check_int("data.workers", self.workers, 0, 64)
+        check_float("data.val_fraction", self.val_fraction, 0.01, 0.5)
+        check_float("data.test_fraction", self.test_fraction, 0.01, 0.5)
+        check_int("data.limit", self.limit, 0, 10**9)
+        check_int("data.seed", self.seed, 0, SEED_MAX)
         if self.name == "digits" and self.val_fraction + self.test_fraction > 0.8:
             raise UserError(f"data.val_fraction + data.test_fraction = "
                             f"{self.val_fraction + self.test_fraction:g} leaves too few "
@@ -77,12 +91,12 @@ class ModelConfig:
                                 "weights; set only one")
             object.__setattr__(self, "checkpoint", str(Path(self.checkpoint).expanduser()
                                                        .absolute()))
-        _range("model.img_size", self.img_size, 8, 1024)
-        _range("model.patch_size", self.patch_size, 1, self.img_size)
-        _range("model.depth", self.depth, 1, 48)
-        _range("model.num_heads", self.num_heads, 1, 64)
-        _range("model.embed_dim", self.embed_dim, 1, 16_384)
-        _range("model.mlp_ratio", self.mlp_ratio, 0.01, 64.0)
+        check_int("model.img_size", self.img_size, 8, 1024)
+        check_int("model.patch_size", self.patch_size, 1, self.img_size)
+        check_int("model.depth", self.depth, 1, 48)
+        check_int("model.num_heads", self.num_heads, 1, 64)
+        check_int("model.embed_dim", self.embed_dim, 1, 16_384)
+        check_float("model.mlp_ratio", self.mlp_ratio, 0.01, 64.0)
         if not self.name.strip():
             raise UserError("model.name is empty; use vit_digits or a timm ViT name")
         if self.embed_dim % self.num_heads:
@@ -115,12 +129,12 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _range("train.epochs", self.epochs, 0, 10_000)
-        _range("train.batch_size", self.batch_size, 1, 65_536)
-        _range("train.lr", self.lr, 1e-8, 10.0)
-        _range("train.weight_decay", self.weight_decay, 0.0, 10.0)
-        _range("train.label_smoothing", self.label_smoothing, 0.0, 0.9)
-        _seed("train.seed", self.seed)
+        check_int("train.epochs", self.epochs, 0, 10_000)
+        check_int("train.batch_size", self.batch_size, 1, 65_536)
+        check_float("train.lr", self.lr, 1e-8, 10.0)
+        check_float("train.weight_decay", self.weight_decay, 0.0, 10.0)
+        check_float("train.label_smoothing", self.label_smoothing, 0.0, 0.9)
+        check_int("train.seed", self.seed, 0, SEED_MAX)
 
 
 @dataclass(frozen=True)
@@ -136,14 +150,14 @@ class SearchConfig:
     storage: str | None = None
 
     def __post_init__(self) -> None:
-        _range("search.trials", self.trials, 1, 100_000)
-        _range("search.concurrency", self.concurrency, 1, 10_000)
-        _choice("search.sampler", self.sampler, SAMPLERS)
-        _range("search.population", self.population, 0, 10_000)
+        check_int("search.trials", self.trials, 1, 100_000)
+        check_int("search.concurrency", self.concurrency, 1, 10_000)
+        check_choice("search.sampler", self.sampler, SAMPLERS)
+        check_int("search.population", self.population, 0, 10_000)
         if self.population == 1:  # NSGA-II breeds pairs
             raise UserError("search.population=1 is too small; use 0 (automatic) or at least 2")
-        _range("search.max_failures", self.max_failures, 0, 100)
-        _seed("search.seed", self.seed)
+        check_int("search.max_failures", self.max_failures, 0, 100)
+        check_int("search.seed", self.seed, 0, SEED_MAX)
         if self.storage is not None and "://" not in self.storage:
             # not echoed: a malformed URL may still hold a password
             raise UserError(
@@ -160,9 +174,14 @@ class ResourcesConfig:
     device: str = "auto"  # auto: cuda when the trial was given a GPU, else cpu
 
     def __post_init__(self) -> None:
-        _range("resources.cpus", self.cpus, 0.01, 1024)
-        _range("resources.gpus", self.gpus, 0.0, 64)
-        _choice("resources.device", self.device, DEVICES)
+        check_float("resources.cpus", self.cpus, 0.01, 1024)
+        check_float("resources.gpus", self.gpus, 0.0, 64)
+        check_choice("resources.device", self.device, DEVICES)
+
+    def trial_device(self) -> str:
+        """The device type every trial computes and times on: "cuda" or "cpu"."""
+        return "cuda" if self.device == "cuda" or (self.device == "auto" and self.gpus > 0) \
+            else "cpu"
 
 
 @dataclass(frozen=True)
@@ -178,16 +197,16 @@ class MeasureConfig:
     runtime: str = "torch"  # torch (eager) | onnxruntime: where latency is measured
 
     def __post_init__(self) -> None:
-        _choice("measure.runtime", self.runtime, RUNTIMES)
+        check_choice("measure.runtime", self.runtime, RUNTIMES)
         if not self.batch_sizes or any(not 1 <= b <= 65_536 for b in self.batch_sizes):
             raise UserError("measure.batch_sizes must be a non-empty list of integers in "
                             "[1, 65536]")
         # floors: a "measurement" of one cold call is not one
-        _range("measure.warmup", self.warmup, 1, 10_000)
-        _range("measure.repeats", self.repeats, 5, 100_000)
-        _range("measure.max_seconds", self.max_seconds, 0.0, 3600.0)
-        _range("measure.target_halfwidth", self.target_halfwidth, 0.001, 1.0)
-        _range("measure.eval_batch_size", self.eval_batch_size, 1, 65_536)
+        check_int("measure.warmup", self.warmup, 1, 10_000)
+        check_int("measure.repeats", self.repeats, 5, 100_000)
+        check_float("measure.max_seconds", self.max_seconds, 0.0, 3600.0)
+        check_float("measure.target_halfwidth", self.target_halfwidth, 0.001, 1.0)
+        check_int("measure.eval_batch_size", self.eval_batch_size, 1, 65_536)
 
 
 @dataclass(frozen=True)
@@ -197,7 +216,7 @@ class RayConfig:
     dashboard_port: int = 8265
 
     def __post_init__(self) -> None:
-        _range("ray.dashboard_port", self.dashboard_port, 1, 65_535)
+        check_int("ray.dashboard_port", self.dashboard_port, 1, 65_535)
         if not self.dashboard_host.strip():
             raise UserError("ray.dashboard_host is empty; e.g. 127.0.0.1")
         if self.address is not None:
@@ -230,7 +249,7 @@ class Config:
 
     def __post_init__(self) -> None:
         if self.max_accuracy_drop is not None:
-            _range("max_accuracy_drop", self.max_accuracy_drop, 0.0, 100.0)
+            check_float("max_accuracy_drop", self.max_accuracy_drop, 0.0, 100.0)
         for key in ("space", "output_dir", "experiment"):
             if not getattr(self, key).strip():
                 raise UserError(f"{key} is empty")
@@ -253,19 +272,11 @@ class Config:
         return dataclasses.asdict(self)
 
 
-def _choice(key: str, value: Any, valid: tuple[str, ...]) -> None:
-    if value not in valid:
-        raise UserError(f"{key}={value!r} is not valid; choose one of: {', '.join(valid)}")
-
-
-def _range(key: str, value: float, low: float, high: float) -> None:
-    # written so that nan fails too (every comparison with nan is false)
-    if not low <= value <= high:
-        raise UserError(f"{key}={value} is out of range [{low}, {high}]")
-
-
-def _seed(key: str, value: int) -> None:
-    _range(key, value, 0, SEED_MAX)
+def _rgb(key: str, values: tuple[float, ...], low: float, high: float) -> None:
+    if len(values) != 3:
+        raise UserError(f"{key} takes three numbers (R,G,B), got {len(values)}")
+    for v in values:
+        check_float(key, v, low, high)
 
 
 def no_password(key: str, url: str | None, env: str) -> None:

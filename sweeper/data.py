@@ -1,19 +1,21 @@
-"""Datasets with fixed train/val/test splits, held as uint8 tensors.
+"""Datasets with fixed train/val/test splits (sweeper.split): built-in ones held as uint8
+tensors, image folders streamed from disk.
 
 - digits (default, embedded): scikit-learn's 8x8 handwritten digits, upsampled to 32x32 RGB.
   Needs no download.
 - cifar10 / cifar100: the python-format folders torchvision downloads, read from `data.root`
   (downloaded through torchvision, which checks the archive, only when `data.download=true`).
+- imagefolder: the user's images under `data.root` (sweeper.imagefolder), never held whole.
 
-Images stay uint8 [N, 3, H, W] (CIFAR-10 as float32 would be 600 MB); `to_input` resizes and
-normalises one batch at a time, on the device that consumes it.
+Images stay uint8 [N, 3, H, W] (CIFAR-10 as float32 would be 600 MB); the sweep's
+`Preprocessing` (sweeper.preprocess) resizes and normalises one batch at a time, on the device
+that consumes it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import pickle
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,32 +23,40 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sweeper import node_lock
-from sweeper.config import DataConfig
+from sweeper.config import DataConfig, ModelConfig
 from sweeper.errors import UserError
-
-Pair = tuple[torch.Tensor, torch.Tensor]
+from sweeper.preprocess import Preprocessing, resolve
+from sweeper.split import Pair, Split, TensorSplit, batches  # noqa: F401 (re-exported)
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
+DIGITS_STATS = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
 
 @dataclass(frozen=True)
 class Splits:
-    train: Pair
-    val: Pair
-    test: Pair
+    train: Split
+    val: Split
+    test: Split
     num_classes: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    preprocessing: Preprocessing
+    classes: tuple[str, ...] = ()  # class names where the data has them (image folders)
 
     def fingerprint(self) -> str:
-        """Content hash of every split: part of the baseline cache key."""
+        """Content hash of every split and of the preprocessing: part of the baseline cache
+        key. Built-in data with its own preprocessing hashes as before the preprocessing
+        was part of it, so existing cached baselines stay valid."""
         h = hashlib.sha256()
-        for x, y in (self.train, self.val, self.test):
-            h.update(x.numpy().tobytes())
-            h.update(y.numpy().tobytes())
+        for split in (self.train, self.val, self.test):
+            split.feed(h)
+        if not _builtin(self.preprocessing):
+            h.update(repr(self.preprocessing).encode())
         return h.hexdigest()[:16]
+
+
+def _builtin(prep: Preprocessing) -> bool:
+    return ((prep.mean, prep.std) in (DIGITS_STATS, (CIFAR_MEAN, CIFAR_STD))
+            and prep.interpolation == "bilinear" and prep.crop_pct == 1.0)
 
 
 def _split_indices(n: int, fractions: tuple[float, ...], seed: int) -> list[np.ndarray]:
@@ -60,11 +70,7 @@ def _split_indices(n: int, fractions: tuple[float, ...], seed: int) -> list[np.n
     return cuts
 
 
-def _limit(pair: Pair, limit: int) -> Pair:
-    return pair if limit <= 0 else (pair[0][:limit], pair[1][:limit])
-
-
-def load_digits(cfg: DataConfig) -> Splits:
+def load_digits(cfg: DataConfig, model: ModelConfig) -> Splits:
     from sklearn.datasets import load_digits as sk_digits
 
     digits = sk_digits()
@@ -76,17 +82,16 @@ def load_digits(cfg: DataConfig) -> Splits:
         len(labels), (cfg.test_fraction, cfg.val_fraction), cfg.seed
     )
 
-    def take(idx: np.ndarray) -> Pair:
+    def take(idx: np.ndarray) -> TensorSplit:
         t = torch.from_numpy(np.sort(idx))
-        return images[t].contiguous(), labels[t].contiguous()
+        return TensorSplit(images[t].contiguous(), labels[t].contiguous())
 
     return Splits(
-        train=_limit(take(train_idx), cfg.limit),
+        train=take(train_idx).limit(cfg.limit),
         val=take(val_idx),
         test=take(test_idx),
         num_classes=10,
-        mean=(0.5, 0.5, 0.5),
-        std=(0.5, 0.5, 0.5),
+        preprocessing=resolve(cfg, model, DIGITS_STATS),
     )
 
 
@@ -116,7 +121,7 @@ def _download_cifar(name: str, root: Path) -> None:
         raise UserError(f"cannot download {name} to {root}: {exc}") from None
 
 
-def load_cifar(cfg: DataConfig, default_root: Path) -> Splits:
+def load_cifar(cfg: DataConfig, model: ModelConfig, default_root: Path) -> Splits:
     """CIFAR-10/100 from the python-format folder torchvision downloads and users keep."""
     root = Path(cfg.root) if cfg.root else default_root
     folder, train_files, test_file, label_key = CIFAR_LAYOUT[cfg.name]
@@ -133,22 +138,37 @@ def load_cifar(cfg: DataConfig, default_root: Path) -> Splits:
     x = torch.cat([p[0] for p in parts])
     y = torch.cat([p[1] for p in parts])
     val_idx, train_idx = _split_indices(len(y), (cfg.val_fraction,), cfg.seed)
-    train = (x[np.sort(train_idx)], y[np.sort(train_idx)])
-    val = (x[np.sort(val_idx)], y[np.sort(val_idx)])
+    train = TensorSplit(x[np.sort(train_idx)], y[np.sort(train_idx)])
+    val = TensorSplit(x[np.sort(val_idx)], y[np.sort(val_idx)])
     return Splits(
-        train=_limit(train, cfg.limit),
+        train=train.limit(cfg.limit),
         val=val,
-        test=test,
+        test=TensorSplit(*test),
         num_classes=10 if cfg.name == "cifar10" else 100,
-        mean=CIFAR_MEAN,
-        std=CIFAR_STD,
+        preprocessing=resolve(cfg, model, (CIFAR_MEAN, CIFAR_STD)),
     )
 
 
-def load_splits(cfg: DataConfig, output_dir: str | Path = "outputs") -> Splits:
+def load_splits(
+    cfg: DataConfig, output_dir: str | Path = "outputs", model: ModelConfig | None = None
+) -> Splits:
+    """The splits and their preprocessing (`model`: whose input size and pretrained config
+    it follows; the default model when None)."""
+    model = model or ModelConfig()
     if cfg.name == "digits":
-        return load_digits(cfg)
-    return load_cifar(cfg, Path(output_dir) / "data")
+        return load_digits(cfg, model)
+    if cfg.name == "imagefolder":
+        return load_imagefolder(cfg, model)
+    return load_cifar(cfg, model, Path(output_dir) / "data")
+
+
+def load_imagefolder(cfg: DataConfig, model: ModelConfig) -> Splits:
+    from sweeper import imagefolder
+
+    prep = resolve(cfg, model)
+    parts, classes = imagefolder.load(cfg, prep)
+    return Splits(parts["train"], parts["val"], parts["test"], len(classes), prep,
+                  tuple(classes))
 
 
 def to_input(
@@ -158,27 +178,12 @@ def to_input(
     std: tuple[float, ...],
     device: torch.device | str = "cpu",
 ) -> torch.Tensor:
-    """uint8 [B,3,H,W] -> normalised float on `device`, resized to img_size if needed."""
-    x = x.to(device, non_blocking=True).float().div_(255.0)
-    if x.shape[-1] != img_size or x.shape[-2] != img_size:
-        x = F.interpolate(x, size=(img_size, img_size), mode="bilinear", align_corners=False)
-    m = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
-    return (x - m) / s
+    """uint8 [B,3,H,W] -> normalised float on `device`, resized (bilinear) to img_size if
+    needed: `Preprocessing.to_input` with loose arguments, for tests and benchmarks."""
+    return Preprocessing(img_size, _rgb(mean), _rgb(std)).to_input(x, device)
 
 
-def batches(
-    pair: Pair,
-    batch_size: int,
-    shuffle: bool = False,
-    generator: torch.Generator | None = None,
-) -> Iterator[Pair]:
-    """Mini-batches of `pair`. Inside a trial each batch is computed under the node lock's
-    shared side (sweeper.node_lock), so it waits while another trial on this node measures
-    latency: every training, evaluation and calibration loop goes through here."""
-    x, y = pair
-    order = torch.randperm(len(y), generator=generator) if shuffle else torch.arange(len(y))
-    for start in range(0, len(y), batch_size):
-        idx = order[start : start + batch_size]
-        with node_lock.computing():  # held until the caller asks for the next batch
-            yield x[idx], y[idx]
+def _rgb(values: tuple[float, ...]) -> tuple[float, float, float]:
+    a, b, c = values
+    return (a, b, c)
+

@@ -8,7 +8,8 @@ Writes one trial's compressed model to a single file:
   only onnxruntime to run:
       sess = onnxruntime.InferenceSession("trial.onnx")
       logits = sess.run(None, {"input": x})[0]     # x = (images/255 - mean) / std
-  Preprocessing (image size, mean, std) is written next to it as trial.onnx.json.
+  Preprocessing (image size, mean, std, interpolation, crop_pct: the sweep's own, read from
+  its sweep.json) is written next to it as trial.onnx.json.
 - format=torch: the saved state_dict plus what rebuilds the module around it; loading is
       model = sweeper.export.load_torch("trial.pt")
 
@@ -31,10 +32,12 @@ from torch import nn
 
 from sweeper import compress
 from sweeper.config import Config, ModelConfig, config_from_dict
-from sweeper.data import CIFAR_MEAN, CIFAR_STD
+from sweeper.data import CIFAR_MEAN, CIFAR_STD, DIGITS_STATS
 from sweeper.errors import UserError
+from sweeper.files import MODEL_FILE
 from sweeper.models import create_model
 from sweeper.preflight import read_sweep_meta, writable_folder
+from sweeper.preprocess import Preprocessing
 
 FORMATS = ("onnx", "torch")
 # techniques whose compressed model cannot be written as ONNX, and why
@@ -44,7 +47,7 @@ NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}
 
 
 @dataclass(frozen=True)
-class TrialArtefact:
+class TrialArtifact:
     """A finished trial as saved by the sweep: its checkpoint and what it reported."""
 
     config: Config
@@ -52,9 +55,12 @@ class TrialArtefact:
     checkpoint: Path
     pipeline: dict[str, dict[str, Any]]
     reported: dict[str, float]
+    num_classes: int
+    prep: Preprocessing  # the sweep's, as its driver recorded it
+    classes: tuple[str, ...] = ()  # class names by index, where the data has them
 
     def state(self) -> dict[str, Any]:
-        path = self.checkpoint / "model.pt"
+        path = self.checkpoint / MODEL_FILE
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except (OSError, EOFError, RuntimeError, pickle.UnpicklingError) as exc:
@@ -62,7 +68,7 @@ class TrialArtefact:
             raise UserError(f"checkpoint {path} is unreadable ({first})") from None
 
     def model(self) -> nn.Module:
-        num_classes = NUM_CLASSES[self.config.data.name]
+        num_classes = self.num_classes
         # structure only: the saved state replaces every weight, so nothing is downloaded
         structure = dataclasses.replace(self.config.model, pretrained=False)
         baseline = create_model(structure, num_classes)
@@ -75,14 +81,27 @@ class TrialArtefact:
                             f"and pipeline ({first})") from None
 
     def preprocessing(self) -> dict[str, Any]:
-        digits = self.config.data.name == "digits"
         return {
-            "img_size": self.config.model.img_size,
-            "mean": [0.5] * 3 if digits else list(CIFAR_MEAN),
-            "std": [0.5] * 3 if digits else list(CIFAR_STD),
-            "num_classes": NUM_CLASSES[self.config.data.name],
+            **self.prep.to_dict(),
+            "num_classes": self.num_classes,
+            **({"classes": list(self.classes)} if self.classes else {}),
             "input": "float32 [batch, 3, img_size, img_size] = (uint8 RGB / 255 - mean) / std",
         }
+
+
+def recorded_preprocessing(meta: dict[str, Any], cfg: Config) -> tuple[int, Preprocessing]:
+    """Class count and preprocessing as the sweep recorded them in sweep.json; sweeps from
+    before that record are digits or CIFAR, whose values are known."""
+    if "preprocessing" in meta and "num_classes" in meta:
+        try:
+            return int(meta["num_classes"]), Preprocessing.from_dict(meta["preprocessing"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UserError(f"sweep {meta.get('name')}: unreadable preprocessing record "
+                            f"({exc})") from None
+    if cfg.data.name not in NUM_CLASSES:
+        raise UserError(f"sweep {meta.get('name')} records no preprocessing")
+    mean, std = DIGITS_STATS if cfg.data.name == "digits" else (CIFAR_MEAN, CIFAR_STD)
+    return NUM_CLASSES[cfg.data.name], Preprocessing(cfg.model.img_size, mean, std)
 
 
 def _reported(checkpoint: Path) -> dict[str, float]:
@@ -96,7 +115,7 @@ def _reported(checkpoint: Path) -> dict[str, float]:
     return {}
 
 
-def find_trial(run: str, trial: str, output_dir: str) -> TrialArtefact:
+def find_trial(run: str, trial: str, output_dir: str) -> TrialArtifact:
     from sweeper.sweep import find_sweep
 
     if not re.fullmatch(r"[\w-]+", trial):
@@ -106,7 +125,7 @@ def find_trial(run: str, trial: str, output_dir: str) -> TrialArtefact:
     tune_dir = sweep_dir / "ray" / "tune"
     # Tune names a trial's folder <trainable>_<trial id>_<index>_<params>_<time>
     checkpoints = sorted(c for c in tune_dir.glob(f"*_{trial}_*/checkpoint_*")
-                         if (c / "model.pt").is_file())
+                         if (c / MODEL_FILE).is_file())
     if not checkpoints:
         raise UserError(f"no finished trial {trial!r} in sweep {meta['name']} "
                         f"(trial folders are under {tune_dir})")
@@ -116,33 +135,34 @@ def find_trial(run: str, trial: str, output_dir: str) -> TrialArtefact:
         compress.pipeline_from_dict(pipeline)  # a UserError names a bad technique or value
     except (OSError, ValueError, TypeError, AttributeError) as exc:
         raise UserError(f"{ckpt / 'pipeline.json'} is not a trial's pipeline ({exc})") from None
-    return TrialArtefact(config_from_dict(meta["config"]), trial, ckpt, pipeline,
-                         _reported(ckpt))
+    cfg = config_from_dict(meta["config"])
+    return TrialArtifact(cfg, trial, ckpt, pipeline, _reported(ckpt),
+                         *recorded_preprocessing(meta, cfg),
+                         tuple(str(c) for c in meta.get("classes") or ()))
 
 
-def check_onnx(art: TrialArtefact) -> None:
+def check_onnx(art: TrialArtifact) -> None:
     """Refuse up front what the ONNX exporter would fail on after minutes of tracing."""
     for name, params in art.pipeline.items():
         if name in NO_ONNX and params.get("enabled", True) is not False:
             raise UserError(f"trial {art.trial}: {NO_ONNX[name]}; export it with format=torch")
 
 
-def export_onnx(art: TrialArtefact, path: Path, model: nn.Module | None = None) -> int:
+def export_onnx(art: TrialArtifact, path: Path, model: nn.Module | None = None) -> int:
     from sweeper.runtime import onnx_bytes
 
-    graph, _report = onnx_bytes(model if model is not None else art.model(),
-                                art.config.model.img_size)
+    graph, _report = onnx_bytes(model if model is not None else art.model(), art.prep.img_size)
     path.write_bytes(graph)
     info = {**art.preprocessing(), "trial": art.trial, "pipeline": art.pipeline}
     Path(f"{path}.json").write_text(json.dumps(info, indent=2) + "\n")
     return len(graph)
 
 
-def export_torch(art: TrialArtefact, path: Path) -> int:
+def export_torch(art: TrialArtifact, path: Path) -> int:
     torch.save({
         "format": TORCH_FORMAT,
         "model": dataclasses.asdict(art.config.model),
-        "num_classes": NUM_CLASSES[art.config.data.name],
+        "num_classes": art.num_classes,
         "pipeline": art.pipeline,
         "preprocessing": art.preprocessing(),
         "state_dict": art.state(),
@@ -174,7 +194,7 @@ def parse(overrides: list[str]) -> dict[str, str]:
     return opts
 
 
-def run_export(run: str, trial: str, overrides: list[str]) -> tuple[Path, int, TrialArtefact]:
+def run_export(run: str, trial: str, overrides: list[str]) -> tuple[Path, int, TrialArtifact]:
     opts = parse(overrides)
     art = find_trial(run, trial, opts["output_dir"])
     if opts["format"] == "onnx":

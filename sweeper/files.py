@@ -1,5 +1,7 @@
 """Atomic file writes: a temporary file beside the target, flushed to disk, then renamed over
-it, so a reader or a resumed sweep never sees half a file, even after a kill mid-write."""
+it, so a reader or a resumed sweep never sees half a file, even after a kill mid-write.
+Also the names of a trial checkpoint's files, which the worker writes and the driver,
+`export` and the front read."""
 
 from __future__ import annotations
 
@@ -9,6 +11,10 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
+
+MODEL_FILE = "model.pt"  # the compressed model's state_dict
+ARTIFACTS = "artifacts"  # files techniques wrote; logged to the trial's MLflow run
+RESULT = "result.json"  # the reported metrics, kept with the model
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> None:

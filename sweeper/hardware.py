@@ -6,6 +6,7 @@ different kernel, at a different speed, on another machine; every published figu
 
 from __future__ import annotations
 
+import hashlib
 import platform
 from functools import cache
 from pathlib import Path
@@ -42,3 +43,18 @@ def isa_summary() -> str:
 
 def has_vnni() -> bool:
     return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & cpu_flags())
+
+
+def fingerprint(tags: dict[str, str]) -> str:
+    """A short hash of what a latency ratio depends on: CPU model and ISA, GPU, thread count,
+    runtime and library versions (the trial's hardware tags). Ratios measured under two
+    fingerprints are not comparable, so a front holds one."""
+    keys = ("cpu", "cpu_isa", "gpu", "threads", "device", "runtime", "torch", "timm",
+            "onnxruntime")
+    text = "|".join(f"{k}={tags.get(k, '')}" for k in keys)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def machine() -> dict[str, str]:
+    """This machine as sweep.json records it, to tell a resume elsewhere."""
+    return {"cpu": cpu_model(), "cpu_isa": isa_summary(), "node": platform.node()}

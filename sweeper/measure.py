@@ -1,9 +1,10 @@
 """Size and latency, as docs/architecture.md's measurement protocol describes.
 
-- size: bytes of the serialised state_dict, the artefact a user would ship;
+- size: bytes of the serialised state_dict, the artifact a user would ship;
 - latency: on the given device and thread count, after warm-up, model and baseline timed in
   interleaved pairs on the same input, with the device synchronised around each call; the
-  ratio is the median of the paired ratios, with a bootstrap 95% confidence interval.
+  ratio is the median of the paired ratios, with a moving-block bootstrap 95% confidence
+  interval (successive pairs share the machine's state, so they are resampled in runs).
 """
 
 from __future__ import annotations
@@ -92,13 +93,24 @@ class PairedRatio:
         return (self.hi - self.lo) / 2 / self.ratio
 
 
-def bootstrap_median_ci(values: np.ndarray, resamples: int = 1000,
-                        seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap 95% interval of the median of `values`."""
+def bootstrap_median_ci(values: np.ndarray, resamples: int = 1000, seed: int = 0,
+                        block: int = 1) -> tuple[float, float]:
+    """Percentile bootstrap 95% interval of the median of `values`. With `block` > 1 it
+    resamples runs of `block` consecutive values (moving-block bootstrap): successive
+    timings share the machine's state (caches, clocks, a neighbour's load), and resampling
+    them one by one would treat them as independent and give too narrow an interval."""
     rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(values), size=(resamples, len(values)))
+    n = len(values)
+    block = max(1, min(block, n))
+    starts = rng.integers(0, n - block + 1, size=(resamples, -(-n // block)))
+    picks = (starts[..., None] + np.arange(block)).reshape(resamples, -1)[:, :n]
     medians = np.median(values[picks], axis=1)
     return float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))
+
+
+def block_length(n: int) -> int:
+    """The usual n^(1/3) block length for a moving-block bootstrap of n values."""
+    return max(1, round(n ** (1 / 3)))
 
 
 def paired_ratio(
@@ -129,7 +141,7 @@ def paired_ratio(
                 model_s.append(time_model())
         ratios = np.asarray(model_s) / np.asarray(base_s)
         ratio = float(np.median(ratios))
-        lo, hi = bootstrap_median_ci(ratios)
+        lo, hi = bootstrap_median_ci(ratios, block=block_length(len(ratios)))
         converged = (hi - lo) / 2 <= target * ratio
         if converged or time.perf_counter() - start >= max_seconds:
             return PairedRatio(1000 * statistics.median(model_s),

@@ -137,11 +137,9 @@ def load_or_train_baseline(
         log(f"baseline: {cfg.model.checkpoint or 'initial weights'} used as is (train.epochs=0)")
     else:
         log(f"baseline: training {cfg.model.name} for {cfg.train.epochs} epochs on {device}")
-    fit(model, splits.train, settings, cfg.model.img_size, splits.mean, splits.std, device,
-        on_epoch=on_epoch)
+    fit(model, splits.train, settings, splits.preprocessing, device, on_epoch=on_epoch)
     model.cpu().eval()
-    val_acc = accuracy(model, splits.val, cfg.model.img_size, splits.mean, splits.std,
-                       torch.device("cpu"))
+    val_acc = accuracy(model, splits.val, splits.preprocessing, torch.device("cpu"))
     seconds = time.perf_counter() - start
     payload = {"state_dict": model.state_dict(), "val_acc": val_acc, "key": key}
     atomic_write(path, lambda fh: torch.save(payload, fh))

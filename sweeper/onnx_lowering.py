@@ -273,7 +273,7 @@ def _packed_float_matmul(g: _Graph, low: Lowering, x: str, out: str) -> None:
     codes = g.node("Cast", [codes], to=TensorProto.FLOAT)[0]
     codes = g.node("Reshape", [codes, g.const("grouped", np.array([n, groups, k // groups],
                                                                   dtype=np.int64))])[0]
-    # scales and zero points stay float16 / uint8 in the file, as in the PyTorch artefact
+    # scales and zero points stay float16 / uint8 in the file, as in the PyTorch artifact
     if spec.symmetric:
         offset = g.const("offset", np.array(spec.half, dtype=np.float32))
     else:
@@ -332,15 +332,20 @@ def lower(proto: onnx.ModelProto, lowerings: list[Lowering]) -> LoweringReport:
     missing = [low.name for queue in pending.values() for low in queue]
     if missing:
         raise RuntimeError(f"ONNX lowering: weights of {', '.join(missing)} not found in graph")
+    _replace_nodes(proto, nodes, replaced)
+    if report.kernels.get("nbits"):
+        proto.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+    return report
+
+
+def _replace_nodes(proto: onnx.ModelProto, nodes: list[Any], replaced: set[str]) -> None:
+    """The graph's nodes become `nodes`; float weights no node reads any more are dropped."""
     del proto.graph.node[:]
     proto.graph.node.extend(nodes)
     used = {i for n in proto.graph.node for i in n.input}
     keep = [t for t in proto.graph.initializer if t.name in used or t.name not in replaced]
     del proto.graph.initializer[:]
     proto.graph.initializer.extend(keep)
-    if report.kernels.get("nbits"):
-        proto.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
-    return report
 
 
 def to_onnx(model: nn.Module, img_size: int) -> tuple[onnx.ModelProto, LoweringReport]:

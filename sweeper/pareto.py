@@ -13,11 +13,7 @@ from typing import Any
 
 import numpy as np
 
-OBJECTIVES: tuple[tuple[str, str], ...] = (
-    ("val_acc", "max"),
-    ("size_mb", "min"),
-    ("latency_ms", "min"),
-)
+from sweeper.objectives import OBJECTIVES
 
 # Reference point of `normalised_hypervolume` in (val_acc, size_ratio, 1/speedup) space.
 NORMALISED_REFERENCE: tuple[float, float, float] = (0.0, 2.0, 2.0)

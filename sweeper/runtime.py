@@ -4,7 +4,7 @@ With `measure.runtime=onnxruntime` a trial exports the float baseline and the co
 to ONNX (quantized layers lowered to ORT's int8 / low-bit kernels by sweeper.onnx_lowering),
 and times both with ONNX Runtime on the trial's device and thread count, in interleaved pairs
 per batch size like `sweeper.measure.compare_latency`. Accuracy and size of the ONNX graph are
-recorded beside the PyTorch artefact's (`ort_val_acc`, `onnx_size_bytes`); int8 layers use the same
+recorded beside the PyTorch artifact's (`ort_val_acc`, `onnx_size_bytes`); int8 layers use the same
 integer codes in both, so the two differ only by float rounding.
 """
 
@@ -23,9 +23,11 @@ from torch import nn
 from sweeper import node_lock
 from sweeper.compress import TrialContext
 from sweeper.config import Config
-from sweeper.data import Pair, batches, to_input
+from sweeper.errors import UserError
 from sweeper.measure import DEFAULT_TIMING, LatencyPair, Timing, paired_inputs, paired_ratio
 from sweeper.onnx_lowering import LoweringReport, export_float, to_onnx
+from sweeper.preprocess import Preprocessing
+from sweeper.split import Pair, Split, as_split
 
 
 def onnx_bytes(model: nn.Module, img_size: int) -> tuple[bytes, LoweringReport]:
@@ -38,13 +40,18 @@ def float_onnx_bytes(model: nn.Module, img_size: int) -> bytes:
     return export_float(model, img_size).SerializeToString()
 
 
+def check_providers(device: str) -> None:
+    """UserError at launch when ONNX Runtime cannot run on the trials' device."""
+    if device == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise UserError(
+            "measure.runtime=onnxruntime on CUDA trials needs onnxruntime-gpu "
+            f"(available providers: {', '.join(ort.get_available_providers())}); "
+            "use measure.runtime=torch or CPU trials (resources.gpus=0)")
+
+
 def providers(device: torch.device) -> list[str]:
+    check_providers(device.type)
     if device.type == "cuda":
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise RuntimeError(
-                "measure.runtime=onnxruntime on a CUDA device needs onnxruntime-gpu "
-                f"(available providers: {', '.join(ort.get_available_providers())})"
-            )
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
 
@@ -92,18 +99,15 @@ def compare_latency(
 
 
 def accuracy(
-    sess: ort.InferenceSession,
-    data: Pair,
-    img_size: int,
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
+    sess: ort.InferenceSession, data: Split | Pair, preprocessing: Preprocessing,
     batch_size: int = 256,
 ) -> float:
+    data = as_split(data)
     correct = 0
-    for xb, yb in batches(data, batch_size):
-        logits = predict(sess, to_input(xb, img_size, mean, std, "cpu").numpy())
+    for xb, yb in data.batches(batch_size):
+        logits = predict(sess, preprocessing.to_input(xb, "cpu").numpy())
         correct += int((torch.from_numpy(logits).argmax(-1) == yb).sum())
-    return correct / max(1, len(data[1]))
+    return correct / max(1, len(data))
 
 
 def measure(
@@ -112,26 +116,26 @@ def measure(
     cfg: Config,
     device: torch.device,
     threads: int,
-    val: Pair,
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
     ctx: TrialContext,
 ) -> tuple[LatencyPair, dict[str, float]]:
-    """A trial's latency in ONNX Runtime, plus the ONNX graph's size and accuracy (metrics).
+    """A trial's latency in ONNX Runtime, plus the ONNX graph's size and accuracy on
+    `ctx.val` (metrics).
 
     Records the runtime, provider and kernels in `ctx.notes`; where quantized layers were
     lowered, `ctx.simulated` becomes whether any of them lacks a real low-bit ORT kernel.
     """
-    img = cfg.model.img_size
+    img = ctx.preprocessing.img_size
     graph, report = onnx_bytes(model, img)
     sess = session(graph, device, threads)
-    base = session(float_onnx_bytes(copy.deepcopy(baseline).cpu(), img), device, threads)
+    base_graph = float_onnx_bytes(copy.deepcopy(baseline).cpu(), img)
+    base = session(base_graph, device, threads)
     m = cfg.measure
     latency = compare_latency(sess, base, img, m.batch_sizes, Timing.of(m))
     metrics = {
         "onnx_size_bytes": float(len(graph)),
         "onnx_size_mb": len(graph) / 1e6,
-        "ort_val_acc": accuracy(sess, val, img, mean, std, m.eval_batch_size),
+        "baseline_onnx_size_bytes": float(len(base_graph)),
+        "ort_val_acc": accuracy(sess, ctx.val, ctx.preprocessing, m.eval_batch_size),
     }
     ctx.notes.update(runtime="onnxruntime", ort_provider=sess.get_providers()[0],
                      ort_kernels=report.describe(), onnxruntime=ort.__version__)

@@ -244,6 +244,16 @@ class _StrictLoader(yaml.SafeLoader):
 def load_space(name: str) -> Space:
     path = resolve_path(name)
     where = str(path.name)
+    doc = _read_document(path, where)
+    techniques = tuple(_technique_space(tech_name, params, where)
+                       for tech_name, params in doc["techniques"].items())
+    space = Space(path.stem, str(doc.get("description", "")), techniques)
+    _check_combination(space, where)
+    return space
+
+
+def _read_document(path: Path, where: str) -> dict[str, Any]:
+    """The YAML file as a mapping with a non-empty `techniques:` mapping, or UserError."""
     try:
         doc = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506
     except UnicodeDecodeError as exc:
@@ -260,28 +270,27 @@ def load_space(name: str) -> Space:
         raise UserError(f"{where}: description must be text")
     if not doc["techniques"]:
         raise UserError(f"{where}: 'techniques:' is empty; name at least one technique")
-    techniques = []
-    for tech_name, params in doc["techniques"].items():
-        compress.technique(tech_name)  # unknown technique -> UserError listing valid ones
-        params = params or {}
-        if not isinstance(params, dict):
-            raise UserError(f"{where}: {tech_name} must map parameter names to values")
-        fixed, searched = {}, []
-        for key, spec in params.items():
-            if not isinstance(key, str):
-                raise UserError(f"{where}: {tech_name}: parameter name {key!r} is not text")
-            if isinstance(spec, dict):
-                searched.append(_param(f"{tech_name}.{key}", spec, where))
-            elif key == "enabled" and not isinstance(spec, bool):
-                raise UserError(f"{where}: {tech_name}.enabled={spec!r} is not true or false")
-            else:
-                fixed[key] = spec
-        tech = TechniqueSpace(tech_name, fixed, tuple(searched))
-        _check(tech, where)
-        techniques.append(tech)
-    space = Space(path.stem, str(doc.get("description", "")), tuple(techniques))
-    _check_combination(space, where)
-    return space
+    return doc
+
+
+def _technique_space(tech_name: str, params: Any, where: str) -> TechniqueSpace:
+    compress.technique(tech_name)  # unknown technique -> UserError listing valid ones
+    params = params or {}
+    if not isinstance(params, dict):
+        raise UserError(f"{where}: {tech_name} must map parameter names to values")
+    fixed, searched = {}, []
+    for key, spec in params.items():
+        if not isinstance(key, str):
+            raise UserError(f"{where}: {tech_name}: parameter name {key!r} is not text")
+        if isinstance(spec, dict):
+            searched.append(_param(f"{tech_name}.{key}", spec, where))
+        elif key == "enabled" and not isinstance(spec, bool):
+            raise UserError(f"{where}: {tech_name}.enabled={spec!r} is not true or false")
+        else:
+            fixed[key] = spec
+    tech = TechniqueSpace(tech_name, fixed, tuple(searched))
+    _check(tech, where)
+    return tech
 
 
 def _check_combination(space: Space, where: str) -> None:
@@ -311,10 +320,11 @@ def _check_combination(space: Space, where: str) -> None:
             raise UserError(f"{where}: {exc}") from None
 
 
-def check_against_model(space: Space, model: nn.Module) -> None:
+def check_against_model(space: Space, model: nn.Module, device: str = "cpu") -> None:
     """Each technique's own model limits (its `check_model` hook: Nyström landmarks within
-    the token count, token merges that leave tokens, layer types), checked at every choice
-    and range end the space allows, before anything runs."""
+    the token count, token merges that leave tokens, layer types) and kernels on the trial
+    `device` (its `check_device` hook), checked at every choice and range end the space
+    allows, before anything runs."""
     for tech in space.techniques:
         searched = [(p.name.split(".", 1)[1], v) for p in tech.searched for v in p.extremes()
                     if not p.name.endswith(".enabled")]
@@ -322,6 +332,6 @@ def check_against_model(space: Space, model: nn.Module) -> None:
             params = {**tech.fixed, "enabled": True} | ({key: value} if key else {})
             cfg = compress.make_config(tech.name, params)
             try:
-                compress.check_model(cfg, model)
+                compress.check_model(cfg, model, device)
             except UserError as exc:
                 raise UserError(f"{space.name}.yaml: {exc}") from None

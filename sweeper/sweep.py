@@ -9,32 +9,30 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from sweeper import checkpoint, compress, preflight
+from sweeper import checkpoint, hardware, preflight
 from sweeper.config import Config
 from sweeper.data import Splits, load_splits
 from sweeper.errors import UserError
 from sweeper.files import write_json
+from sweeper.front import SweepOutcome, finish
 from sweeper.measure import serialized_size
 from sweeper.models import create_model, load_or_train_baseline
-from sweeper.pareto import normalised_hypervolume, pareto_front
-from sweeper.report import Front, format_front_table, front_to_csv, front_to_json, plot_front
 from sweeper.spaces import Space, check_against_model, load_space
-from sweeper.train import accuracy
-from sweeper.trial import TrialInputs, build_baseline, evaluate_artefact
+from sweeper.trial import TrialInputs
+
+if TYPE_CHECKING:  # mlflow is imported only when a sweep really runs
+    from sweeper.tracking import Mirror, Tracker
 
 Log = Callable[[str], None]
-# Latency enters the front as the ratio to the baseline timed in the same process.
-FRONT_OBJECTIVES = (("val_acc", "max"), ("size_mb", "min"), ("latency_ratio", "min"))
 
 
 @dataclass
@@ -46,16 +44,34 @@ class Prepared:
 
 
 @dataclass
-class SweepOutcome:
-    sweep_dir: Path
-    parent_run_id: str
-    rows: list[dict[str, Any]]
-    front: list[dict[str, Any]]
-    baseline: dict[str, Any]
-    hypervolume: float
-    wall_seconds: float  # the whole sweep, baseline and front included
-    table: str
-    tune_seconds: float = 0.0  # Tune's fit alone: scheduling plus the trials
+class Sweep:
+    """One sweep as the driver holds it: what launch, resume, run_tune and finish share."""
+
+    cfg: Config
+    space: Space
+    splits: Splits
+    inputs: TrialInputs
+    folder: Path
+    meta: dict[str, Any]  # the folder's sweep.json
+    tracker: Tracker
+    log: Log = print
+    started: float = field(default_factory=time.perf_counter)
+    mirror: Mirror | None = None  # the MLflow writer, open while the sweep is driven
+
+    @property
+    def name(self) -> str:
+        return self.meta["name"]
+
+    @property
+    def parent_run_id(self) -> str:
+        return self.meta["parent_run_id"]
+
+    def save_meta(self, **changes: Any) -> None:
+        self.meta.update(changes)
+        write_json(self.folder / "sweep.json", self.meta)
+
+    def resume_command(self) -> str:
+        return resume_command(self.name, self.cfg.output_dir)
 
 
 def prepare(cfg: Config, tracking_uri: str | None = None, splits: Splits | None = None
@@ -66,37 +82,21 @@ def prepare(cfg: Config, tracking_uri: str | None = None, splits: Splits | None 
     space = load_space(cfg.space)
     preflight.check_launch(cfg, tracking_uri)
     source = "config" if splits is None else "datasets"
-    splits = load_splits(cfg.data, cfg.output_dir) if splits is None else splits
+    splits = load_splits(cfg.data, cfg.output_dir, cfg.model) if splits is None else splits
     model = create_model(cfg.model, splits.num_classes)
     if cfg.model.checkpoint:  # a bad checkpoint is rejected here, before any write
         checkpoint.load_into(model, cfg.model.checkpoint, splits.num_classes, cfg.model.name)
-    check_against_model(space, model)
+    device = cfg.resources.trial_device()
+    check_against_model(space, model, device)
+    if cfg.measure.runtime == "onnxruntime":
+        from sweeper.runtime import check_providers
+
+        check_providers(device)
     return Prepared(cfg, space, splits, source)
 
 
 def baseline_device(cfg: Config) -> torch.device:
     return torch.device("cuda" if cfg.resources.gpus > 0 and torch.cuda.is_available() else "cpu")
-
-
-def baseline_row(
-    cfg: Config, splits: Splits, inputs: TrialInputs, rows: list[dict[str, Any]]
-) -> dict[str, Any]:
-    """The uncompressed model as a row of the table; its latency is the median of the
-    baseline timings every trial took in its own process."""
-    base_lat = [r["baseline_latency_ms"] for r in rows if "baseline_latency_ms" in r]
-    return {
-        "trial": "baseline",
-        "config": {},
-        "val_acc": inputs.baseline_val_acc,
-        "test_acc": accuracy(build_baseline(inputs), splits.test, cfg.model.img_size,
-                             splits.mean, splits.std, torch.device("cpu"),
-                             cfg.measure.eval_batch_size),
-        "size_mb": inputs.baseline_size_bytes / 1e6,
-        "latency_ms": statistics.median(base_lat) if base_lat else float("nan"),
-        "latency_ratio": 1.0,
-        "speedup": 1.0,
-        "size_ratio": 1.0,
-    }
 
 
 def _inputs(cfg: Config, splits: Splits, log: Log) -> tuple[TrialInputs, Any]:
@@ -110,8 +110,7 @@ def _inputs(cfg: Config, splits: Splits, log: Log) -> tuple[TrialInputs, Any]:
         num_classes=splits.num_classes,
         train=splits.train,
         val=splits.val,
-        mean=splits.mean,
-        std=splits.std,
+        preprocessing=splits.preprocessing,
     )
     return inputs, base
 
@@ -120,30 +119,34 @@ def launch(prep: Prepared, log: Log = print) -> SweepOutcome:
     """A new sweep: its folder, baseline, MLflow parent run, then Tune."""
     from sweeper.tracking import Tracker
 
-    cfg, space, splits = prep.cfg, prep.space, prep.splits
+    cfg, space = prep.cfg, prep.space
     preflight.check_cluster(cfg, log)  # an attached cluster: before the folder exists
     started = time.perf_counter()
     out = Path(cfg.output_dir)
-    sweep_dir = new_sweep_dir(out / "sweeps", space.name, time.strftime("%Y%m%d-%H%M%S"))
-    name = sweep_dir.name
+    folder = new_sweep_dir(out / "sweeps", space.name, time.strftime("%Y%m%d-%H%M%S"))
     torch.set_num_threads(max(1, os.cpu_count() or 1))
 
-    inputs, base = _inputs(cfg, splits, log)
+    inputs, base = _inputs(cfg, prep.splits, log)
     tracker = Tracker(cfg.resolved_tracking_uri(), cfg.experiment, out / "mlartifacts")
     parent = tracker.start_sweep(
-        name,
+        folder.name,
         {"config": cfg.to_dict(), "space": space.name},
         {"sweeper.space": space.name, "baseline.cache": str(base.path)},
     )
     tracker.log_metrics(parent, {"baseline_val_acc": base.val_acc,
                                  "baseline_size_mb": inputs.baseline_size_bytes / 1e6})
-    meta = {"name": name, "space": space.name, "parent_run_id": parent,
+    meta = {"name": folder.name, "space": space.name, "parent_run_id": parent,
             "tracking_uri": cfg.resolved_tracking_uri(), "config": cfg.to_dict(),
-            "status": "RUNNING"}
-    write_json(sweep_dir / "sweep.json", meta)
-    log(f"sweep {name}: {cfg.search.trials} trials of space '{space.name}', concurrency "
+            "machine": hardware.machine(), "num_classes": prep.splits.num_classes,
+            "preprocessing": prep.splits.preprocessing.to_dict(),  # read back by export
+            "classes": list(prep.splits.classes)}
+    if prep.data_source != "config":  # the API's own datasets: resume needs them again
+        meta["data_source"] = prep.data_source
+    sweep = Sweep(cfg, space, prep.splits, inputs, folder, meta, tracker, log, started)
+    sweep.save_meta(status="RUNNING")
+    log(f"sweep {sweep.name}: {cfg.search.trials} trials of space '{space.name}', concurrency "
         f"{cfg.search.concurrency}, sampler {cfg.search.sampler}, MLflow run {parent}")
-    return _drive(prep, inputs, tracker, meta, sweep_dir, started, restore=False, log=log)
+    return drive(sweep, restore=False)
 
 
 def new_sweep_dir(sweeps: Path, space: str, stamp: str) -> Path:
@@ -187,15 +190,15 @@ def resume(ref: str, output_dir: str, log: Log = print, splits: Splits | None = 
     from sweeper.config import config_from_dict
     from sweeper.tracking import Tracker
 
-    sweep_dir = find_sweep(ref, output_dir)
-    meta = preflight.read_sweep_meta(sweep_dir)
+    folder = find_sweep(ref, output_dir)
+    meta = preflight.read_sweep_meta(folder)
     if meta.get("status") == "FINISHED":
-        sync_finished(sweep_dir, meta, log)
+        sync_finished(folder, meta, log)
         return None
     # the sweep folder sits at <output_dir>/sweeps/<name>, wherever it was launched from
     cfg = dataclasses.replace(config_from_dict(meta["config"]),
-                              output_dir=str(sweep_dir.resolve().parents[1]))
-    if not (sweep_dir / "ray" / "tune" / "tuner.pkl").is_file():
+                              output_dir=str(folder.resolve().parents[1]))
+    if not (folder / "ray" / "tune" / "tuner.pkl").is_file():
         raise UserError(f"sweep {meta['name']} has no Tune state to resume from")
     if meta.get("data_source") == "datasets" and splits is None:
         raise UserError(f"sweep {meta['name']} was launched from Python with its own datasets; "
@@ -207,11 +210,21 @@ def resume(ref: str, output_dir: str, log: Log = print, splits: Splits | None = 
     inputs, _ = _inputs(cfg, prep.splits, log)
     tracker = Tracker(meta["tracking_uri"], cfg.experiment, Path(cfg.output_dir) / "mlartifacts")
     tracker.reopen(meta["parent_run_id"])
-    meta["status"] = "RUNNING"
-    meta["resumed"] = int(meta.get("resumed", 0)) + 1
-    write_json(sweep_dir / "sweep.json", meta)
-    log(f"resuming sweep {meta['name']} (MLflow run {meta['parent_run_id']})")
-    return _drive(prep, inputs, tracker, meta, sweep_dir, started, restore=True, log=log)
+    sweep = Sweep(cfg, prep.space, prep.splits, inputs, folder, meta, tracker, log, started)
+    sweep.save_meta(status="RUNNING", resumed=int(meta.get("resumed", 0)) + 1)
+    log(f"resuming sweep {sweep.name} (MLflow run {sweep.parent_run_id})")
+    _say_if_other_machine(meta.get("machine"), log)
+    return drive(sweep, restore=True)
+
+
+def _say_if_other_machine(launched_on: dict[str, str] | None, log: Log) -> None:
+    here = hardware.machine()
+    if launched_on and (launched_on.get("cpu"), launched_on.get("cpu_isa")) != (
+            here["cpu"], here["cpu_isa"]):
+        log(f"note: this sweep was launched on {launched_on.get('cpu')} "
+            f"({launched_on.get('cpu_isa')}); this machine is {here['cpu']} ({here['cpu_isa']}). "
+            "Trials run here time their own baseline here; the front keeps the trials of one "
+            "hardware fingerprint only and names the others")
 
 
 class SweepInterrupted(KeyboardInterrupt):
@@ -232,70 +245,56 @@ _STOPPED = {"KILLED": "sweep interrupted before this trial finished; resume runs
             "FAILED": "sweep failed before this trial finished"}
 
 
-def _drive(
-    prep: Prepared,
-    inputs: TrialInputs,
-    tracker: Any,
-    meta: dict[str, Any],
-    sweep_dir: Path,
-    started: float,
-    restore: bool,
-    log: Log,
-) -> SweepOutcome:
+def drive(sweep: Sweep, restore: bool) -> SweepOutcome:
+    """Ray, Tune, the front; on any end, the sweep's status in its folder and in MLflow."""
     from sweeper import orchestrate  # ray is imported only when a sweep really runs
     from sweeper.tracking import Mirror, SweepRuns, load_pending
 
-    cfg, space, splits = prep.cfg, prep.space, prep.splits
-    if prep.data_source != "config":  # resume must be handed the same datasets again
-        meta["data_source"] = prep.data_source
-        write_json(sweep_dir / "sweep.json", meta)
-    mirror = Mirror(SweepRuns(tracker, meta["parent_run_id"], log))
-    for op in load_pending(sweep_dir):  # what MLflow missed before, minus the old end mark
+    sweep.mirror = Mirror(SweepRuns(sweep.tracker, sweep.parent_run_id, sweep.log))
+    for op in load_pending(sweep.folder):  # what MLflow missed before, minus the old end mark
         if op[0] != "end_sweep":
-            mirror.submit(*op)
+            sweep.mirror.submit(*op)
     status = "FAILED"
     try:
-        url = orchestrate.init_ray(cfg, log)
+        url = orchestrate.init_ray(sweep.cfg, sweep.log)
         if url:
-            log(f"Ray dashboard: {url}  (token: run `ray get-auth-token` in this venv)")
-        tuned = orchestrate.run_tune(cfg, space, inputs, mirror, sweep_dir, meta["name"], log,
-                                     restore=restore)
-        outcome = finish(cfg, space, splits, inputs, mirror, sweep_dir, tuned, log)
+            sweep.log(f"Ray dashboard: {url}  (token: run `ray get-auth-token` in this venv)")
+        tuned = orchestrate.run_tune(sweep, restore=restore)
+        outcome = finish(sweep, tuned)
         status = "FINISHED"
-        outcome.wall_seconds = time.perf_counter() - started
+        outcome.wall_seconds = time.perf_counter() - sweep.started
         return outcome
     except KeyboardInterrupt:
         status = "KILLED"
-        raise SweepInterrupted(meta["name"], resume_command(meta["name"], cfg.output_dir)) from None
+        raise SweepInterrupted(sweep.name, sweep.resume_command()) from None
     finally:
         try:
             orchestrate.shutdown()
         finally:
-            meta["status"] = status
-            write_json(sweep_dir / "sweep.json", meta)
-            _close_mlflow(mirror, status, sweep_dir, meta,
-                          resume_command(meta["name"], cfg.output_dir))
+            sweep.save_meta(status=status)
+            _close_mlflow(sweep, status)
 
 
-def _close_mlflow(mirror: Any, status: str, sweep_dir: Path, meta: dict[str, Any],
-                  command: str) -> None:
+def _close_mlflow(sweep: Sweep, status: str) -> None:
     """End the parent run, wait a while for the writes still queued, and keep in the sweep
     folder those an unreachable store did not take, with a warning (the sweep's results are
     all in its folder either way)."""
     from sweeper.tracking import PENDING, final_grace_s, save_pending
 
+    mirror = sweep.mirror
+    assert mirror is not None
     if status in _STOPPED:
         mirror.submit("close_orphans", _STOPPED[status])
     mirror.submit("end_sweep", status)
-    save_pending(sweep_dir, mirror.queued())  # in case the driver dies while waiting
+    save_pending(sweep.folder, mirror.queued())  # in case the driver dies while waiting
     left = mirror.close(final_grace_s())
-    save_pending(sweep_dir, left)
+    save_pending(sweep.folder, left)
     for refusal in mirror.refused:
         print(f"warning: MLflow refused a write: {refusal}", file=sys.stderr, flush=True)
     if left:
-        print(f"warning: MLflow at {meta['tracking_uri']} was unreachable; {len(left)} write(s) "
-              f"it missed are kept in {sweep_dir / PENDING}. Once it is back, run "
-              f"`{command}` to sync them", file=sys.stderr, flush=True)
+        print(f"warning: MLflow at {sweep.meta['tracking_uri']} was unreachable; {len(left)} "
+              f"write(s) it missed are kept in {sweep.folder / PENDING}. Once it is back, run "
+              f"`{sweep.resume_command()}` to sync them", file=sys.stderr, flush=True)
 
 
 def sync_finished(sweep_dir: Path, meta: dict[str, Any], log: Log) -> None:
@@ -330,50 +329,3 @@ def sync_finished(sweep_dir: Path, meta: dict[str, Any], log: Log) -> None:
         raise UserError(f"MLflow at {uri} is still unreachable; {len(left)} write(s) stay in "
                         f"{sweep_dir / PENDING}, run resume again later")
     log(f"MLflow is in sync with sweep {meta['name']}")
-
-
-def finish(
-    cfg: Config,
-    space: Space,
-    splits: Splits,
-    inputs: TrialInputs,
-    mirror: Any,
-    sweep_dir: Path,
-    tuned: Any,
-    log: Log,
-) -> SweepOutcome:
-    """Front, its test accuracy (the only use of the test split), files, then MLflow marks
-    (queued on the mirror: the files never wait for MLflow)."""
-    rows = tuned.rows
-    baseline = baseline_row(cfg, splits, inputs, rows)
-    # The baseline competes: a trial it dominates is no reason to compress.
-    front = [r for r in pareto_front([*rows, baseline], FRONT_OBJECTIVES) if r is not baseline]
-    for row in front:
-        ckpt = tuned.checkpoints.get(row["trial"])
-        if ckpt is None:
-            continue
-        state = torch.load(Path(ckpt) / "model.pt", map_location="cpu", weights_only=True)
-        pipeline = compress.pipeline_from_dict(row["config"])
-        row["test_acc"] = evaluate_artefact(inputs, pipeline, state, splits.test)
-    hv = normalised_hypervolume([*rows, baseline], baseline)
-    table = format_front_table(front, baseline)
-    files = [sweep_dir / "front.csv", sweep_dir / "front.json", sweep_dir / "front.png",
-             sweep_dir / "front.txt"]
-    front_to_csv(front, files[0], baseline=baseline)
-    front_to_json(front, files[1], baseline=baseline)
-    plot_front(rows, front, baseline, files[2])
-    files[3].write_text(table + "\n")
-
-    # child runs a killed driver started but Tune never recorded (their trial ran again)
-    mirror.submit("close_orphans", "driver died before Tune recorded this trial")
-    front_ids = {r["trial"] for r in front}
-    for row in rows:
-        mirror.submit("tag_trial", row["trial"],
-                      {"pareto": str(row["trial"] in front_ids).lower()})
-        if "test_acc" in row:
-            mirror.submit("trial_metrics", row["trial"], {"test_acc": row["test_acc"]})
-    mirror.submit("log_front", hv, [str(f) for f in files],
-                  {"front_size": len(front), "trials_ok": len(rows),
-                   "baseline_test_acc": baseline["test_acc"]})
-    return SweepOutcome(sweep_dir, mirror.runs.parent_id, rows, Front(front, baseline), baseline,
-                        hv, tuned.wall_seconds, table, tune_seconds=tuned.wall_seconds)

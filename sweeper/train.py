@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sweeper.data import Pair, batches, to_input
+from sweeper.preprocess import Preprocessing
+from sweeper.split import Pair, Split, as_split
 
 
 @dataclass(frozen=True)
@@ -61,11 +62,9 @@ def deterministic_algorithms() -> Iterator[None]:
 
 def fit(
     model: nn.Module,
-    train: Pair,
+    train: Split | Pair,
     settings: FitSettings,
-    img_size: int,
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
+    preprocessing: Preprocessing,
     device: torch.device,
     teacher: nn.Module | None = None,
     on_epoch: Callable[[int, float], None] | None = None,
@@ -73,6 +72,7 @@ def fit(
     """AdamW with linear warm-up and cosine decay; optional distillation from `teacher`."""
     if settings.epochs <= 0:
         return model
+    train = as_split(train)
     with deterministic_algorithms():
         gen = torch.Generator().manual_seed(settings.seed)
         torch.manual_seed(settings.seed)
@@ -81,7 +81,7 @@ def fit(
             teacher.to(device).eval()
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
-        steps_per_epoch = math.ceil(len(train[1]) / settings.batch_size)
+        steps_per_epoch = math.ceil(len(train) / settings.batch_size)
         total = settings.epochs * steps_per_epoch
         warm = max(1, int(settings.warmup_epochs * steps_per_epoch))
 
@@ -93,10 +93,10 @@ def fit(
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
         for epoch in range(settings.epochs):
             running, seen = 0.0, 0
-            for xb, yb in batches(train, settings.batch_size, shuffle=True, generator=gen):
+            for xb, yb in train.batches(settings.batch_size, shuffle=True, generator=gen):
                 if settings.augment:
                     xb = random_shift(xb, 2, gen)
-                x = to_input(xb, img_size, mean, std, device)
+                x = preprocessing.to_input(xb, device)
                 y = yb.to(device)
                 logits = model(x)
                 loss = F.cross_entropy(logits, y, label_smoothing=settings.label_smoothing)
@@ -120,28 +120,25 @@ def fit(
 @torch.inference_mode()
 def predict(
     model: nn.Module,
-    data: Pair,
-    img_size: int,
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
+    data: Split | Pair,
+    preprocessing: Preprocessing,
     device: torch.device,
     batch_size: int = 256,
 ) -> torch.Tensor:
     model.eval()
     out = []
-    for xb, _ in batches(data, batch_size):
-        out.append(model(to_input(xb, img_size, mean, std, device)).argmax(-1).cpu())
+    for xb, _ in as_split(data).batches(batch_size):
+        out.append(model(preprocessing.to_input(xb, device)).argmax(-1).cpu())
     return torch.cat(out)
 
 
 def accuracy(
     model: nn.Module,
-    data: Pair,
-    img_size: int,
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
+    data: Split | Pair,
+    preprocessing: Preprocessing,
     device: torch.device,
     batch_size: int = 256,
 ) -> float:
-    pred = predict(model, data, img_size, mean, std, device, batch_size)
-    return float((pred == data[1]).float().mean())
+    data = as_split(data)
+    pred = predict(model, data, preprocessing, device, batch_size)
+    return float((pred == data.labels).float().mean())

@@ -20,8 +20,7 @@ from torch import nn
 
 from sweeper import compress, node_lock
 from sweeper.config import Config
-from sweeper.data import Pair
-from sweeper.hardware import cpu_model, isa_summary
+from sweeper.hardware import cpu_model, fingerprint, isa_summary
 from sweeper.measure import (
     LatencyPair,
     Timing,
@@ -30,6 +29,8 @@ from sweeper.measure import (
     state_bytes,
 )
 from sweeper.models import create_model
+from sweeper.preprocess import Preprocessing
+from sweeper.split import Split
 from sweeper.train import accuracy
 
 MB = 1e6
@@ -44,17 +45,16 @@ class TrialInputs:
     baseline_val_acc: float
     baseline_size_bytes: int
     num_classes: int
-    train: Pair
-    val: Pair
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    train: Split  # in memory (digits, CIFAR) or file names streamed from disk (image folders)
+    val: Split
+    preprocessing: Preprocessing
 
 
 @dataclass
 class TrialResult:
     metrics: dict[str, float]  # what Optuna and MLflow see
     tags: dict[str, str]  # device, node, technique notes
-    artefact: bytes = field(repr=False)  # torch.save(compressed.state_dict())
+    artifact: bytes = field(repr=False)  # torch.save(compressed.state_dict())
 
     @property
     def val_acc(self) -> float:
@@ -62,8 +62,7 @@ class TrialResult:
 
 
 def pick_device(cfg: Config) -> torch.device:
-    wanted = cfg.resources.device
-    if wanted == "cuda" or (wanted == "auto" and cfg.resources.gpus > 0):
+    if cfg.resources.trial_device() == "cuda":
         if not torch.cuda.is_available():
             raise RuntimeError("a CUDA device was requested but none is visible to this trial")
         return torch.device("cuda")
@@ -74,12 +73,6 @@ def build_baseline(inputs: TrialInputs) -> nn.Module:
     model = create_model(inputs.config.model, inputs.num_classes)
     model.load_state_dict(inputs.baseline_state)
     return model.eval()
-
-
-def model_device(model: nn.Module, fallback: torch.device) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return fallback  # fully quantized modules expose no float parameters: CPU kernels
 
 
 def run_trial(
@@ -98,45 +91,75 @@ def run_trial(
     waits_before = dataclasses.replace(lock.waits) if lock else None
 
     baseline = build_baseline(inputs).to(device)
-    ctx = compress.TrialContext(
+    ctx = _context(inputs, device, baseline, artifacts_dir)
+    model = compress.apply_pipeline(copy.deepcopy(baseline), pipeline, ctx)
+    if ctx.runs_on and ctx.runs_on != device.type:  # launch rejects these (check_device)
+        raise RuntimeError(f"{', '.join(map(compress.name_of, pipeline))} runs on "
+                           f"{ctx.runs_on} only, but this trial's device is {device}")
+    model.to(device).eval()  # model and baseline are timed on one device, never apart
+
+    val_acc = accuracy(model, inputs.val, inputs.preprocessing, device,
+                       cfg.measure.eval_batch_size)
+    artifact = state_bytes(model)
+    latency, runtime_metrics = _latency(model, baseline, inputs, device, threads, ctx)
+    metrics = {
+        "val_acc": val_acc,
+        "val_acc_drop": inputs.baseline_val_acc - val_acc,
+        **_size_metrics(len(artifact), inputs.baseline_size_bytes, runtime_metrics),
+        **latency_metrics(latency, cfg.measure.batch_sizes),
+        "params": float(count_parameters(model)),
+        # 1: low precision only simulated (fake-quant / unpack to float), latency is float's
+        "simulated": float(ctx.simulated),
+        **runtime_metrics,
+        **_lock_waits(lock, waits_before),
+        "trial_seconds": time.perf_counter() - start,
+    }
+    return TrialResult(metrics, _tags(device, threads, ctx, "onnx_size_bytes" in metrics),
+                       artifact)
+
+
+def _context(inputs: TrialInputs, device: torch.device, baseline: nn.Module,
+             artifacts_dir: Path | None) -> compress.TrialContext:
+    cfg = inputs.config
+    return compress.TrialContext(
         device=device,
         train=inputs.train,
         val=inputs.val,
-        img_size=cfg.model.img_size,
-        mean=inputs.mean,
-        std=inputs.std,
+        preprocessing=inputs.preprocessing,
         batch_size=cfg.train.batch_size,
         weight_decay=cfg.train.weight_decay,
         seed=cfg.search.seed,
         teacher=baseline,
         artifacts_dir=artifacts_dir,
     )
-    model = compress.apply_pipeline(copy.deepcopy(baseline), pipeline, ctx)
-    run_device = torch.device(ctx.runs_on) if ctx.runs_on else model_device(model, device)
-    model.to(run_device).eval()
 
-    val_acc = accuracy(model, inputs.val, cfg.model.img_size, inputs.mean, inputs.std,
-                       run_device, cfg.measure.eval_batch_size)
-    artefact = state_bytes(model)
-    runtime_metrics: dict[str, float] = {}
+
+def _latency(model: nn.Module, baseline: nn.Module, inputs: TrialInputs, device: torch.device,
+             threads: int, ctx: compress.TrialContext) -> tuple[LatencyPair, dict[str, float]]:
+    """Paired model/baseline timing in the configured runtime, plus what that runtime
+    measured besides (ONNX Runtime: the graph's bytes and accuracy)."""
+    cfg = inputs.config
     if cfg.measure.runtime == "onnxruntime":
         from sweeper import runtime  # onnx/onnxruntime load only when asked for
 
-        latency, runtime_metrics = runtime.measure(
-            model, baseline, cfg, run_device, threads, inputs.val, inputs.mean, inputs.std, ctx,
-        )
-    else:
-        latency = compare_latency(
-            model, baseline.to(run_device), cfg.model.img_size, cfg.measure.batch_sizes,
-            run_device, Timing.of(cfg.measure),
-        )
-    b1, blarge = cfg.measure.batch_sizes[0], cfg.measure.batch_sizes[-1]
-    metrics = {
-        "val_acc": val_acc,
-        "val_acc_drop": inputs.baseline_val_acc - val_acc,
-        "size_mb": len(artefact) / MB,
-        "size_bytes": float(len(artefact)),
-        "size_ratio": len(artefact) / inputs.baseline_size_bytes,
+        return runtime.measure(model, baseline, cfg, device, threads, ctx)
+    return compare_latency(model, baseline, inputs.preprocessing.img_size,
+                           cfg.measure.batch_sizes, device, Timing.of(cfg.measure)), {}
+
+
+def _size_metrics(torch_bytes: int, baseline_torch_bytes: int,
+                  runtime_metrics: dict[str, float]) -> dict[str, float]:
+    """Size is what ships for the chosen runtime: the ONNX file under ONNX Runtime (the bytes
+    `export` writes), else the saved state_dict; the ratio is to the baseline's same format."""
+    shipped = runtime_metrics.get("onnx_size_bytes", float(torch_bytes))
+    base = runtime_metrics.get("baseline_onnx_size_bytes", float(baseline_torch_bytes))
+    return {"size_mb": shipped / MB, "size_bytes": shipped, "size_ratio": shipped / base,
+            "torch_size_bytes": float(torch_bytes)}
+
+
+def latency_metrics(latency: LatencyPair, batch_sizes: tuple[int, ...]) -> dict[str, float]:
+    b1, blarge = batch_sizes[0], batch_sizes[-1]
+    return {
         "latency_ms": latency.model_ms[b1],
         "baseline_latency_ms": latency.baseline_ms[b1],
         "speedup": latency.speedup(b1),
@@ -147,25 +170,28 @@ def run_trial(
         f"latency_ms_b{blarge}": latency.model_ms[blarge],
         f"baseline_latency_ms_b{blarge}": latency.baseline_ms[blarge],
         f"speedup_b{blarge}": latency.speedup(blarge),
-        "params": float(count_parameters(model)),
-        # 1: low precision only simulated (fake-quant / unpack to float), latency is float's
-        "simulated": float(ctx.simulated),
-        **runtime_metrics,
-        **_lock_waits(lock, waits_before),
-        "trial_seconds": time.perf_counter() - start,
     }
+
+
+def _tags(device: torch.device, threads: int, ctx: compress.TrialContext,
+          onnx: bool) -> dict[str, str]:
     tags = {
-        "device": str(run_device),
+        "device": str(device),
         "train_device": str(device),
         "node": socket.gethostname(),
         "node_ip": _node_ip(),
         "pid": str(os.getpid()),
         "threads": str(threads),
-        **hardware_tags(run_device),
+        **hardware_tags(device),
         "simulated": str(ctx.simulated).lower(),
+        # what size_mb counts; the bitmask-sparse state_dict loads only through sweeper
+        "shipped_format": "onnx" if onnx else (
+            "sweeper sparse state_dict (loads with sweeper only)"
+            if ctx.notes.get("stored_sparse") else "torch state_dict"),
         **{k: str(v) for k, v in ctx.notes.items()},
     }
-    return TrialResult(metrics, tags, artefact)
+    tags["fingerprint"] = fingerprint(tags)
+    return tags
 
 
 def _lock_waits(lock: node_lock.NodeLock | None,
@@ -211,11 +237,11 @@ def _node_ip() -> str:
         return "unknown"
 
 
-def evaluate_artefact(
-    inputs: TrialInputs, pipeline: list[Any], state: dict[str, torch.Tensor], data: Pair
+def evaluate_artifact(
+    inputs: TrialInputs, pipeline: list[Any], state: dict[str, torch.Tensor], data: Split
 ) -> float:
     """Accuracy of a saved compressed model on `data` (used for the front's test accuracy)."""
     model = compress.rebuild(build_baseline(inputs), pipeline, state)
     cfg = inputs.config
-    return accuracy(model, data, cfg.model.img_size, inputs.mean, inputs.std,
-                    torch.device("cpu"), cfg.measure.eval_batch_size)
+    return accuracy(model, data, inputs.preprocessing, torch.device("cpu"),
+                    cfg.measure.eval_batch_size)

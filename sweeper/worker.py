@@ -17,13 +17,12 @@ from typing import TYPE_CHECKING, Any
 import ray
 from ray import tune
 
+from sweeper.files import ARTIFACTS, MODEL_FILE, RESULT
+
 if TYPE_CHECKING:
     from sweeper.spaces import Space
     from sweeper.trial import TrialInputs
 
-ARTEFACT = "model.pt"
-ARTIFACTS = "artifacts"  # files techniques wrote; logged to the trial's MLflow run
-RESULT = "result.json"  # the reported metrics, kept with the artefact
 
 
 def _finished_before(experiment_dir: str, trial_id: str) -> Path | None:
@@ -38,7 +37,7 @@ def _finished_before(experiment_dir: str, trial_id: str) -> Path | None:
 def trainable(
     config: dict[str, Any], inputs: TrialInputs, space: Space, experiment_dir: str
 ) -> None:
-    """Runs inside a Ray worker: one trial, reported with its artefact as a checkpoint."""
+    """Runs inside a Ray worker: one trial, reported with its artifact as a checkpoint."""
     from sweeper import compress
     from sweeper.quiet import quiet_third_party
     from sweeper.trial import run_trial
@@ -56,7 +55,7 @@ def trainable(
         result = run_trial(inputs, pipeline, files)
         tags = {**result.tags, "ray_node_id": ray.get_runtime_context().get_node_id()}
         metrics = {**result.metrics, "tags": tags}
-        Path(tmp, ARTEFACT).write_bytes(result.artefact)
+        Path(tmp, MODEL_FILE).write_bytes(result.artifact)
         Path(tmp, "pipeline.json").write_text(json.dumps(compress.pipeline_to_dict(pipeline)))
         Path(tmp, RESULT).write_text(json.dumps(metrics))
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))

@@ -46,7 +46,7 @@ def tiny_cfg(tmp_path: Path) -> Config:
 
 def sweep_study_storage(sweep_folder: Path) -> Any:
     """The Optuna storage a sweep folder's study lives in, as the driver opens it."""
-    from sweeper.orchestrate import optuna_storage
+    from sweeper.search import optuna_storage
 
     return optuna_storage(build_config([]), sweep_folder)
 

@@ -147,8 +147,8 @@ def test_launch_with_a_model_instance_sweeps_it_as_the_baseline(tmp_path: Path) 
         log=logs.append)
     assert any("used as is (train.epochs=0)" in m for m in logs)
     cpu = torch.device("cpu")
-    assert outcome.baseline["val_acc"] == accuracy(trained, splits.val, 32, splits.mean,
-                                                   splits.std, cpu)
+    assert outcome.baseline["val_acc"] == accuracy(trained, splits.val,
+                                                   splits.preprocessing, cpu)
     assert len(outcome.rows) == 1
     assert str(outcome.front) == outcome.table
     assert outcome.front.records[0]["trial"] == "baseline"

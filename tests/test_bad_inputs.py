@@ -22,6 +22,7 @@ from sweeper.config import build_config, no_password, redact
 from sweeper.errors import UserError
 from sweeper.sweep import new_sweep_dir
 from tests.conftest import tiny_overrides
+from tests.imagefolders import make_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "s3cret"  # must never be echoed
@@ -112,6 +113,21 @@ CASES = {
     "data-cifar-missing": launch("data.name=cifar10", "data.root={tmp}/nodata"),
     "data-root-is-a-file": launch("data.name=cifar10", "data.root={tmp}/afile"),
     "data-cifar-corrupt": launch("data.name=cifar10", "data.root={tmp}/cifar"),
+    "data-folder-no-root-given": launch("data.name=imagefolder"),
+    "data-folder-missing-root": launch("data.name=imagefolder", "data.root={tmp}/nofolder"),
+    "data-folder-no-train": launch("data.name=imagefolder", "data.root={tmp}/folders/no_train"),
+    "data-folder-no-classes": launch("data.name=imagefolder",
+                                     "data.root={tmp}/folders/no_classes"),
+    "data-folder-empty-class": launch("data.name=imagefolder",
+                                      "data.root={tmp}/folders/empty_class"),
+    "data-folder-class-only-in-test": launch("data.name=imagefolder",
+                                             "data.root={tmp}/folders/only_in_test"),
+    "data-folder-corrupt-image": launch("data.name=imagefolder",
+                                        "data.root={tmp}/folders/corrupt"),
+    "data-folder-mean-not-rgb": launch("data.name=imagefolder", "data.root={tmp}/folders/ok",
+                                       "data.mean=0.5,0.5"),
+    "data-folder-std-zero": launch("data.name=imagefolder", "data.root={tmp}/folders/ok",
+                                   "data.std=0.2,0,0.2"),
     # -- services and cluster (subprocesses: these used to hang or retry for minutes) ---------
     "svc-mlflow-closed-port": launch("tracking_uri=http://127.0.0.1:{port}", sub=True),
     "svc-mlflow-sqlite-not-creatable": launch(
@@ -202,6 +218,22 @@ def make_inputs(tmp: Path, port: int) -> None:
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         (cifar / name).write_bytes(b"\x80\x04garbage")
     make_sweeps(tmp, port)
+    make_folders(tmp / "folders")
+
+
+def make_folders(root: Path) -> None:
+    """Image folders, each wrong in one way (and one right: for bad values of data.*)."""
+    good = {"train": {"cat": 3, "dog": 3}, "val": {"cat": 1, "dog": 1},
+            "test": {"cat": 1, "dog": 1}}
+    make_folder(root / "ok", good)
+    make_folder(root / "no_train", {"training": good["train"], "val": good["val"]})
+    (root / "no_classes" / "train").mkdir(parents=True)
+    make_folder(root / "empty_class", good)
+    (root / "empty_class" / "train" / "owl").mkdir()
+    make_folder(root / "only_in_test", {**good, "test": {"cat": 1, "owl": 1}})
+    make_folder(root / "corrupt", good)
+    png = (root / "corrupt" / "train" / "dog" / "000.png").read_bytes()
+    (root / "corrupt" / "train" / "dog" / "001.png").write_bytes(png[: len(png) // 2])
 
 
 def tree(tmp: Path) -> set[str]:

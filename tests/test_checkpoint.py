@@ -92,8 +92,7 @@ def test_epochs_0_keeps_the_checkpoint_and_more_epochs_fine_tune_it(tmp_path: Pa
         assert torch.equal(base.model.state_dict()[key], value), key
     assert any("used as is (train.epochs=0)" in m for m in logs)
     assert not any("epoch 1/" in m for m in logs)
-    direct = accuracy(source.eval(), splits.val, cfg.model.img_size, splits.mean, splits.std,
-                      torch.device("cpu"))
+    direct = accuracy(source.eval(), splits.val, splits.preprocessing, torch.device("cpu"))
     assert base.val_acc == direct
 
     tuned_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=1))
@@ -200,9 +199,8 @@ def test_launch_epochs_0_baseline_is_the_checkpoint_image_for_image(
     for key, value in trained.state_dict().items():  # the same weights, bit for bit
         assert torch.equal(state[key], value), key
     cpu = torch.device("cpu")
-    val = accuracy(trained, splits.val, cfg.model.img_size, splits.mean, splits.std, cpu)
-    test = accuracy(trained, splits.test, cfg.model.img_size, splits.mean, splits.std, cpu,
-                    cfg.measure.eval_batch_size)
+    val = accuracy(trained, splits.val, splits.preprocessing, cpu)
+    test = accuracy(trained, splits.test, splits.preprocessing, cpu, cfg.measure.eval_batch_size)
     assert base["val_acc"] == val and base["test_acc"] == test
     meta = json.loads((folder / "sweep.json").read_text())
     assert meta["config"]["model"]["checkpoint"] == str(ck)

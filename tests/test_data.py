@@ -20,8 +20,8 @@ def test_digits_splits_are_fixed_disjoint_and_rgb() -> None:
     assert x.dtype == torch.uint8 and x.shape[1:] == (3, 32, 32)
     total = sum(len(p[1]) for p in (a.train, a.val, a.test))
     assert total == 1797
-    rows = {tuple(r.tolist()) for r in a.train[0].flatten(1)[:, ::7]}
-    assert not rows & {tuple(r.tolist()) for r in a.test[0].flatten(1)[:, ::7]}
+    rows = {tuple(r.tolist()) for r in a.train.images.flatten(1)[:, ::7]}
+    assert not rows & {tuple(r.tolist()) for r in a.test.images.flatten(1)[:, ::7]}
     assert set(y.tolist()) == set(range(10))
     assert load_splits(DataConfig(seed=1)).fingerprint() != a.fingerprint()
 
@@ -29,8 +29,9 @@ def test_digits_splits_are_fixed_disjoint_and_rgb() -> None:
 def test_limit_only_shrinks_training_split() -> None:
     full = load_splits(DataConfig())
     small = load_splits(DataConfig(limit=100))
-    assert len(small.train[1]) == 100
-    assert torch.equal(small.val[0], full.val[0]) and torch.equal(small.test[0], full.test[0])
+    assert len(small.train) == 100
+    assert torch.equal(small.val.images, full.val.images)
+    assert torch.equal(small.test.images, full.test.images)
 
 
 def test_to_input_normalises_and_resizes() -> None:
@@ -79,20 +80,21 @@ def test_cifar10_real_format(tmp_path: Path) -> None:
     _write_cifar10(tmp_path, 20)
     splits = load_splits(DataConfig(name="cifar10", root=str(tmp_path), val_fraction=0.2))
     assert splits.num_classes == 10
-    assert len(splits.train[1]) == 80 and len(splits.val[1]) == 20
-    assert len(splits.test[1]) == 20
-    assert splits.train[0].shape[1:] == (3, 32, 32)
+    assert len(splits.train) == 80 and len(splits.val) == 20
+    assert len(splits.test) == 20
+    assert splits.train.images.shape[1:] == (3, 32, 32)
     # pixel layout: row-major channel planes, as in the CIFAR format
     with (tmp_path / "cifar-10-batches-py" / "test_batch").open("rb") as fh:
         raw = pickle.load(fh, encoding="bytes")
-    assert torch.equal(splits.test[0][0, 1].flatten(), torch.from_numpy(raw[b"data"][0, 1024:2048]))
+    assert torch.equal(splits.test.images[0, 1].flatten(),
+                       torch.from_numpy(raw[b"data"][0, 1024:2048]))
 
 
 def test_cifar100_real_format(tmp_path: Path) -> None:
     _write_cifar100(tmp_path, 30)
     splits = load_splits(DataConfig(name="cifar100", root=str(tmp_path)))
     assert splits.num_classes == 100
-    assert len(splits.test[1]) == 30
+    assert len(splits.test) == 30
 
 
 def test_missing_or_corrupt_cifar_is_one_clear_error(tmp_path: Path) -> None:

@@ -19,7 +19,6 @@ from sweeper.compress.distill import (
     teacher_logits,
     view_offsets,
 )
-from sweeper.data import to_input
 from sweeper.errors import UserError
 from sweeper.measure import count_parameters, state_bytes
 from sweeper.models import token_count
@@ -48,13 +47,13 @@ def images(batch: int = 3) -> torch.Tensor:
 
 @pytest.mark.parametrize(
     ("params", "message"),
-    [({"temperature": -1.0}, "temperature=-1.0 must be positive"),
-     ({"alpha": 1.5}, r"alpha=1.5 out of range \[0, 1\]"),
+    [({"temperature": -1.0}, r"temperature=-1.0 is out of range \(0, 1000\]"),
+     ({"alpha": 1.5}, r"alpha=1.5 is out of range \[0, 1\]"),
      ({"kind": "deit"}, "needs a new student with a distillation token"),
      ({"student": "vit", "kind": "deit", "alpha": 0.0}, "distillation head untrained"),
      ({"depth": 2}, "apply to student='vit' only"),
      ({"student": "vit", "embed_dim": 30, "num_heads": 4}, "not divisible"),
-     ({"student": "big"}, "student='big' unknown")],
+     ({"student": "big"}, "student='big' is not valid")],
 )
 def test_config_rejects_bad_values(params: dict, message: str) -> None:
     with pytest.raises(UserError, match=message):
@@ -67,13 +66,13 @@ def test_teacher_logits_are_computed_once_per_split() -> None:
     train = data(seed=7)
     ctx = context(teacher, train)
     offsets = view_offsets(48, 4, ctx.seed)
-    logits, cached = teacher_logits(teacher, train[0], offsets, ctx)
+    logits, cached = teacher_logits(teacher, ctx.train, offsets, ctx)
     assert not cached and len(calls) == 4 and logits.shape == (4, 48, 10)  # a batch per view
     with torch.no_grad():  # view 0 is the image itself, the others are shifted copies
-        assert torch.allclose(logits[0], teacher(to_input(train[0], 32, ctx.mean, ctx.std)))
+        assert torch.allclose(logits[0], teacher(ctx.preprocessing.to_input(train[0])))
         moved = shifted(train[0], offsets[2])
         assert not torch.equal(moved, train[0])
-        assert torch.allclose(logits[2], teacher(to_input(moved, 32, ctx.mean, ctx.std)))
+        assert torch.allclose(logits[2], teacher(ctx.preprocessing.to_input(moved)))
     calls.clear()
     cfg = DistillConfig(student="vit", depth=1, embed_dim=16, num_heads=2, alpha=0.5,
                         epochs=2, views=4)
@@ -153,13 +152,12 @@ def test_distilled_student_beats_the_same_student_without_teacher(default_baseli
     torch.set_num_threads(1)
     try:
         for alpha in (0.0, 0.5):
-            ctx = TrialContext(train=splits.train, img_size=cfg.model.img_size,
-                               mean=splits.mean, std=splits.std,
+            ctx = TrialContext(train=splits.train, preprocessing=splits.preprocessing,
                                batch_size=cfg.train.batch_size, teacher=base.model)
             model = apply_pipeline(copy.deepcopy(base.model),
                                    [DistillConfig(alpha=alpha, temperature=2.0, **student)], ctx)
-            accs[alpha] = accuracy(model, splits.val, cfg.model.img_size, splits.mean,
-                                   splits.std, torch.device("cpu"))
+            accs[alpha] = accuracy(model, splits.val, splits.preprocessing,
+                                   torch.device("cpu"))
     finally:
         torch.set_num_threads(threads)
     assert accs[0.5] > accs[0.0], accs

@@ -315,7 +315,7 @@ def test_readme_cluster_commands_match_the_compose_file() -> None:
 
 # -- search.storage for real ---------------------------------------------------------------------
 def test_search_storage_is_where_the_study_lands(tmp_path: Path) -> None:
-    from sweeper.orchestrate import optuna_storage
+    from sweeper.search import optuna_storage
 
     sweep = tmp_path / "sweep"
     sweep.mkdir()
@@ -332,7 +332,7 @@ def test_search_storage_is_where_the_study_lands(tmp_path: Path) -> None:
 
 
 def test_a_sweep_from_the_sqlite_default_resumes_on_its_database(tmp_path: Path) -> None:
-    from sweeper.orchestrate import optuna_storage
+    from sweeper.search import optuna_storage
 
     sweep = tmp_path / "sweep"
     sweep.mkdir()

@@ -114,7 +114,8 @@ def test_unstructured_prune_then_int8_runs_and_rebuilds(scheme: str) -> None:
     """torch.ao copies the sparse layer's forward hook onto the int8 layer, whose weight is a
     packed tensor, not a Parameter: the hook must leave it alone (it raised before)."""
     base = vit()
-    pipeline = [PruneConfig(ratio=0.5, kind="unstructured"), QuantizeConfig(scheme=scheme)]
+    pipeline = [PruneConfig(ratio=0.5, kind="unstructured"),
+                QuantizeConfig.from_params(scheme=scheme)]
     model = apply_pipeline(copy.deepcopy(base), pipeline, context(base))
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():

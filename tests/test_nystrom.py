@@ -156,8 +156,8 @@ def test_disabled_returns_model_unchanged() -> None:
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        ({"landmarks": 0}, "landmarks=0 must be >= 1"),
-        ({"pinv_iters": 0}, "pinv_iters=0 must be >= 1"),
+        ({"landmarks": 0}, r"landmarks=0 is out of range \[1, inf\]"),
+        ({"pinv_iters": 0}, r"pinv_iters=0 is out of range \[1, inf\]"),
         ({"landmarks": 2.5}, "landmarks must be an integer"),
         ({"enabled": "yes"}, "enabled must be true or false"),
     ],

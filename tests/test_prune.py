@@ -42,10 +42,10 @@ def reload(model: nn.Module, baseline: nn.Module, cfg: PruneConfig) -> nn.Module
 
 @pytest.mark.parametrize(
     ("params", "message"),
-    [({"ratio": 1.5}, "ratio=1.5 out of range [0, 0.95]"),
+    [({"ratio": 1.5}, "ratio=1.5 is out of range [0, 0.95]"),
      ({"ratio": -0.1}, "out of range"),
-     ({"kind": "random"}, "kind='random' unknown; valid: structured, unstructured"),
-     ({"ratio": True}, "ratio must be a number")],
+     ({"kind": "random"}, "kind='random' is not valid; choose one of: structured, unstructured"),
+     ({"ratio": True}, "ratio must be a finite number")],
 )
 def test_config_rejects_bad_values(params: dict, message: str) -> None:
     with pytest.raises(UserError, match=message.replace("[", r"\[").replace("]", r"\]")):
@@ -180,7 +180,7 @@ def test_unstructured_zeros_survive_recovery() -> None:
 
 
 @pytest.mark.parametrize("kind", ["structured", "unstructured"])
-def test_importance_histogram_artefact(kind: str, tmp_path) -> None:
+def test_importance_histogram_artifact(kind: str, tmp_path) -> None:
     ctx = TrialContext(artifacts_dir=tmp_path)
     apply(vit(), PruneConfig(ratio=0.3, kind=kind), ctx)
     files = ctx.notes["prune_histogram"].split(",")
@@ -199,8 +199,8 @@ def test_structured_30_percent_with_recovery_within_one_point(default_baseline) 
     from sweeper.train import accuracy
 
     cfg, splits, base = default_baseline.cfg, default_baseline.splits, default_baseline.baseline
-    ctx = TrialContext(train=splits.train, img_size=cfg.model.img_size, mean=splits.mean,
-                       std=splits.std, batch_size=cfg.train.batch_size, teacher=base.model)
+    ctx = TrialContext(train=splits.train, preprocessing=splits.preprocessing,
+                       batch_size=cfg.train.batch_size, teacher=base.model)
     pipeline = [PruneConfig(ratio=0.33), DistillConfig(alpha=0.5, epochs=3, lr=5e-4)]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # reproducible: measured at 1 thread, 0 points lost
@@ -209,6 +209,18 @@ def test_structured_30_percent_with_recovery_within_one_point(default_baseline) 
     finally:
         torch.set_num_threads(threads)
     assert ctx.notes["params_removed_fraction"] >= 0.30
-    acc = accuracy(model, splits.val, cfg.model.img_size, splits.mean, splits.std,
-                   torch.device("cpu"))
+    acc = accuracy(model, splits.val, splits.preprocessing, torch.device("cpu"))
     assert acc >= base.val_acc - 0.01, (acc, base.val_acc)
+
+
+def test_sparse_storage_is_labelled_as_readable_by_sweeper_only() -> None:
+    from sweeper.trial import _tags
+
+    ctx = TrialContext()
+    apply(vit(), PruneConfig(ratio=0.8, kind="unstructured"), ctx)
+    assert _tags(torch.device("cpu"), 1, ctx, onnx=False)["shipped_format"] == (
+        "sweeper sparse state_dict (loads with sweeper only)")
+    assert _tags(torch.device("cpu"), 1, ctx, onnx=True)["shipped_format"] == "onnx"
+    plain = TrialContext()
+    assert _tags(torch.device("cpu"), 1, plain, onnx=False)["shipped_format"] == (
+        "torch state_dict")

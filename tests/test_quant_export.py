@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from sweeper import runtime
 from sweeper.cli import main
 from sweeper.config import config_from_dict
-from sweeper.data import load_splits, to_input
+from sweeper.data import load_splits
 from sweeper.export import load_torch
 from tests.conftest import tiny_overrides
 
@@ -68,7 +68,7 @@ def test_export_onnx_and_torch_predict_alike_at_the_reported_size(sweep, capsys)
     tmp, meta, children = sweep
     cfg = config_from_dict(meta["config"])
     splits = load_splits(cfg.data)
-    x = to_input(splits.val[0][:64], cfg.model.img_size, splits.mean, splits.std)
+    x = splits.preprocessing.to_input(splits.val.images[:64])
     for child in children:
         trial, m = child.info.run_name, child.data.metrics
         onnx_path, torch_path = tmp / f"{trial}.onnx", tmp / f"{trial}.pt"

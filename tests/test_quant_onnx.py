@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -13,14 +14,14 @@ import onnx
 import pytest
 import torch
 
-from sweeper import runtime
+from sweeper import compress, runtime
 from sweeper.compress.nystrom import NystromConfig
 from sweeper.compress.quantize import QuantizeConfig, apply
 from sweeper.config import build_config
 from sweeper.data import load_splits
 from sweeper.measure import serialized_size
 from sweeper.models import load_or_train_baseline
-from sweeper.trial import TrialInputs, run_trial
+from sweeper.trial import TrialInputs, build_baseline, run_trial
 from tests.conftest import tiny_overrides
 from tests.test_quant_packing import context, images, vit
 
@@ -40,7 +41,7 @@ CASES = {  # scheme -> (ORT kernel, max |ORT - torch| on logits of size ~0.3)
 def test_lowered_graph_matches_the_torch_model(scheme: str) -> None:
     kind, tol = CASES[scheme]
     base = vit()
-    cfg = QuantizeConfig(scheme=scheme, symmetric=scheme != "weight_only2")  # asym too
+    cfg = QuantizeConfig.from_params(scheme=scheme, symmetric=scheme != "weight_only2")  # asym too
     model = apply(copy.deepcopy(base), cfg, context(teacher=base))
     graph, report = runtime.onnx_bytes(model, 32)
     assert report.kernels == {kind: 9}
@@ -53,7 +54,7 @@ def test_lowered_graph_matches_the_torch_model(scheme: str) -> None:
         ref = model(x).numpy()
     out = runtime.predict(runtime.session(graph, torch.device("cpu"), 1), x.numpy())
     assert np.abs(out - ref).max() < tol
-    # the graph is about as small as the packed PyTorch artefact (no float copy inside)
+    # the graph is about as small as the packed PyTorch artifact (no float copy inside)
     assert len(graph) < 1.1 * serialized_size(model) + 8000
 
 
@@ -72,7 +73,7 @@ def test_float_export_with_nystrom_matches() -> None:
 
 
 def test_exported_graph_runs_without_sweeper(tmp_path: Path) -> None:
-    model = apply(vit(), QuantizeConfig(scheme="weight_only4"), context())
+    model = apply(vit(), QuantizeConfig.from_params(scheme="weight_only4"), context())
     graph, _ = runtime.onnx_bytes(model, 32)
     path = tmp_path / "m.onnx"
     path.write_bytes(graph)
@@ -96,24 +97,33 @@ def ort_inputs(tmp_path_factory: pytest.TempPathFactory) -> TrialInputs:
     splits = load_splits(cfg.data)
     base = load_or_train_baseline(cfg, splits, torch.device("cpu"), lambda _m: None)
     return TrialInputs(cfg, base.model.state_dict(), base.val_acc, serialized_size(base.model),
-                       splits.num_classes, splits.train, splits.val, splits.mean, splits.std)
+                       splits.num_classes, splits.train, splits.val, splits.preprocessing)
 
 
 def test_trial_measures_latency_in_onnxruntime(ort_inputs: TrialInputs) -> None:
-    result = run_trial(ort_inputs, [QuantizeConfig(scheme="weight_only4")])
+    result = run_trial(ort_inputs, [QuantizeConfig.from_params(scheme="weight_only4")])
     m, tags = result.metrics, result.tags
     assert tags["runtime"] == "onnxruntime" and tags["ort_kernels"] == "nbits:9"
     assert tags["ort_provider"] == "CPUExecutionProvider"
     # MatMulNBits runs the packed 4-bit weights: not simulated in this runtime
     assert tags["simulated"] == "false" and m["simulated"] == 0.0
-    # float activations in both: ORT predicts what the PyTorch artefact predicts
+    # float activations in both: ORT predicts what the PyTorch artifact predicts
     assert m["ort_val_acc"] == pytest.approx(m["val_acc"], abs=1e-6)  # float32 vs float
-    assert m["onnx_size_bytes"] < 1.1 * m["size_bytes"] + 8000
+    assert m["onnx_size_bytes"] < 1.1 * m["torch_size_bytes"] + 8000
+    # the size objective is what ships for this runtime: the ONNX graph `export` writes,
+    # against the baseline's float ONNX graph
+    assert m["size_bytes"] == m["onnx_size_bytes"] and tags["shipped_format"] == "onnx"
+    assert m["size_ratio"] == pytest.approx(m["onnx_size_bytes"] / m["baseline_onnx_size_bytes"])
+    model = compress.rebuild(build_baseline(ort_inputs),
+                             [QuantizeConfig.from_params(scheme="weight_only4")],
+                             torch.load(io.BytesIO(result.artifact), weights_only=True))
+    assert len(runtime.onnx_bytes(model, ort_inputs.config.model.img_size)[0]) == m["size_bytes"]
     assert m["latency_ms"] > 0 and m["baseline_latency_ms"] > 0 and m["speedup_b8"] > 0
 
 
 def test_int8_trial_in_onnxruntime_uses_int8_kernels(ort_inputs: TrialInputs) -> None:
-    result = run_trial(ort_inputs, [QuantizeConfig(scheme="static8", calibration_batches=2)])
+    cfg = QuantizeConfig.from_params(scheme="static8", calibration_batches=2)
+    result = run_trial(ort_inputs, [cfg])
     assert result.tags["ort_kernels"] == "static_int8:9"  # 2 blocks x 4 Linear + head
     assert result.tags["simulated"] == "false"
     assert result.metrics["ort_val_acc"] == pytest.approx(result.metrics["val_acc"], abs=0.01)
@@ -123,9 +133,12 @@ def test_weight_only_in_eager_torch_is_flagged_simulated(ort_inputs: TrialInputs
     cfg = ort_inputs.config
     eager = dataclasses.replace(ort_inputs, config=dataclasses.replace(
         cfg, measure=dataclasses.replace(cfg.measure, runtime="torch")))
-    result = run_trial(eager, [QuantizeConfig(scheme="weight_only4")])
+    result = run_trial(eager, [QuantizeConfig.from_params(scheme="weight_only4")])
     assert result.tags["simulated"] == "true" and result.metrics["simulated"] == 1.0
     assert "runtime" not in result.tags and "ort_val_acc" not in result.metrics
+    # in eager PyTorch what ships is the state_dict
+    assert result.metrics["size_bytes"] == result.metrics["torch_size_bytes"]
+    assert result.tags["shipped_format"] == "torch state_dict"
 
 
 @pytest.mark.parametrize(("bits", "group", "k", "block"), [
@@ -145,7 +158,8 @@ def test_matmulnbits_block_choice(bits: int, group: int, k: int, block: int | No
 def test_two_bit_rows_wider_than_256_run_in_matmulnbits() -> None:
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 16))
-    packed = apply(copy.deepcopy(model), QuantizeConfig(scheme="weight_only2"), context())
+    two_bit = QuantizeConfig.from_params(scheme="weight_only2")
+    packed = apply(copy.deepcopy(model), two_bit, context())
     graph, report = runtime.onnx_bytes(packed, 32)
     assert report.kernels == {"nbits": 1}
     x = images(3)

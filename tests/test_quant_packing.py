@@ -64,7 +64,7 @@ def test_packed_bytes_scale_with_bits() -> None:
     linear_weights = [f"{n}.weight" for n, m in base.named_modules() if isinstance(m, nn.Linear)]
     packed, sizes = {}, {}
     for bits in (8, 4, 2):
-        model = apply(copy.deepcopy(base), QuantizeConfig(scheme=f"weight_only{bits}"),
+        model = apply(copy.deepcopy(base), QuantizeConfig.from_params(scheme=f"weight_only{bits}"),
                       TrialContext())
         packed[bits], sizes[bits] = packed_weight_bytes(model), serialized_size(model)
         assert not set(linear_weights) & set(model.state_dict())  # no float copy saved
@@ -97,15 +97,15 @@ def test_error_shrinks_with_bits_and_clip_search_helps() -> None:
 
 @pytest.mark.filterwarnings("ignore:TypedStorage is deprecated:UserWarning")
 @pytest.mark.parametrize("cfg", [
-    QuantizeConfig(scheme="weight_only8"),
-    QuantizeConfig(scheme="weight_only4", group_size=16, symmetric=False),
-    QuantizeConfig(scheme="weight_only3", group_size=32),
-    QuantizeConfig(scheme="weight_only2", symmetric=False),
-    QuantizeConfig(scheme="lsq4", lsq_epochs=1),
-    QuantizeConfig(scheme="lsq2", lsq_epochs=1, symmetric=False, group_size=32),
-    QuantizeConfig(scheme="static8", calibration_batches=2),
+    QuantizeConfig.from_params(scheme="weight_only8"),
+    QuantizeConfig.from_params(scheme="weight_only4", group_size=16, symmetric=False),
+    QuantizeConfig.from_params(scheme="weight_only3", group_size=32),
+    QuantizeConfig.from_params(scheme="weight_only2", symmetric=False),
+    QuantizeConfig.from_params(scheme="lsq4", lsq_epochs=1),
+    QuantizeConfig.from_params(scheme="lsq2", lsq_epochs=1, symmetric=False, group_size=32),
+    QuantizeConfig.from_params(scheme="static8", calibration_batches=2),
 ], ids=lambda c: f"{c.method}{c.bits}-g{c.group_size}-{'sym' if c.symmetric else 'asym'}")
-def test_saved_artefact_reloads_to_identical_outputs(cfg: QuantizeConfig) -> None:
+def test_saved_artifact_reloads_to_identical_outputs(cfg: QuantizeConfig) -> None:
     base = vit()
     model = apply(copy.deepcopy(base), cfg, context(teacher=base))
     state = torch.load(io.BytesIO(state_bytes(model)), weights_only=True)  # as sweep.py does
@@ -121,7 +121,7 @@ def test_saved_artefact_reloads_to_identical_outputs(cfg: QuantizeConfig) -> Non
 def test_static_int8_close_to_float_and_keeps_norms_and_softmax_float() -> None:
     base = vit()
     ctx = context()
-    model = apply(copy.deepcopy(base), QuantizeConfig(scheme="static8"), ctx)
+    model = apply(copy.deepcopy(base), QuantizeConfig.from_params(scheme="static8"), ctx)
     x = images(16)
     ref, out = base(x), model(x)
     assert (out - ref).norm() / ref.norm() < 0.05
@@ -154,16 +154,17 @@ def test_lsq_step_init_gradient_scale_and_straight_through() -> None:
 
 def test_lsq_packs_into_the_weight_only_format() -> None:
     base = vit()
-    lsq = apply(copy.deepcopy(base), QuantizeConfig(scheme="lsq4", lsq_epochs=1),
+    lsq = apply(copy.deepcopy(base), QuantizeConfig.from_params(scheme="lsq4", lsq_epochs=1),
                 context(teacher=base))
-    ptq = apply(copy.deepcopy(base), QuantizeConfig(scheme="weight_only4"), TrialContext())
+    rtn = QuantizeConfig.from_params(scheme="weight_only4")
+    ptq = apply(copy.deepcopy(base), rtn, TrialContext())
     assert list(lsq.state_dict()) == list(ptq.state_dict())
     assert serialized_size(lsq) == serialized_size(ptq)
 
 
 @torch.no_grad()
 def test_nystrom_then_weight_only_quantizes_its_linears() -> None:
-    pipeline = [QuantizeConfig(scheme="weight_only4"), NystromConfig(landmarks=8)]
+    pipeline = [QuantizeConfig.from_params(scheme="weight_only4"), NystromConfig(landmarks=8)]
     model = apply_pipeline(vit(), pipeline, TrialContext())
     assert isinstance(model.blocks[0].attn.qkv, PackedLinear)
     assert model(images(2)).shape == (2, 10)
@@ -171,16 +172,17 @@ def test_nystrom_then_weight_only_quantizes_its_linears() -> None:
 
 def test_group_size_must_divide_every_layer() -> None:
     with pytest.raises(ValueError, match="group_size=48 does not divide in_features=64"):
-        apply(vit(), QuantizeConfig(scheme="weight_only4", group_size=48), TrialContext())
+        cfg = QuantizeConfig.from_params(scheme="weight_only4", group_size=48)
+        apply(vit(), cfg, TrialContext())
 
 
 def test_lsq_needs_its_teacher_for_distillation() -> None:
     with pytest.raises(ValueError, match="needs the baseline as teacher"):
-        apply(vit(), QuantizeConfig(scheme="lsq4"), context(teacher=None))
+        apply(vit(), QuantizeConfig.from_params(scheme="lsq4"), context(teacher=None))
 
 
 def test_scheme_round_trips_and_sets_method_and_bits() -> None:
-    cfg = QuantizeConfig(scheme="lsq3")
+    cfg = QuantizeConfig.from_params(scheme="lsq3")
     assert (cfg.method, cfg.bits) == ("lsq", 3)
     assert QuantizeConfig(**{**cfg.__dict__}) == cfg
 

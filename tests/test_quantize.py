@@ -116,7 +116,7 @@ def test_rebuild_from_state_dict_gives_identical_outputs(with_nystrom: bool) -> 
         pipeline.insert(0, NystromConfig(landmarks=8))
     base = tiny_vit()
     model = apply_pipeline(copy.deepcopy(base), pipeline, TrialContext())
-    state = torch.load(io.BytesIO(state_bytes(model)))  # the shipped artefact, reloaded
+    state = torch.load(io.BytesIO(state_bytes(model)))  # the shipped artifact, reloaded
     rebuilt = rebuild(copy.deepcopy(base), pipeline, state)
     x = images(5)
     assert torch.equal(rebuilt(x), model(x))
@@ -133,26 +133,27 @@ def test_disabled_returns_model_unchanged() -> None:
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        ({"bits": 9}, "bits=9 out of range 2..8"),
-        ({"bits": 1}, "bits=1 out of range 2..8"),
+        ({"bits": 9}, r"bits=9 is out of range \[2, 8\]"),
+        ({"bits": 1}, r"bits=1 is out of range \[2, 8\]"),
         ({"bits": 4}, "dynamic quantization is int8 only"),
         ({"bits": 8.0}, "bits must be an integer"),
         ({"method": "static", "bits": 4}, "static quantization is int8 only"),
-        ({"method": "float"}, "method='float' unknown; valid: dynamic, static, weight_only, lsq"),
-        ({"scheme": "lsq9"}, "bits=9 out of range 2..8"),
+        ({"method": "float"},
+         "method='float' is not valid; choose one of: dynamic, static, weight_only, lsq"),
+        ({"scheme": "lsq9"}, r"bits=9 is out of range \[2, 8\]"),
         ({"scheme": "lsq"}, "scheme='lsq' must be a method followed by a bit width"),
         ({"scheme": "lsq4", "method": "static"}, "scheme='lsq4' contradicts method='static'"),
-        ({"group_size": -1}, "group_size=-1 must be an integer in 0..65536"),
-        ({"calibration_batches": 0}, "calibration_batches=0 must be an integer"),
-        ({"lsq_epochs": 2.5}, "lsq_epochs=2.5 must be an integer"),
-        ({"lr": 0}, r"lr=0 out of range \(0, 1\]"),
-        ({"kd_alpha": 2}, "kd_alpha=2 out of range 0..1"),
+        ({"group_size": -1}, r"group_size=-1 is out of range \[0, 65536\]"),
+        ({"calibration_batches": 0}, r"calibration_batches=0 is out of range \[1, 10000\]"),
+        ({"lsq_epochs": 2.5}, "lsq_epochs must be an integer, got 2.5"),
+        ({"lr": 0}, r"lr=0 is out of range \(0, 1\]"),
+        ({"kd_alpha": 2}, r"kd_alpha=2 is out of range \[0, 1\]"),
         ({"symmetric": "yes"}, "symmetric must be true or false"),
         ({"enabled": 1}, "enabled must be true or false"),
     ],
 )
 def test_config_validation(params: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        QuantizeConfig(**params)
+        QuantizeConfig.from_params(**params)
     with pytest.raises(UserError, match=message):
         make_config("quantize", params)

@@ -45,6 +45,7 @@ def make_results() -> list[dict]:
                 "val_acc": float(acc),
                 "size_mb": float(size),
                 "latency_ms": float(lat),
+                "latency_ratio": float(lat) / BASELINE["latency_ms"],
                 "speedup": BASELINE["latency_ms"] / lat,
                 "size_ratio": size / BASELINE["size_mb"],
                 "feasible": i % 7 != 3,

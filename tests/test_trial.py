@@ -14,7 +14,7 @@ from sweeper.data import load_splits
 from sweeper.hardware import cpu_model, isa_summary
 from sweeper.measure import serialized_size
 from sweeper.models import load_or_train_baseline
-from sweeper.trial import TrialInputs, evaluate_artefact, run_trial
+from sweeper.trial import TrialInputs, evaluate_artifact, run_trial
 from tests.conftest import tiny_overrides
 
 
@@ -25,7 +25,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> TrialInputs:
     splits = load_splits(cfg.data)
     base = load_or_train_baseline(cfg, splits, torch.device("cpu"), lambda _m: None)
     return TrialInputs(cfg, base.model.state_dict(), base.val_acc, serialized_size(base.model),
-                       splits.num_classes, splits.train, splits.val, splits.mean, splits.std)
+                       splits.num_classes, splits.train, splits.val, splits.preprocessing)
 
 
 def test_exact_nystrom_trial_keeps_accuracy_and_reports_every_metric(inputs) -> None:
@@ -47,15 +47,16 @@ def test_exact_nystrom_trial_keeps_accuracy_and_reports_every_metric(inputs) -> 
     # the hardware fingerprint the timings depend on
     assert result.tags["cpu"] and result.tags["torch"] == torch.__version__
     assert result.tags["cpu_isa"] == isa_summary() and result.tags["cpu"] == cpu_model()
+    assert len(result.tags["fingerprint"]) == 12
 
 
-def test_int8_trial_is_smaller_and_its_artefact_reloads(inputs) -> None:
+def test_int8_trial_is_smaller_and_its_artifact_reloads(inputs) -> None:
     pipeline = [QuantizeConfig(), NystromConfig(landmarks=16), RecoverConfig(epochs=1)]
     result = run_trial(inputs, pipeline)
     assert result.metrics["size_ratio"] < 0.5
-    assert result.metrics["size_bytes"] == len(result.artefact)
-    state = torch.load(io.BytesIO(result.artefact), weights_only=True)
-    again = evaluate_artefact(inputs, pipeline, state, inputs.val)
+    assert result.metrics["size_bytes"] == len(result.artifact)
+    state = torch.load(io.BytesIO(result.artifact), weights_only=True)
+    again = evaluate_artifact(inputs, pipeline, state, inputs.val)
     assert again == pytest.approx(result.metrics["val_acc"], abs=1e-9)
 
 
@@ -69,6 +70,6 @@ def test_cuda_request_without_gpu_fails_clearly(inputs, tmp_path: Path) -> None:
     cfg = build_config(tiny_overrides(tmp_path, "resources.device=cuda"))
     bad = TrialInputs(cfg, *[getattr(inputs, f) for f in (
         "baseline_state", "baseline_val_acc", "baseline_size_bytes", "num_classes", "train",
-        "val", "mean", "std")])
+        "val", "preprocessing")])
     with pytest.raises(RuntimeError, match="no CUDA device|none is visible"):
         run_trial(bad, [])

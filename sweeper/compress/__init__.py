@@ -25,6 +25,8 @@ import torch
 from torch import nn
 
 from sweeper.errors import UserError
+from sweeper.preprocess import Preprocessing
+from sweeper.split import Pair, Split, as_split
 
 STAGES = ("prune", "lowrank", "token_merge", "recover", "quantize")
 # The technique modules, imported by load_all (each registers itself on import).
@@ -67,13 +69,13 @@ class TrialContext:
     """What a technique may need besides the model: data, device, threads and the teacher."""
 
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    train: tuple[torch.Tensor, torch.Tensor] | None = None  # uint8 images, int64 labels
-    val: tuple[torch.Tensor, torch.Tensor] | None = None
-    img_size: int = 32
-    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    # sweeper.split splits (an (images uint8, labels int64) pair is wrapped as one)
+    train: Split | Pair | None = None
+    val: Split | Pair | None = None
+    # the sweep's, passed whole (the default: the embedded digits data)
+    preprocessing: Preprocessing = field(
+        default_factory=lambda: Preprocessing(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)))
     batch_size: int = 64
-    lr: float = 1e-3
     weight_decay: float = 0.05
     seed: int = 0
     teacher: nn.Module | None = None  # the uncompressed baseline
@@ -86,6 +88,10 @@ class TrialContext:
     simulated: bool = False
     artifacts_dir: Path | None = None  # techniques write files here (attached to the run)
 
+    def __post_init__(self) -> None:
+        self.train = None if self.train is None else as_split(self.train)
+        self.val = None if self.val is None else as_split(self.val)
+
 
 @dataclass(frozen=True)
 class Technique:
@@ -97,6 +103,9 @@ class Technique:
     # raises ValueError/TypeError when the config cannot apply to this model (token counts,
     # layer types): called at launch for every value a space allows, before any trial runs
     check_model: Callable[[Any, nn.Module], None] | None = None
+    # raises ValueError when the technique has no real kernel on a trial device ("cpu" or
+    # "cuda"): a ratio must time model and baseline on the same device, never move one
+    check_device: Callable[[Any, str], None] | None = None
 
 
 REGISTRY: dict[str, Technique] = {}
@@ -108,6 +117,7 @@ def register(
     config_cls: type,
     example: Any,
     check_model: Callable[[Any, nn.Module], None] | None = None,
+    check_device: Callable[[Any, str], None] | None = None,
 ) -> Callable:
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}")
@@ -120,7 +130,7 @@ def register(
             return fn(model, cfg, ctx) if getattr(cfg, "enabled", True) else model
 
         REGISTRY[name] = Technique(name, stage, config_cls, unless_disabled, example,
-                                   check_model)
+                                   check_model, check_device)
         return fn
 
     return deco
@@ -150,19 +160,24 @@ def make_config(name: str, params: dict[str, Any]) -> Any:
             f"unknown key(s) {', '.join(sorted(unknown))} for technique {name!r}; "
             f"valid: {', '.join(sorted(valid))}"
         )
+    build = getattr(cls, "from_params", cls)  # a config may fill derived fields first
     try:
-        return cls(**params)
+        return build(**params)
     except (TypeError, ValueError) as exc:
         raise UserError(f"{name}: {exc}") from None
 
 
-def check_model(cfg: Any, model: nn.Module) -> None:
-    """UserError when the technique of `cfg` cannot apply to `model` (its own hook decides)."""
+def check_model(cfg: Any, model: nn.Module, device: str = "cpu") -> None:
+    """UserError when the technique of `cfg` cannot apply to `model`, or has no real kernel
+    on the trial `device` (its own hooks decide)."""
     tech = technique(name_of(cfg))
-    if tech.check_model is None or not getattr(cfg, "enabled", True):
+    if not getattr(cfg, "enabled", True):
         return
     try:
-        tech.check_model(cfg, model)
+        if tech.check_model is not None:
+            tech.check_model(cfg, model)
+        if tech.check_device is not None:
+            tech.check_device(cfg, device)
     except (ValueError, TypeError) as exc:
         raise UserError(f"{tech.name}: {exc}") from None
 

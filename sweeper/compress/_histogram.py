@@ -1,4 +1,4 @@
-"""Importance-score histograms (kept vs removed) written as JSON and PNG artefacts."""
+"""Importance-score histograms (kept vs removed) written as JSON and PNG artifacts."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ through, and a learned step s per output channel (or per group) whose gradient i
 1 / sqrt(N * Qp) (N weights share the step), initialised at 2 * mean|w| / sqrt(Qp).
 Asymmetric grids learn an integer-rounded zero point as well (as LSQ+). Weights only:
 activations stay float, so the result is directly comparable with `weight_only` at the same
-bits and packs into the same artefact (PackedLinear) once training ends.
+bits and packs into the same artifact (PackedLinear) once training ends.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class LsqLinear(nn.Module):
     @torch.no_grad()
     def to_packed(self) -> PackedLinear:
         """The trained grid as a packed layer: steps rounded to float16, codes recomputed on
-        that grid (the shipped artefact is what gets measured)."""
+        that grid (the shipped artifact is what gets measured)."""
         scale = to_half_scale(self.step.detach())
         zero = None
         if self.zero is not None:

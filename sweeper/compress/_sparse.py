@@ -31,7 +31,7 @@ KEEPS = "_sweeper_keeps_zeros"  # marks a Parameter whose gradient hook is attac
 def magnitude_prune_(layer: nn.Linear, ratio: float) -> torch.Tensor:
     """Zero the round(ratio * n) smallest-magnitude weights of `layer` (per layer), in place.
 
-    Returns the importance scores |w| (before pruning) for the histogram artefact.
+    Returns the importance scores |w| (before pruning) for the histogram artifact.
     """
     w = layer.weight
     scores = w.detach().abs().reshape(-1).float().cpu()

@@ -28,7 +28,8 @@ from torch import nn
 from torch.ao.nn.quantized.modules.linear import LinearPackedParams
 from torch.ao.quantization.observer import HistogramObserver
 
-from sweeper.data import batches, to_input
+from sweeper.preprocess import Preprocessing
+from sweeper.split import Pair, Split, as_split
 
 FLOAT_OPS = "layernorm,softmax,gelu,attention_matmuls,patch_embed_conv"
 # x86 int8 GEMMs without VNNI (AVX2, AVX-512 without VNNI) multiply uint8 activations by int8
@@ -105,12 +106,10 @@ class StaticInt8Linear(nn.Module):
 @torch.no_grad()
 def calibrate(
     model: nn.Module,
-    train: tuple[torch.Tensor, torch.Tensor],
+    train: Split | Pair,
     n_batches: int,
     batch_size: int,
-    img_size: int,
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
+    preprocessing: Preprocessing,
     seed: int,
 ) -> tuple[dict[str, tuple[float, int]], int]:
     """Input (scale, zero_point) of every nn.Linear from `n_batches` shuffled training batches.
@@ -131,10 +130,11 @@ def calibrate(
     seen = 0
     model.eval()
     try:
-        for i, (xb, _) in enumerate(batches(train, batch_size, shuffle=True, generator=gen)):
+        for i, (xb, _) in enumerate(as_split(train).batches(batch_size, shuffle=True,
+                                                            generator=gen)):
             if i >= n_batches:
                 break
-            model(to_input(xb, img_size, mean, std, "cpu"))
+            model(preprocessing.to_input(xb, "cpu"))
             seen += len(xb)
     finally:
         for h in hooks:

@@ -50,6 +50,18 @@ class ToMeAttention(nn.Module):
         return self.proj_drop(self.proj(x)), k.mean(dim=1)
 
 
+@torch.no_grad()  # the matching is a discrete choice; gradients flow through the merges
+def _match(m: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Indices of the r A tokens that merge (src), the A tokens that stay (unmerged, in
+    order) and the B partners the merging ones go into (dst)."""
+    m = m / m.norm(dim=-1, keepdim=True)
+    scores = m[:, ::2] @ m[:, 1::2].transpose(-1, -2)
+    best, partner = scores.max(dim=-1)
+    order = best.argsort(dim=-1, descending=True, stable=True)[..., None]
+    src, unmerged = order[:, :r], order[:, r:].sort(dim=1).values
+    return src, unmerged, partner[..., None].gather(1, src)
+
+
 def merge_tokens(
     x: torch.Tensor, size: torch.Tensor | None, metric: torch.Tensor, r: int, prefix: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,14 +76,7 @@ def merge_tokens(
         size = x.new_ones(x.shape[0], x.shape[1], 1)
     head, tail = x[:, :prefix], x[:, prefix:]
     head_size, tail_size = size[:, :prefix], size[:, prefix:]
-    with torch.no_grad():  # the matching is a discrete choice; gradients flow through merges
-        m = metric[:, prefix:]
-        m = m / m.norm(dim=-1, keepdim=True)
-        scores = m[:, ::2] @ m[:, 1::2].transpose(-1, -2)
-        best, partner = scores.max(dim=-1)
-        order = best.argsort(dim=-1, descending=True, stable=True)[..., None]
-        src, unmerged = order[:, :r], order[:, r:].sort(dim=1).values
-        dst = partner[..., None].gather(1, src)
+    src, unmerged, dst = _match(metric[:, prefix:], r)
 
     def merge(t: torch.Tensor) -> torch.Tensor:
         a, b_set = t[:, ::2], t[:, 1::2]

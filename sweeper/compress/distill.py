@@ -40,9 +40,10 @@ from timm.models.deit import VisionTransformerDistilled
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from sweeper.checks import check_bool, check_choice, check_float, check_int
 from sweeper.compress import TrialContext, param, register
-from sweeper.data import Pair, to_input
 from sweeper.measure import count_parameters
+from sweeper.split import Split
 from sweeper.train import FitSettings, kd_loss
 
 KINDS = ("soft", "hard", "deit")
@@ -51,13 +52,6 @@ LABEL_SMOOTHING = FitSettings.label_smoothing
 CACHE_ENTRIES = 4  # teacher logits kept per process (CIFAR-100, 4 views: ~80 MB)
 PAD = 2  # pixels of shift augmentation, as train.fit
 _LOGITS: OrderedDict[str, torch.Tensor] = OrderedDict()
-
-
-def _int(name: str, value: object, low: int, high: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if not low <= value <= high:
-        raise ValueError(f"{name}={value} out of range [{low}, {high}]")
 
 
 @dataclass(frozen=True)
@@ -75,34 +69,28 @@ class DistillConfig:
     enabled: bool = True
 
     def __post_init__(self) -> None:
-        if self.student not in STUDENTS:
-            raise ValueError(f"student={self.student!r} unknown; valid: {', '.join(STUDENTS)}")
-        if self.kind not in KINDS:
-            raise ValueError(f"kind={self.kind!r} unknown; valid: {', '.join(KINDS)}")
-        _int("depth", self.depth, 0, 48)
-        _int("embed_dim", self.embed_dim, 0, 8192)
-        _int("num_heads", self.num_heads, 0, 64)
-        _int("epochs", self.epochs, 0, 1000)
-        _int("views", self.views, 1, 16)
+        check_choice("student", self.student, STUDENTS)
+        check_choice("kind", self.kind, KINDS)
+        check_int("depth", self.depth, 0, 48)
+        check_int("embed_dim", self.embed_dim, 0, 8192)
+        check_int("num_heads", self.num_heads, 0, 64)
+        check_int("epochs", self.epochs, 0, 1000)
+        check_int("views", self.views, 1, 16)
         if self.student == "self" and (self.depth or self.embed_dim or self.num_heads):
             raise ValueError("depth, embed_dim and num_heads apply to student='vit' only")
         if self.embed_dim and self.num_heads and self.embed_dim % self.num_heads:
             raise ValueError(f"embed_dim={self.embed_dim} not divisible by "
                              f"num_heads={self.num_heads}")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature={self.temperature} must be positive")
-        if not 0 <= self.alpha <= 1:
-            raise ValueError(f"alpha={self.alpha} out of range [0, 1]")
-        if not 0 < self.lr <= 1:
-            raise ValueError(f"lr={self.lr} out of range (0, 1]")
+        check_float("temperature", self.temperature, 0, 1000, low_open=True)
+        check_float("alpha", self.alpha, 0, 1)
+        check_float("lr", self.lr, 0, 1, low_open=True)
         if self.kind == "deit" and self.student == "self":
             raise ValueError("kind='deit' needs a new student with a distillation token "
                              "(student='vit'); with student='self' use soft or hard")
         if self.kind == "deit" and self.alpha == 0:
             raise ValueError("kind='deit' with alpha=0 would leave the distillation head "
                              "untrained")
-        if not isinstance(self.enabled, bool):
-            raise ValueError(f"enabled must be true or false, got {self.enabled!r}")
+        check_bool("enabled", self.enabled)
 
     @property
     def replaces_model(self) -> bool:
@@ -148,32 +136,32 @@ def shifted(images: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
                         for i, (dx, dy) in enumerate(offsets.tolist())])
 
 
-def _fingerprint(teacher: nn.Module, images: torch.Tensor, offsets: torch.Tensor,
+def _fingerprint(teacher: nn.Module, data: Split, offsets: torch.Tensor,
                  ctx: TrialContext) -> str:
-    h = hashlib.sha256(repr((ctx.img_size, ctx.mean, ctx.std)).encode())
+    h = hashlib.sha256(repr(ctx.preprocessing).encode())
     for key, value in teacher.state_dict().items():
         h.update(key.encode())
         if isinstance(value, torch.Tensor):
             h.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
-    h.update(images.contiguous().numpy().tobytes())
+    data.feed(h)  # pixels in memory; a streamed split's files, sizes and times
     h.update(offsets.numpy().tobytes())
     return h.hexdigest()
 
 
 @torch.no_grad()  # not inference_mode: the logits are used in autograd later
 def teacher_logits(
-    teacher: nn.Module, images: torch.Tensor, offsets: torch.Tensor, ctx: TrialContext
+    teacher: nn.Module, data: Split, offsets: torch.Tensor, ctx: TrialContext
 ) -> tuple[torch.Tensor, bool]:
-    """(views, n, classes) teacher logits on every view of every image (CPU float32), and
-    whether they came from the cache."""
-    key = _fingerprint(teacher, images, offsets, ctx)
+    """(views, n, classes) teacher logits on every view of every image of `data` (CPU
+    float32), and whether they came from the cache."""
+    key = _fingerprint(teacher, data, offsets, ctx)
     if key in _LOGITS:
         _LOGITS.move_to_end(key)
         return _LOGITS[key], True
     teacher.eval()
-    out = [torch.cat([teacher(to_input(shifted(images[i : i + 256], view[i : i + 256]),
-                                       ctx.img_size, ctx.mean, ctx.std, ctx.device)).float().cpu()
-                      for i in range(0, len(images), 256)])
+    prep = ctx.preprocessing
+    out = [torch.cat([teacher(prep.to_input(shifted(x, view[idx]), ctx.device)).float().cpu()
+                      for idx, x, _y in data.indexed(256)])
            for view in offsets]
     _LOGITS[key] = torch.stack(out)
     while len(_LOGITS) > CACHE_ENTRIES:
@@ -199,12 +187,11 @@ def distill_loss(
 
 
 def train_student(
-    student: nn.Module, train: Pair, offsets: torch.Tensor, targets: torch.Tensor | None,
+    student: nn.Module, train: Split, offsets: torch.Tensor, targets: torch.Tensor | None,
     cfg: DistillConfig, ctx: TrialContext,
 ) -> nn.Module:
     """AdamW, linear warm-up then cosine decay (as train.fit); each image through a random
     one of its views, with that view's teacher logits (see top)."""
-    images, labels = train
     gen = torch.Generator().manual_seed(ctx.seed)
     torch.manual_seed(ctx.seed)
     student.to(ctx.device).train()
@@ -213,19 +200,18 @@ def train_student(
         student.set_distilled_training(True)  # forward returns (class, distillation) logits
     params = [p for p in student.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=ctx.weight_decay)
-    per_epoch = math.ceil(len(labels) / ctx.batch_size)
+    per_epoch = math.ceil(len(train) / ctx.batch_size)
     total, warm = cfg.epochs * per_epoch, max(1, int(min(1.0, cfg.epochs / 4) * per_epoch))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / warm if s < warm
         else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm))),
     )
     for _ in range(cfg.epochs):
-        for idx in torch.randperm(len(labels), generator=gen).split(ctx.batch_size):
+        for idx, xb, yb in train.indexed(ctx.batch_size, shuffle=True, generator=gen):
             view = torch.randint(0, len(offsets), (len(idx),), generator=gen)
-            x = to_input(shifted(images[idx], offsets[view, idx]), ctx.img_size, ctx.mean,
-                         ctx.std, ctx.device)
+            x = ctx.preprocessing.to_input(shifted(xb, offsets[view, idx]), ctx.device)
             t = None if targets is None else targets[view, idx].to(ctx.device)
-            loss = distill_loss(student(x), labels[idx].to(ctx.device), t, cfg)
+            loss = distill_loss(student(x), yb.to(ctx.device), t, cfg)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -248,12 +234,12 @@ def apply(model: nn.Module, cfg: DistillConfig, ctx: TrialContext) -> nn.Module:
         return student
     if ctx.train is None:
         raise ValueError("distill needs training data in the trial context")
-    offsets = view_offsets(len(ctx.train[1]), cfg.views, ctx.seed)
+    offsets = view_offsets(len(ctx.train), cfg.views, ctx.seed)
     targets, cached = None, False
     if cfg.alpha > 0:
         if teacher is None:
             raise ValueError("distill with alpha > 0 needs the baseline as ctx.teacher")
-        targets, cached = teacher_logits(teacher, ctx.train[0], offsets, ctx)
+        targets, cached = teacher_logits(teacher, ctx.train, offsets, ctx)
     ctx.notes.update({
         "distill_student": cfg.student, "distill_kind": cfg.kind,
         "distill_params": count_parameters(student), "distill_teacher_cached": cached,

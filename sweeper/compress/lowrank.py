@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from sweeper.checks import check_bool, check_choice, check_float
 from sweeper.compress import TrialContext, param, register
 from sweeper.measure import count_parameters
 
@@ -34,13 +35,9 @@ class LowRankConfig:
     enabled: bool = True
 
     def __post_init__(self) -> None:
-        ratio = self.rank_ratio
-        if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 < ratio <= 1:
-            raise ValueError(f"rank_ratio={ratio!r} out of range (0, 1]")
-        if self.targets not in TARGETS:
-            raise ValueError(f"targets={self.targets!r} is not one of: {', '.join(TARGETS)}")
-        if not isinstance(self.enabled, bool):
-            raise ValueError(f"enabled must be true or false, got {self.enabled!r}")
+        check_float("rank_ratio", self.rank_ratio, 0, 1, low_open=True)
+        check_choice("targets", self.targets, TARGETS)
+        check_bool("enabled", self.enabled)
 
 
 class LowRankLinear(nn.Module):

@@ -16,15 +16,9 @@ import torch
 from timm.layers.attention import Attention
 from torch import nn
 
+from sweeper.checks import check_bool, check_int
 from sweeper.compress import TrialContext, param, register
 from sweeper.models import token_count
-
-
-def _check_int(name: str, value: object, low: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if value < low:
-        raise ValueError(f"{name}={value} must be >= {low}")
 
 
 @dataclass(frozen=True)
@@ -34,10 +28,9 @@ class NystromConfig:
     enabled: bool = True
 
     def __post_init__(self) -> None:
-        _check_int("landmarks", self.landmarks, 1)
-        _check_int("pinv_iters", self.pinv_iters, 1)
-        if not isinstance(self.enabled, bool):
-            raise ValueError(f"enabled must be true or false, got {self.enabled!r}")
+        check_int("landmarks", self.landmarks, 1)
+        check_int("pinv_iters", self.pinv_iters, 1)
+        check_bool("enabled", self.enabled)
 
 
 def segment_means(x: torch.Tensor, m: int) -> torch.Tensor:

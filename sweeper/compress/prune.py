@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from sweeper.checks import check_bool, check_choice, check_float
 from sweeper.compress import TrialContext, param, register
 from sweeper.compress._histogram import write_histogram
 from sweeper.compress._sparse import attach_sparse_hooks, magnitude_prune_, saves_bytes
@@ -39,14 +40,9 @@ class PruneConfig:
     enabled: bool = True
 
     def __post_init__(self) -> None:
-        if not isinstance(self.ratio, int | float) or isinstance(self.ratio, bool):
-            raise ValueError(f"ratio must be a number, got {self.ratio!r}")
-        if not 0 <= self.ratio <= MAX_RATIO:
-            raise ValueError(f"ratio={self.ratio} out of range [0, {MAX_RATIO}]")
-        if self.kind not in KINDS:
-            raise ValueError(f"kind={self.kind!r} unknown; valid: {', '.join(KINDS)}")
-        if not isinstance(self.enabled, bool):
-            raise ValueError(f"enabled must be true or false, got {self.enabled!r}")
+        check_float("ratio", self.ratio, 0, MAX_RATIO)
+        check_choice("kind", self.kind, KINDS)
+        check_bool("enabled", self.enabled)
 
 
 def _structured(model: nn.Module, ratio: float, ctx: TrialContext) -> list[torch.Tensor]:

@@ -19,7 +19,8 @@ weights run in ONNX Runtime's MatMulNBits low-bit kernel instead (sweeper.onnx_l
 the trial records simulated=false. All methods quantize every nn.Linear (attention qkv/proj,
 MLP, head, and Nyström attention's); the patch embedding, norms and embeddings stay float.
 
-`scheme="lsq4"` is shorthand for method="lsq", bits=4: a space file has no conditional
+`scheme="lsq4"` is shorthand for method="lsq", bits=4 (`QuantizeConfig.from_params` fills them in
+before the config is built; nothing rewrites a frozen field): a space file has no conditional
 parameters, so one categorical over valid schemes is how it sweeps method x bits (dynamic and
 static are int8 only).
 
@@ -31,11 +32,14 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
+from sweeper.checks import check_bool, check_choice, check_float, check_int
 from sweeper.compress import TrialContext, param, register
 from sweeper.compress._packing import WeightSpec
 
@@ -45,8 +49,15 @@ MIN_BITS, MAX_BITS = 2, 8
 SCHEME = re.compile(rf"^({'|'.join(METHODS)})([0-9])$")
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def parse_scheme(scheme: Any) -> tuple[str, int]:
+    """"static8" -> ("static", 8)."""
+    match = SCHEME.match(str(scheme))
+    if not match:
+        raise ValueError(
+            f"scheme={scheme!r} must be a method followed by a bit width, e.g. "
+            f"static8, weight_only4, lsq2 (methods: {', '.join(METHODS)})"
+        )
+    return match.group(1), int(match.group(2))
 
 
 @dataclass(frozen=True)
@@ -68,46 +79,34 @@ class QuantizeConfig:
     kd_alpha: float = param(1.0, short="kd", quiet=True)
     enabled: bool = True
 
+    @classmethod
+    def from_params(cls, **params: Any) -> QuantizeConfig:
+        """Build from a space's values, where `scheme` (e.g. "lsq4") stands for method and
+        bits: they are filled in here, before the frozen config exists."""
+        scheme = params.get("scheme")
+        if scheme:
+            method, bits = parse_scheme(scheme)
+            params.setdefault("method", method)
+            params.setdefault("bits", bits)
+        return cls(**params)
+
     def __post_init__(self) -> None:
-        if self.scheme:
-            self._apply_scheme()
-        if self.method not in METHODS:
-            raise ValueError(f"method={self.method!r} unknown; valid: {', '.join(METHODS)}")
-        if not _is_int(self.bits):
-            raise ValueError(f"bits must be an integer, got {self.bits!r}")
-        if not MIN_BITS <= self.bits <= MAX_BITS:
-            raise ValueError(f"bits={self.bits} out of range {MIN_BITS}..{MAX_BITS}")
+        if self.scheme and parse_scheme(self.scheme) != (self.method, self.bits):
+            raise ValueError(f"scheme={self.scheme!r} contradicts method={self.method!r}, "
+                             f"bits={self.bits!r}")
+        check_choice("method", self.method, METHODS)
+        check_int("bits", self.bits, MIN_BITS, MAX_BITS)
         if self.method in INT8_ONLY and self.bits != 8:
             raise ValueError(
                 f"{self.method} quantization is int8 only (bits=8), got bits={self.bits}"
             )
-        for name, low, high in (("group_size", 0, 1 << 16), ("calibration_batches", 1, 10_000),
-                                ("lsq_epochs", 0, 1000)):
-            value = getattr(self, name)
-            if not _is_int(value) or not low <= value <= high:
-                raise ValueError(f"{name}={value!r} must be an integer in {low}..{high}")
-        if not isinstance(self.lr, int | float) or not 0 < self.lr <= 1:
-            raise ValueError(f"lr={self.lr!r} out of range (0, 1]")
-        if not isinstance(self.kd_alpha, int | float) or not 0 <= self.kd_alpha <= 1:
-            raise ValueError(f"kd_alpha={self.kd_alpha!r} out of range 0..1")
-        for name in ("symmetric", "enabled"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
-
-    def _apply_scheme(self) -> None:
-        match = SCHEME.match(str(self.scheme))
-        if not match:
-            raise ValueError(
-                f"scheme={self.scheme!r} must be a method followed by a bit width, e.g. "
-                f"static8, weight_only4, lsq2 (methods: {', '.join(METHODS)})"
-            )
-        method, bits = match.group(1), int(match.group(2))
-        defaults = QuantizeConfig.__dataclass_fields__
-        for name, value in (("method", method), ("bits", bits)):
-            given = getattr(self, name)
-            if given != defaults[name].default and given != value:
-                raise ValueError(f"scheme={self.scheme!r} contradicts {name}={given!r}")
-            object.__setattr__(self, name, value)  # frozen: set once, during construction
+        check_int("group_size", self.group_size, 0, 1 << 16)
+        check_int("calibration_batches", self.calibration_batches, 1, 10_000)
+        check_int("lsq_epochs", self.lsq_epochs, 0, 1000)
+        check_float("lr", self.lr, 0, 1, low_open=True)
+        check_float("kd_alpha", self.kd_alpha, 0, 1)
+        check_bool("symmetric", self.symmetric)
+        check_bool("enabled", self.enabled)
 
     def weight_spec(self) -> WeightSpec:
         return WeightSpec(self.bits, self.group_size, self.symmetric)
@@ -133,7 +132,7 @@ def _static_int8(model: nn.Module, cfg: QuantizeConfig, ctx: TrialContext) -> in
     if ctx.train is None:
         raise ValueError("static quantization needs training data to calibrate on")
     params, seen = calibrate(model, ctx.train, cfg.calibration_batches, ctx.batch_size,
-                             ctx.img_size, ctx.mean, ctx.std, ctx.seed)
+                             ctx.preprocessing, ctx.seed)
     ctx.notes["calibration_images"] = seen
     ctx.notes["float_ops"] = FLOAT_OPS
     return replace_linears(model, lambda lin, n: StaticInt8Linear.from_linear(lin, *params[n]))
@@ -173,7 +172,7 @@ def _lsq(model: nn.Module, cfg: QuantizeConfig, ctx: TrialContext) -> int:
         seed=ctx.seed,
         kd_alpha=cfg.kd_alpha,
     )
-    fit(model, ctx.train, settings, ctx.img_size, ctx.mean, ctx.std, ctx.device, teacher=teacher)
+    fit(model, ctx.train, settings, ctx.preprocessing, ctx.device, teacher=teacher)
     lsq = [(n, m) for n, m in model.named_modules() if isinstance(m, LsqLinear)]
     for name, layer in lsq:
         parent_name, _, attr = name.rpartition(".")
@@ -183,21 +182,42 @@ def _lsq(model: nn.Module, cfg: QuantizeConfig, ctx: TrialContext) -> int:
     return count
 
 
-@register("quantize", "quantize", QuantizeConfig, example=QuantizeConfig())
+def _dynamic(model: nn.Module, cfg: QuantizeConfig, ctx: TrialContext) -> tuple[nn.Module, int]:
+    model = _dynamic_int8(model.cpu())
+    return model, sum(isinstance(m, torch.ao.nn.quantized.dynamic.Linear)
+                      for m in model.modules())
+
+
+def _static(model: nn.Module, cfg: QuantizeConfig, ctx: TrialContext) -> tuple[nn.Module, int]:
+    model = model.cpu().eval()
+    return model, _static_int8(model, cfg, ctx)
+
+
+# one handler per method: (model, cfg, ctx) -> (quantized model, quantized layer count)
+Handler = Callable[[nn.Module, QuantizeConfig, TrialContext], tuple[nn.Module, int]]
+HANDLERS: dict[str, Handler] = {
+    "dynamic": _dynamic,
+    "static": _static,
+    "weight_only": lambda model, cfg, ctx: (model, _weight_only(model, cfg, ctx)),
+    "lsq": lambda model, cfg, ctx: (model, _lsq(model, cfg, ctx)),
+}
+
+
+def check_device(cfg: QuantizeConfig, device: str) -> None:
+    if cfg.method in INT8_ONLY and device != "cpu":
+        raise ValueError(
+            f"{cfg.method} int8 runs on torch.ao's CPU kernels only, so a {device} trial would "
+            f"time it on the CPU against a {device} baseline; sweep it on CPU trials "
+            "(resources.gpus=0) or use weight_only / lsq on the GPU")
+
+
+@register("quantize", "quantize", QuantizeConfig, example=QuantizeConfig(),
+          check_device=check_device)
 def apply(model: nn.Module, cfg: QuantizeConfig, ctx: TrialContext) -> nn.Module:
     """Quantize every nn.Linear in place (see the module docstring for what each method does)."""
-    if cfg.method == "dynamic":
-        model = _dynamic_int8(model.cpu())
-        count = sum(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in model.modules())
-    elif cfg.method == "static":
-        model = model.cpu().eval()
-        count = _static_int8(model, cfg, ctx)
-    elif cfg.method == "weight_only":
-        count = _weight_only(model, cfg, ctx)
-    else:
-        count = _lsq(model, cfg, ctx)
+    model, count = HANDLERS[cfg.method](model, cfg, ctx)
     if cfg.method in INT8_ONLY:
-        ctx.runs_on = "cpu"  # torch.ao's int8 kernels exist on CPU only
+        ctx.runs_on = "cpu"  # torch.ao's int8 kernels exist on CPU only (check_device)
     else:
         ctx.notes["weight_format"] = cfg.weight_spec().describe()
     ctx.notes["quantize_method"] = cfg.method

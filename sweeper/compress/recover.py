@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from sweeper.checks import check_float, check_int
 from sweeper.compress import TrialContext, param, register
 from sweeper.train import FitSettings, fit
 
@@ -21,14 +22,10 @@ class RecoverConfig:
     enabled: bool = True
 
     def __post_init__(self) -> None:
-        if not 0 <= self.epochs <= 1000:
-            raise ValueError(f"epochs={self.epochs} out of range 0..1000")
-        if not 0 < self.lr <= 1:
-            raise ValueError(f"lr={self.lr} out of range (0, 1]")
-        if not 0 <= self.kd_alpha <= 1:
-            raise ValueError(f"kd_alpha={self.kd_alpha} out of range 0..1")
-        if self.kd_temperature <= 0:
-            raise ValueError(f"kd_temperature={self.kd_temperature} must be positive")
+        check_int("epochs", self.epochs, 0, 1000)
+        check_float("lr", self.lr, 0, 1, low_open=True)
+        check_float("kd_alpha", self.kd_alpha, 0, 1)
+        check_float("kd_temperature", self.kd_temperature, 0, 1000, low_open=True)
 
 
 @register("recover", "recover", RecoverConfig, example=RecoverConfig(epochs=1))
@@ -51,5 +48,4 @@ def apply(model: nn.Module, cfg: RecoverConfig, ctx: TrialContext) -> nn.Module:
         kd_temperature=cfg.kd_temperature,
     )
     ctx.notes["recover_epochs"] = cfg.epochs
-    return fit(model, ctx.train, settings, ctx.img_size, ctx.mean, ctx.std, ctx.device,
-               teacher=teacher)
+    return fit(model, ctx.train, settings, ctx.preprocessing, ctx.device, teacher=teacher)

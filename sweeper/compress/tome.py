@@ -23,6 +23,7 @@ from timm.layers.attention import Attention
 from timm.models.vision_transformer import Block
 from torch import nn
 
+from sweeper.checks import check_bool, check_int
 from sweeper.compress import TrialContext, register
 from sweeper.compress._tome_attention import ToMeAttention, merge_tokens
 from sweeper.models import token_count
@@ -34,12 +35,8 @@ class ToMeConfig:
     enabled: bool = True
 
     def __post_init__(self) -> None:
-        if not isinstance(self.r, int) or isinstance(self.r, bool):
-            raise ValueError(f"r must be an integer, got {self.r!r}")
-        if self.r < 0:
-            raise ValueError(f"r={self.r} must be >= 0")
-        if not isinstance(self.enabled, bool):
-            raise ValueError(f"enabled must be true or false, got {self.enabled!r}")
+        check_int("r", self.r, 0)
+        check_bool("enabled", self.enabled)
 
 
 class ToMeBlock(nn.Module):

@@ -1,0 +1,100 @@
+"""`splits_from_datasets`: a user's torch Datasets as the sweep's splits (the Python API).
+
+Each dataset yields (image, label): image a PIL image, a uint8 [C,H,W] tensor or a float one
+in 0..1 (before normalising: the sweep normalises with its preprocessing), label an int.
+They are streamed like an image folder: a DataLoader with workers reads batches on demand.
+
+One pass over every dataset at the start reads the labels, checks each image and hashes the
+fitted pixels (the content fingerprint of the baseline cache key: a Python object has no
+cheaper identity that survives a restart). The datasets must be picklable (they travel to
+Ray's workers) and deterministic (the same index, the same image).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import torch
+
+from sweeper.data import Splits
+from sweeper.errors import UserError
+from sweeper.preprocess import Preprocessing
+from sweeper.split import StreamedSplit, to_uint8
+
+NAMES = ("train", "val", "test")
+
+
+class DatasetSource:
+    """Index -> the image of the dataset's i-th item (picklable: runs in workers)."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __call__(self, i: int) -> Any:
+        return self.dataset[i][0]
+
+
+class _Scan(torch.utils.data.Dataset):
+    """Item i as (fitted uint8 image, label), or the error text for it."""
+
+    def __init__(self, dataset: Any, prep: Preprocessing) -> None:
+        self.dataset, self.prep = dataset, prep
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor | None, int, str]:
+        try:
+            image, label = self.dataset[i]
+            return self.prep.fit_image(to_uint8(image)), int(label), ""
+        except (ValueError, TypeError, RuntimeError, OSError) as exc:
+            return None, -1, f"item {i}: {exc}"
+
+
+def _collate(items: list[tuple[torch.Tensor | None, int, str]]) -> list:
+    return items
+
+
+def scan(name: str, dataset: Any, prep: Preprocessing, workers: int) -> tuple[torch.Tensor, str]:
+    """Labels and content hash of one dataset, every item read once."""
+    try:
+        n = len(dataset)
+    except TypeError:
+        raise UserError(f"{name}: a dataset needs a length (a map-style torch Dataset)") from None
+    if n == 0:
+        raise UserError(f"{name}: the dataset is empty")
+    h = hashlib.sha256(repr(prep).encode())
+    labels: list[int] = []
+    loader = torch.utils.data.DataLoader(_Scan(dataset, prep), batch_size=64,
+                                         num_workers=workers, collate_fn=_collate)
+    for batch in loader:
+        for image, label, problem in batch:
+            if problem:
+                raise UserError(f"{name} dataset, {problem}")
+            h.update(image.numpy().tobytes())
+            labels.append(label)
+    return torch.tensor(labels, dtype=torch.long), h.hexdigest()
+
+
+def splits_from_datasets(
+    train: Any, val: Any, test: Any, preprocessing: Preprocessing, workers: int = 2,
+    classes: list[str] | None = None,
+) -> Splits:
+    """The sweep's splits over three torch Datasets (see the module docstring). The class
+    count is `len(classes)` when given, else one more than the largest label."""
+    parts, labels = {}, []
+    for name, dataset in zip(NAMES, (train, val, test), strict=True):
+        y, ident = scan(name, dataset, preprocessing, workers)
+        labels.append(y)
+        parts[name] = StreamedSplit(DatasetSource(dataset), y, preprocessing, workers, ident)
+    low = min(int(y.min()) for y in labels)
+    num_classes = len(classes) if classes else max(int(y.max()) for y in labels) + 1
+    if low < 0 or max(int(y.max()) for y in labels) >= num_classes:
+        raise UserError(f"labels must lie in 0..{num_classes - 1}")
+    missing = sorted(set(torch.cat(labels[1:]).tolist()) - set(labels[0].tolist()))
+    if missing:
+        raise UserError(f"label(s) {missing[:5]} appear in val/test but not in train: every "
+                        f"class needs training images")
+    return Splits(parts["train"], parts["val"], parts["test"], num_classes, preprocessing,
+                  tuple(classes or ()))
