@@ -132,30 +132,36 @@ def test_resume_of_a_sweep_given_its_own_datasets_asks_for_them_again(tmp_path: 
 
 
 @pytest.mark.slow
-def test_launch_with_a_model_instance_sweeps_it_as_the_baseline(tmp_path: Path) -> None:
-    """A trained tiny ViT instance, used as is (train.epochs=0): the outcome's baseline is its
-    own accuracy, `.front` prints the CLI's table."""
+def test_launch_with_a_model_instance_and_datasets_sweeps_them(tmp_path: Path) -> None:
+    """A trained tiny ViT instance, used as is (train.epochs=0), on torch Datasets of the
+    digits splits: the outcome's baseline is the instance's own accuracy on them, `.front`
+    prints the CLI's table, and the sweep records that resume needs the datasets again."""
     cfg = build_config(tiny_overrides(tmp_path))
     splits = load_splits(cfg.data)
     trained = load_or_train_baseline(cfg, splits, torch.device("cpu"), lambda _m: None).model
+    train, val, test = (torch.utils.data.TensorDataset(s.images, s.labels)
+                        for s in (splits.train, splits.val, splits.test))
     (tmp_path / "quick.yaml").write_text(QUICK_SPACE)
     logs: list[str] = []
     outcome = sweeper.launch(
-        str(tmp_path / "quick.yaml"), model=trained,
+        str(tmp_path / "quick.yaml"), model=trained, train=train, val=val, test=test,
         overrides=tiny_overrides(tmp_path / "out", f"cache_dir={tmp_path / 'cache'}",
+                                 "data.mean=0.5,0.5,0.5", "data.std=0.5,0.5,0.5",
                                  "train.epochs=0", "search.trials=1", "search.concurrency=1"),
         log=logs.append)
     assert any("used as is (train.epochs=0)" in m for m in logs)
     cpu = torch.device("cpu")
-    assert outcome.baseline["val_acc"] == accuracy(trained, splits.val,
-                                                   splits.preprocessing, cpu)
+    assert outcome.baseline["val_acc"] == accuracy(trained, splits.val, splits.preprocessing,
+                                                   cpu)
+    assert outcome.baseline["test_acc"] == accuracy(trained, splits.test,
+                                                    splits.preprocessing, cpu)
     assert len(outcome.rows) == 1
     assert str(outcome.front) == outcome.table
     assert outcome.front.records[0]["trial"] == "baseline"
     assert [r["trial"] for r in outcome.front.records[1:]] == [r["trial"] for r in outcome.front]
     assert (outcome.sweep_dir / "front.json").is_file()
     meta = json.loads((outcome.sweep_dir / "sweep.json").read_text())
-    assert meta["status"] == "FINISHED" and "data_source" not in meta
+    assert meta["status"] == "FINISHED" and meta["data_source"] == "datasets"
     assert meta["config"]["model"]["checkpoint"].startswith(str((tmp_path / "cache").resolve()))
 
 
@@ -177,10 +183,8 @@ def test_datasets_become_the_splits_with_the_models_preprocessing() -> None:
     timm pretrained config says."""
     from timm.data import resolve_data_config
 
-    from sweeper.api import _from_datasets, dataset_adapter
+    from sweeper.api import _from_datasets
 
-    if dataset_adapter() is None:
-        pytest.skip("needs splits_from_datasets (issue 9, data side)")
     gen = torch.Generator().manual_seed(0)
 
     def dataset(n: int) -> torch.utils.data.TensorDataset:
