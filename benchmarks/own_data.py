@@ -154,6 +154,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--batch", type=int, default=50)
     p.add_argument("--output-dir", default=str(ROOT / "outputs" / "bench-own-data"))
+    p.add_argument("--json", help="also write the rows to this file")
     args = p.parse_args()
     out = Path(args.output_dir)
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -172,6 +173,8 @@ def main() -> None:
     for r in rows:
         print(f"{r['images']:>7} {r['driver_peak_mb']:>14.0f} {r['sweeper_eval_img_s']:>18.1f} "
               f"{r['plain_eval_img_s']:>16.1f} {r['eval_ratio']:>6.2f} {r['load_ratio']:>10.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows}, indent=2) + "\n")
     print(f"(this process's peak: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}"
           " MB)")
 
