@@ -13,7 +13,9 @@ test/ hold 150 each, the rest is train/), then:
    process: sweeper's `train.accuracy` over the folder split (a DataLoader with workers,
    torchvision's decoders) and a plain `torchvision.datasets.ImageFolder` + `DataLoader`
    loop with timm's eval transform. Target: sweeper at least 0.8x the plain loop's images/s.
-   Loading alone (no model) is timed too, since the model dominates on few cores.
+   Loading alone (no model) is timed too, since the model dominates on few cores;
+3. the data path's own resident memory: a fresh process loads the folder's splits and
+   streams all of train/ (no Ray, no model), before and after.
 
 Figures depend on the machine and on what else runs on it: name the CPU and its load.
 """
@@ -92,6 +94,34 @@ def sweep_peak_mb(folder: Path, out: Path, workers: int) -> tuple[float, float]:
     return int(peak.split()[1]) / 1024, time.perf_counter() - start
 
 
+STREAM_RSS = """
+import sys
+from sweeper.config import build_config
+from sweeper.data import load_splits
+
+def rss():
+    return int(open('/proc/self/status').read().split('VmRSS:')[1].split()[0]) / 1024
+
+cfg = build_config(sys.argv[1:])
+before = rss()
+splits = load_splits(cfg.data, cfg.output_dir, cfg.model)
+for _batch in splits.train.batches(64):
+    pass
+print('RSS_MB', before, rss())
+"""
+
+
+def streaming_rss_mb(folder: Path, workers: int) -> tuple[float, float]:
+    """Resident MB of a fresh process before loading the folder's splits and after streaming
+    all of train/ through them: the data path's own footprint, without Ray or the model."""
+    proc = subprocess.run([sys.executable, "-c", STREAM_RSS, *MODEL, "data.name=imagefolder",
+                           f"data.root={folder}", f"data.workers={workers}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=1800, check=True)
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RSS_MB")][-1]
+    before, after = (float(v) for v in line.split()[1:])
+    return before, after
+
+
 def plain_loader(folder: Path, prep: Any, workers: int, batch: int) -> Any:
     from torchvision import datasets, transforms
 
@@ -154,24 +184,30 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--batch", type=int, default=50)
     p.add_argument("--output-dir", default=str(ROOT / "outputs" / "bench-own-data"))
+    p.add_argument("--json", help="also write the rows to this file")
     args = p.parse_args()
     out = Path(args.output_dir)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
         folder = generate(out / f"images-{size}", size)
+        before, after = streaming_rss_mb(folder, args.workers)
         peak_mb, seconds = sweep_peak_mb(folder, out / f"runs-{size}", args.workers)
         row = {"images": size, "driver_peak_mb": round(peak_mb, 1),
+               "stream_rss_before_mb": round(before, 1), "stream_rss_after_mb": round(after, 1),
                "sweep_seconds": round(seconds, 1),
                **{k: round(v, 2) for k, v in
                   evaluation_rates(folder, args.workers, args.batch).items()}}
         rows.append(row)
         print(json.dumps(row), flush=True)
-    print(f"\n{'images':>7} {'driver peak MB':>14} {'sweeper eval img/s':>18} "
+    print(f"\n{'images':>7} {'driver peak MB':>14} {'stream MB':>9} {'sweeper eval img/s':>18} "
           f"{'plain eval img/s':>16} {'ratio':>6} {'load ratio':>10}")
     for r in rows:
-        print(f"{r['images']:>7} {r['driver_peak_mb']:>14.0f} {r['sweeper_eval_img_s']:>18.1f} "
+        print(f"{r['images']:>7} {r['driver_peak_mb']:>14.0f} {r['stream_rss_after_mb']:>9.0f} "
+              f"{r['sweeper_eval_img_s']:>18.1f} "
               f"{r['plain_eval_img_s']:>16.1f} {r['eval_ratio']:>6.2f} {r['load_ratio']:>10.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows}, indent=2) + "\n")
     print(f"(this process's peak: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}"
           " MB)")
 

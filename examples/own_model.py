@@ -146,7 +146,8 @@ def main() -> None:
     ap.add_argument("--tiny", action="store_true", help="smallest setting (the test suite's)")
     ap.add_argument("--data", type=Path, help="your image folder (default: generate one)")
     ap.add_argument("--out", type=Path, default=Path("outputs/own_model"))
-    ap.add_argument("--model", default="vit_tiny_patch16_224", help="a timm ViT name")
+    ap.add_argument("--model", default=None,
+                    help="a timm ViT name (default vit_tiny_patch16_224; --tiny: test_vit)")
     ap.add_argument("--img-size", type=int, default=None)
     ap.add_argument("--pretrained", action="store_true",
                     help="start from timm's published weights (downloads them)")
@@ -157,7 +158,8 @@ def main() -> None:
 
     size = args.img_size or (32 if args.tiny else 64)
     epochs = args.epochs if args.epochs is not None else (3 if args.tiny else 15)
-    trials = args.trials or (2 if args.tiny else 8)
+    trials = args.trials or (1 if args.tiny else 8)
+    args.model = args.model or ("test_vit" if args.tiny else "vit_tiny_patch16_224")
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     root = args.data

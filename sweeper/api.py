@@ -101,27 +101,14 @@ def _logger(cfg: Config, log: Log | None) -> Log:
 
 def _from_datasets(cfg: Config, model: VisionTransformer | None, train: Any, val: Any,
                    test: Any) -> Splits:
-    """torch Datasets -> Splits, through the data side's adapter, with the sweep's one
-    Preprocessing value (data.mean/std overrides, else the model's timm pretrained config)."""
-    adapter = dataset_adapter()
-    if adapter is None:
-        raise UserError("this sweeper has no dataset adapter (splits_from_datasets); pass no "
-                        "datasets to use the config's data")
-    from sweeper import preprocess  # type: ignore[attr-defined]  # comes with the adapter
+    """torch Datasets -> Splits (sweeper.datasets), with the sweep's one Preprocessing value
+    (data.mean/std overrides, else the model's timm pretrained config)."""
+    from sweeper.datasets import splits_from_datasets
+    from sweeper.preprocess import resolve
 
     model_cfg = model_config(model, cfg.model) if model is not None else cfg.model
-    return adapter(train, val, test, preprocess.resolve(cfg.data, model_cfg, instance=model))
-
-
-def dataset_adapter() -> Callable[..., Splits] | None:
-    """The data side's `splits_from_datasets` (sweeper.datasets, or sweeper.data)."""
-    from sweeper import data
-
-    try:
-        from sweeper.datasets import splits_from_datasets  # type: ignore[import-not-found]
-    except ImportError:
-        return getattr(data, "splits_from_datasets", None)
-    return splits_from_datasets
+    return splits_from_datasets(train, val, test, resolve(cfg.data, model_cfg, instance=model),
+                                workers=cfg.data.workers)
 
 
 def adopt_model(cfg: Config, model: VisionTransformer, splits: Splits) -> Config:

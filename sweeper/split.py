@@ -13,7 +13,6 @@ latency. A streamed split's workers decode ahead of the lock, at most `prefetch`
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -102,11 +101,11 @@ def batches(data: Split | Pair, batch_size: int, shuffle: bool = False,
 class _Fitted(torch.utils.data.Dataset):
     """Item i of `source` (a callable index -> image) as uint8 [3,S,S] (runs in a worker)."""
 
-    def __init__(self, source: Callable[[int], Any], prep: Preprocessing) -> None:
-        self.source, self.prep = source, prep
+    def __init__(self, source: Callable[[int], Any], prep: Preprocessing, n: int) -> None:
+        self.source, self.prep, self.n = source, prep, n
 
-    def __len__(self) -> int:  # pragma: no cover - only batch_sampler indices are asked for
-        raise TypeError("read through a batch sampler")
+    def __len__(self) -> int:
+        return self.n
 
     def __getitem__(self, i: int) -> torch.Tensor:
         return self.prep.fit_image(to_uint8(self.source(i)))
@@ -130,16 +129,16 @@ class StreamedSplit(_Batches):
         if not chunks:
             return
         loader = torch.utils.data.DataLoader(
-            _Fitted(self.source, self.preprocessing), batch_sampler=[c.tolist() for c in chunks],
-            num_workers=self.workers, collate_fn=torch.stack,
-            prefetch_factor=PREFETCH if self.workers else None,
+            _Fitted(self.source, self.preprocessing, len(self)),
+            batch_sampler=[c.tolist() for c in chunks], num_workers=self.workers,
+            collate_fn=torch.stack, prefetch_factor=PREFETCH if self.workers else None,
         )
         for idx, images in zip(chunks, loader, strict=True):
             with node_lock.computing():
                 yield idx, images, self.labels[idx]
 
     def take(self, idx: torch.Tensor) -> torch.Tensor:
-        fitted = _Fitted(self.source, self.preprocessing)
+        fitted = _Fitted(self.source, self.preprocessing, len(self))
         return torch.stack([fitted[int(i)] for i in idx])
 
     def feed(self, h: Any) -> None:
@@ -176,7 +175,3 @@ def decode_file(path: str) -> torch.Tensor:
     with warnings.catch_warnings():  # torchvision 0.29 flags its decoders for a later move
         warnings.simplefilter("ignore", DeprecationWarning)
         return decode_image(path, mode=ImageReadMode.RGB)
-
-
-def content_hash() -> Any:
-    return hashlib.sha256()

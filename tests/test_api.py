@@ -44,12 +44,12 @@ def test_the_api_is_exported_lazily_with_its_error_type() -> None:
 def test_a_timm_model_becomes_its_name_and_a_content_addressed_checkpoint(
     tmp_path: Path,
 ) -> None:
-    model = timm.create_model("vit_tiny_patch16_224", num_classes=10, img_size=32)
+    model = timm.create_model("test_vit", num_classes=10, img_size=32)
     cfg = build_config(tiny_overrides(tmp_path, f"cache_dir={tmp_path / 'cache'}",
                                       "space=quant_bits"))
     splits = load_splits(cfg.data)
     adopted = adopt_model(cfg, model, splits)
-    assert adopted.model.name == "vit_tiny_patch16_224" and adopted.model.img_size == 32
+    assert adopted.model.name == "test_vit" and adopted.model.img_size == 32
     path = Path(adopted.model.checkpoint or "")
     assert path.parent == (tmp_path / "cache").resolve() and path.name.startswith("model-")
     again = adopt_model(cfg, model, splits)  # same weights, same file
@@ -80,9 +80,9 @@ REFUSED = {  # model -> what the one error says
     "other_pooling": (lambda: plain_vit(global_pool="avg", fc_norm=False), "computes other logits"),
     # a name whose defaults differ from the instance (patch 4, not 16)
     "patch_size_not_in_name": (
-        lambda: timm.create_model("vit_tiny_patch16_224", num_classes=10, img_size=32,
+        lambda: timm.create_model("test_vit", num_classes=10, img_size=32,
                                   patch_size=4),
-        "is not what model.name=vit_tiny_patch16_224 builds"),
+        "is not what model.name=test_vit builds"),
 }
 
 
@@ -100,7 +100,7 @@ def test_a_model_the_workers_cannot_rebuild_is_refused_before_any_write(
 
 def test_a_technique_that_cannot_apply_to_the_model_is_named_at_launch(tmp_path: Path) -> None:
     """Patch 16 on 32 px: 5 tokens, and nystrom_m asks for up to 65 landmarks."""
-    model = timm.create_model("vit_tiny_patch16_224", num_classes=10, img_size=32)
+    model = timm.create_model("test_vit", num_classes=10, img_size=32)
     with pytest.raises(sweeper.UserError, match=r"nystrom_m.yaml: .*nystrom.*landmarks"):
         sweeper.launch("nystrom_m", model=model, overrides=tiny_overrides(
             tmp_path / "out", f"cache_dir={tmp_path / 'cache'}"), log=None)
@@ -132,30 +132,36 @@ def test_resume_of_a_sweep_given_its_own_datasets_asks_for_them_again(tmp_path: 
 
 
 @pytest.mark.slow
-def test_launch_with_a_model_instance_sweeps_it_as_the_baseline(tmp_path: Path) -> None:
-    """A trained tiny ViT instance, used as is (train.epochs=0): the outcome's baseline is its
-    own accuracy, `.front` prints the CLI's table."""
+def test_launch_with_a_model_instance_and_datasets_sweeps_them(tmp_path: Path) -> None:
+    """A trained tiny ViT instance, used as is (train.epochs=0), on torch Datasets of the
+    digits splits: the outcome's baseline is the instance's own accuracy on them, `.front`
+    prints the CLI's table, and the sweep records that resume needs the datasets again."""
     cfg = build_config(tiny_overrides(tmp_path))
     splits = load_splits(cfg.data)
     trained = load_or_train_baseline(cfg, splits, torch.device("cpu"), lambda _m: None).model
+    train, val, test = (torch.utils.data.TensorDataset(s.images, s.labels)
+                        for s in (splits.train, splits.val, splits.test))
     (tmp_path / "quick.yaml").write_text(QUICK_SPACE)
     logs: list[str] = []
     outcome = sweeper.launch(
-        str(tmp_path / "quick.yaml"), model=trained,
+        str(tmp_path / "quick.yaml"), model=trained, train=train, val=val, test=test,
         overrides=tiny_overrides(tmp_path / "out", f"cache_dir={tmp_path / 'cache'}",
+                                 "data.mean=0.5,0.5,0.5", "data.std=0.5,0.5,0.5",
                                  "train.epochs=0", "search.trials=1", "search.concurrency=1"),
         log=logs.append)
     assert any("used as is (train.epochs=0)" in m for m in logs)
     cpu = torch.device("cpu")
-    assert outcome.baseline["val_acc"] == accuracy(trained, splits.val,
-                                                   splits.preprocessing, cpu)
+    assert outcome.baseline["val_acc"] == accuracy(trained, splits.val, splits.preprocessing,
+                                                   cpu)
+    assert outcome.baseline["test_acc"] == accuracy(trained, splits.test,
+                                                    splits.preprocessing, cpu)
     assert len(outcome.rows) == 1
     assert str(outcome.front) == outcome.table
     assert outcome.front.records[0]["trial"] == "baseline"
     assert [r["trial"] for r in outcome.front.records[1:]] == [r["trial"] for r in outcome.front]
     assert (outcome.sweep_dir / "front.json").is_file()
     meta = json.loads((outcome.sweep_dir / "sweep.json").read_text())
-    assert meta["status"] == "FINISHED" and "data_source" not in meta
+    assert meta["status"] == "FINISHED" and meta["data_source"] == "datasets"
     assert meta["config"]["model"]["checkpoint"].startswith(str((tmp_path / "cache").resolve()))
 
 
@@ -177,17 +183,15 @@ def test_datasets_become_the_splits_with_the_models_preprocessing() -> None:
     timm pretrained config says."""
     from timm.data import resolve_data_config
 
-    from sweeper.api import _from_datasets, dataset_adapter
+    from sweeper.api import _from_datasets
 
-    if dataset_adapter() is None:
-        pytest.skip("needs splits_from_datasets (issue 9, data side)")
     gen = torch.Generator().manual_seed(0)
 
     def dataset(n: int) -> torch.utils.data.TensorDataset:
         images = torch.randint(0, 256, (n, 3, 32, 32), generator=gen, dtype=torch.uint8)
         return torch.utils.data.TensorDataset(images, torch.arange(n) % 3)
 
-    model = timm.create_model("vit_tiny_patch16_224", num_classes=3, img_size=32)
+    model = timm.create_model("test_vit", num_classes=3, img_size=32)
     cfg = build_config(["space=quant_bits"])
     splits = _from_datasets(cfg, model, dataset(12), dataset(6), dataset(6))
     assert splits.num_classes == 3

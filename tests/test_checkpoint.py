@@ -7,8 +7,6 @@ import argparse
 import dataclasses
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,7 +23,6 @@ from sweeper.models import baseline_key, create_model, load_or_train_baseline
 from sweeper.train import accuracy
 from tests.conftest import tiny_overrides
 
-ROOT = Path(__file__).resolve().parents[1]
 # one cheap trial: dynamic int8 needs no data
 QUICK_SPACE = "description: one cheap trial\ntechniques:\n  quantize:\n" \
               "    scheme: {choices: [dynamic8]}\n"
@@ -170,7 +167,9 @@ def test_bad_checkpoint_is_one_error_line_exit_2_and_writes_nothing(
 
 # -- a real sweep ------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_launch_epochs_0_baseline_is_the_checkpoint_image_for_image(tmp_path: Path) -> None:
+def test_launch_epochs_0_baseline_is_the_checkpoint_image_for_image(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """`launch ... train.epochs=0 model.checkpoint=ck.pt` (a timm-style training checkpoint of
     a trained tiny ViT): the reported baseline accuracy is the checkpoint's own, evaluated
     directly, and nothing is trained."""
@@ -182,16 +181,15 @@ def test_launch_epochs_0_baseline_is_the_checkpoint_image_for_image(tmp_path: Pa
                 "args": argparse.Namespace(model="vit_digits"), "epoch": 24}, ck)
     (tmp_path / "quick.yaml").write_text(QUICK_SPACE)
     cache = tmp_path / "fresh-cache"  # a cached baseline would hide whether anything trains
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "sweeper", "launch",
-         *tiny_overrides(tmp_path / "out", f"space={tmp_path / 'quick.yaml'}",
-                         f"model.checkpoint={ck}", "train.epochs=0", f"cache_dir={cache}",
-                         "search.trials=1", "search.concurrency=1")],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "used as is (train.epochs=0)" in proc.stdout
-    assert "baseline: epoch" not in proc.stdout and "baseline: training" not in proc.stdout
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    capsys.readouterr()
+    code = main(["launch", *tiny_overrides(
+        tmp_path / "out", f"space={tmp_path / 'quick.yaml'}", f"model.checkpoint={ck}",
+        "train.epochs=0", f"cache_dir={cache}", "search.trials=1", "search.concurrency=1")])
+    out, err = capsys.readouterr()
+    assert code == 0, err[-3000:]
+    assert "used as is (train.epochs=0)" in out
+    assert "baseline: epoch" not in out and "baseline: training" not in out
 
     (folder,) = (tmp_path / "out" / "sweeps").iterdir()
     rows = json.loads((folder / "front.json").read_text())

@@ -16,9 +16,9 @@ def test_digits_splits_are_fixed_disjoint_and_rgb() -> None:
     a = load_splits(DataConfig())
     b = load_splits(DataConfig())
     assert a.fingerprint() == b.fingerprint()
-    x, y = a.train
+    x, y = a.train.images, a.train.labels
     assert x.dtype == torch.uint8 and x.shape[1:] == (3, 32, 32)
-    total = sum(len(p[1]) for p in (a.train, a.val, a.test))
+    total = sum(len(p) for p in (a.train, a.val, a.test))
     assert total == 1797
     rows = {tuple(r.tolist()) for r in a.train.images.flatten(1)[:, ::7]}
     assert not rows & {tuple(r.tolist()) for r in a.test.images.flatten(1)[:, ::7]}

@@ -10,17 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from sweeper import config
-from sweeper.api import dataset_adapter
-
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_own_model_example_runs_tiny(tmp_path: Path) -> None:
-    # the image-folder dataset and the dataset adapter come from the data side of issue 9
-    if "imagefolder" not in config.DATASETS or dataset_adapter() is None:
-        pytest.skip("needs data.name=imagefolder and splits_from_datasets (issue 9, data side)")
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     proc = subprocess.run(
         [sys.executable, "examples/own_model.py", "--tiny", "--out", str(tmp_path / "out")],
