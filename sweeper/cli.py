@@ -46,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("trial", help="Ray trial id (the MLflow child run's name)")
     export.add_argument("overrides", nargs="*", metavar="key=value",
                         help="format=onnx|torch (default onnx), output_dir=DIR, out=PATH")
+    select = sub.add_parser("select", help="pick a front member within limits (and export it)")
+    select.add_argument("run", help="MLflow parent run id, sweep name or sweep folder")
+    select.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="max_accuracy_drop=X max_size_ratio=Y max_latency_ratio=Z "
+                             "prefer=accuracy|size|latency export=PATH format=onnx|torch "
+                             "output_dir=DIR")
     return parser
 
 
@@ -88,14 +94,26 @@ def _print_outcome(cfg: Config, outcome: SweepOutcome) -> int:
     print()
     print(f"results:  {outcome.sweep_dir}  (front.csv, front.json, front.png)")
     uri = redact(cfg.resolved_tracking_uri())
+    page = _runs_page(outcome)
     if uri.startswith(("http://", "https://")):
-        print(f"MLflow:   open {uri}, experiment '{cfg.experiment}', "
+        print(f"MLflow:   open {uri.rstrip('/')}{page}, experiment '{cfg.experiment}', "
               f"parent run {outcome.parent_run_id}")
     else:
         print(f"MLflow:   mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000")
-        print(f"          then open http://127.0.0.1:5000, experiment '{cfg.experiment}', "
-              f"parent run {outcome.parent_run_id}")
+        print(f"          then open http://127.0.0.1:5000{page}, experiment "
+              f"'{cfg.experiment}', parent run {outcome.parent_run_id}")
     return 0
+
+
+def _runs_page(outcome: SweepOutcome) -> str:
+    """The sweep's parent run in the MLflow UI's model-training view: MLflow 3.17's UI picks
+    its view from this URL parameter (else from the browser's last choice, GenAI at first)."""
+    try:
+        experiment = json.loads((outcome.sweep_dir / "sweep.json").read_text())["experiment_id"]
+    except (OSError, ValueError, KeyError):
+        return ""
+    return (f"/#/experiments/{experiment}/runs/{outcome.parent_run_id}"
+            "?workflowType=machine_learning")
 
 
 def cmd_spaces() -> int:
@@ -119,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
             from sweeper.export import cmd_export
 
             return cmd_export(args.run, args.trial, args.overrides)
+        if args.command == "select":
+            from sweeper.select import cmd_select
+
+            return cmd_select(args.run, args.overrides)
         return cmd_spaces()
     except UserError as exc:
         print(f"error: {one_line(str(exc))}", file=sys.stderr, flush=True)

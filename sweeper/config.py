@@ -148,8 +148,21 @@ class SearchConfig:
     # Optuna storage URL (e.g. postgresql+psycopg2://user@host/optuna, password in PGPASSWORD:
     # the config is logged to MLflow); None: a journal file, <sweep folder>/optuna.journal
     storage: str | None = None
+    # Successive halving of trials that train (sweeper.early_stop): judged after `rungs`
+    # epochs of their training stage, going on only within the best 1/eta there (never one
+    # no other trial dominates). auto: on for spaces whose every configuration trains;
+    # observe: judged, never stopped (the decision is a tag; for benchmarks).
+    early_stop: str = "auto"
+    rungs: tuple[int, ...] = (1, 3, 9)
+    eta: int = 3
 
     def __post_init__(self) -> None:
+        check_choice("search.early_stop", self.early_stop, ("auto", "on", "off", "observe"))
+        if not self.rungs or any(not 1 <= r <= 1000 for r in self.rungs) or list(
+                self.rungs) != sorted(set(self.rungs)):
+            raise UserError("search.rungs must be increasing epoch counts in 1..1000, "
+                            "e.g. 1,3,9")
+        check_int("search.eta", self.eta, 2, 100)
         check_int("search.trials", self.trials, 1, 100_000)
         check_int("search.concurrency", self.concurrency, 1, 10_000)
         check_choice("search.sampler", self.sampler, SAMPLERS)
@@ -239,6 +252,8 @@ class Config:
     # Trials losing more than this many accuracy points (validation) are infeasible: kept in
     # MLflow with a tag, never on the front, and steered away from by Optuna's constraints.
     max_accuracy_drop: float | None = None
+    # register the front in MLflow's Model Registry at the end (an ONNX export per member)
+    registry: bool = True
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -402,8 +417,9 @@ def config_from_dict(data: Any) -> Config:
             if not isinstance(value, dict):
                 raise UserError(f"config section {key!r} is not a mapping")
             sub = dict(value)
-            if isinstance(sub.get("batch_sizes"), list):
-                sub["batch_sizes"] = tuple(sub["batch_sizes"])
+            for name in ("batch_sizes", "rungs"):
+                if isinstance(sub.get(name), list):
+                    sub[name] = tuple(sub[name])
             kwargs[key] = _build(hint, sub, key)
         else:
             kwargs[key] = value

@@ -215,7 +215,11 @@ def run_export(run: str, trial: str, overrides: list[str]) -> tuple[Path, int, T
 
 
 def cmd_export(run: str, trial: str, overrides: list[str]) -> int:
-    path, size, art = run_export(run, trial, overrides)
+    print_written(*run_export(run, trial, overrides))
+    return 0
+
+
+def print_written(path: Path, size: int, art: TrialArtifact) -> None:
     onnx = path.suffix == ".onnx"
     key = "onnx_size_bytes" if onnx and "onnx_size_bytes" in art.reported else "size_bytes"
     reported = art.reported.get(key)
@@ -228,4 +232,3 @@ def cmd_export(run: str, trial: str, overrides: list[str]) -> int:
         print(f"preprocessing: {path}.json; run it with onnxruntime.InferenceSession('{path}')")
     else:
         print(f"load it with: model = sweeper.export.load_torch('{path}')")
-    return 0

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from sweeper import compress, objectives
+from sweeper import compress, early_stop, hv_history, journal, objectives, registry
 from sweeper.files import MODEL_FILE
 from sweeper.pareto import normalised_hypervolume, pareto_front
 from sweeper.report import Front, format_front_table, front_to_csv, front_to_json, plot_front
@@ -85,7 +85,8 @@ def add_test_accuracy(front: list[dict[str, Any]], checkpoints: dict[str, str],
 def finish(sweep: Sweep, tuned: SweepRun) -> SweepOutcome:
     """Front, its test accuracy, files, then MLflow marks (queued on the mirror: the files
     never wait for MLflow)."""
-    rows = one_fingerprint(tuned.rows, sweep.log)
+    finished, stopped = early_stop.split(tuned.rows)  # stopped: rung values, not final
+    rows = one_fingerprint(finished, sweep.log)
     baseline = baseline_row(sweep, rows)
     front = front_of(rows, baseline)
     add_test_accuracy(front, tuned.checkpoints, sweep.inputs, sweep.splits.test)
@@ -94,9 +95,10 @@ def finish(sweep: Sweep, tuned: SweepRun) -> SweepOutcome:
     files = [sweep.folder / name for name in FRONT_FILES]
     front_to_csv(front, files[0], baseline=baseline)
     front_to_json(front, files[1], baseline=baseline)
-    plot_front(rows, front, baseline, files[2])
+    plot_front(rows, front, baseline, files[2], hv_history.from_journal(
+        sweep.folder / journal.TRIALS, sweep.inputs.baseline_val_acc))
     files[3].write_text(table + "\n")
-    _mark_mlflow(sweep, tuned.rows, front, baseline, hv, files)
+    _mark_mlflow(sweep, finished, front, baseline, hv, files, len(stopped))
     return SweepOutcome(sweep.folder, sweep.parent_run_id, tuned.rows, Front(front, baseline),
                         baseline, hv, tuned.wall_seconds, table,
                         tune_seconds=tuned.wall_seconds)
@@ -121,7 +123,7 @@ def one_fingerprint(rows: list[dict[str, Any]], log: Callable[[str], None]) -> l
 
 
 def _mark_mlflow(sweep: Sweep, rows: list[dict[str, Any]], front: list[dict[str, Any]],
-                 baseline: dict[str, Any], hv: float, files: list[Path]) -> None:
+                 baseline: dict[str, Any], hv: float, files: list[Path], stopped: int) -> None:
     mirror = sweep.mirror
     assert mirror is not None
     # child runs a killed driver started but Tune never recorded (their trial ran again)
@@ -134,6 +136,8 @@ def _mark_mlflow(sweep: Sweep, rows: list[dict[str, Any]], front: list[dict[str,
         mirror.submit("tag_trial", row["trial"], tags)
         if "test_acc" in row:
             mirror.submit("trial_metrics", row["trial"], {"test_acc": row["test_acc"]})
+    if sweep.cfg.registry:
+        mirror.submit("register_models", sweep.name, registry.prepare(sweep.folder, sweep.log))
     mirror.submit("log_front", hv, [str(f) for f in files],
-                  {"front_size": len(front), "trials_ok": len(rows),
+                  {"front_size": len(front), "trials_ok": len(rows), "trials_stopped": stopped,
                    "baseline_test_acc": baseline["test_acc"]})

@@ -7,16 +7,18 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import optuna
 import ray
 from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 
-from sweeper import journal, objectives
+from sweeper import early_stop, journal, objectives
 from sweeper.config import Config
 from sweeper.errors import UserError
 from sweeper.search import (
@@ -115,7 +117,8 @@ def run_tune(sweep: Sweep, restore: bool = False) -> SweepRun:
     experiment_dir = (sweep.folder / "ray" / "tune").resolve()
     job = tune.with_resources(
         tune.with_parameters(trainable, inputs=sweep.inputs, space=sweep.space,
-                             experiment_dir=str(experiment_dir)),
+                             experiment_dir=str(experiment_dir),
+                             rungs=early_stop.start(cfg, sweep.space, sweep.name)),
         {"cpu": cfg.resources.cpus, "gpu": cfg.resources.gpus},
     )
     if restore:
@@ -131,6 +134,7 @@ def run_tune(sweep: Sweep, restore: bool = False) -> SweepRun:
                                   cfg.search.trials, cfg.max_accuracy_drop, sweep.log)
         tuner = _new_tuner(sweep, job, storage, experiment_dir, callback)
     callback.mirror, callback.journal = mirror, sweep.folder / journal.TRIALS
+    callback.baseline_val_acc = sweep.inputs.baseline_val_acc
     # Tune's own Ctrl-C notices point to Tuner.restore; the driver says how to resume
     logging.getLogger("ray.tune.tune").setLevel(logging.ERROR)
     start = time.perf_counter()
@@ -154,6 +158,10 @@ def _new_tuner(sweep: Sweep, job: Any, storage: Any, experiment_dir: Path,
         study_name=sweep.name,
         storage=storage,
     )
+    # named objectives: optuna-dashboard and optuna.visualization label their axes
+    with warnings.catch_warnings():  # "experimental" since Optuna 3.2, and still is
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        searcher._ot_study.set_metric_names(objectives.METRICS)
     return tune.Tuner(
         job,
         tune_config=tune.TuneConfig(

@@ -250,8 +250,10 @@ def plot_front(
     front: list[dict[str, Any]],
     baseline: dict[str, Any],
     path: str | os.PathLike[str],
+    history: list[float] | None = None,
 ) -> None:
-    """PNG with accuracy vs size and accuracy vs batch-1 latency.
+    """PNG with accuracy vs size and accuracy vs batch-1 latency, and with `history` the
+    hypervolume after each finished trial (sweeper.hv_history) as a third panel.
 
     All trials grey (infeasible ones as crosses), the front in colour with trial ids, the
     baseline as a star. The figure is drawn on its own Agg canvas rather than through
@@ -260,9 +262,13 @@ def plot_front(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(12, 5), dpi=110, layout="constrained")
+    fig = Figure(figsize=(18 if history else 12, 5), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 2, sharey=True)
+    axes = list(fig.subplots(1, 3 if history else 2))
+    axes[1].sharey(axes[0])
+    axes[1].tick_params(labelleft=False)
+    if history:
+        _plot_history(axes.pop(), history)
     shown = [r for r in results if _plottable(r)]
     infeasible = [r for r in shown if r.get("feasible") is False]
     feasible = [r for r in shown if r.get("feasible") is not False]
@@ -299,6 +305,16 @@ def plot_front(
         "(max accuracy, min size, min batch-1 latency)"
     )
     atomic_write(path, lambda fh: fig.savefig(fh, format="png"))
+
+
+def _plot_history(ax: Any, history: list[float]) -> None:
+    steps = range(1, len(history) + 1)
+    ax.step(steps, history, where="post", color="tab:blue")
+    ax.plot(steps, history, "o", color="tab:blue", markersize=3)
+    ax.set_xlabel("finished trials")
+    ax.set_ylabel("normalised hypervolume")
+    ax.set_title("hypervolume after each trial")
+    ax.grid(True, alpha=0.3)
 
 
 class Front(list):

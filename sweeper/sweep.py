@@ -136,7 +136,8 @@ def launch(prep: Prepared, log: Log = print) -> SweepOutcome:
     tracker.log_metrics(parent, {"baseline_val_acc": base.val_acc,
                                  "baseline_size_mb": inputs.baseline_size_bytes / 1e6})
     meta = {"name": folder.name, "space": space.name, "parent_run_id": parent,
-            "tracking_uri": cfg.resolved_tracking_uri(), "config": cfg.to_dict(),
+            "tracking_uri": cfg.resolved_tracking_uri(), "experiment_id": tracker.experiment_id,
+            "config": cfg.to_dict(),
             "machine": hardware.machine(), "num_classes": prep.splits.num_classes,
             "preprocessing": prep.splits.preprocessing.to_dict(),  # read back by export
             "classes": list(prep.splits.classes)}

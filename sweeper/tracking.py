@@ -21,6 +21,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 MAX_PARAM_LEN = 500
+# The experiment tag MLflow 3's UI reads to pick its view (the UI bundle of MLflow 3.17 names
+# the values genai_development and custom_model_development); without it the UI opens an
+# experiment on its GenAI overview instead of the runs.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 # mlflow sets its own logger to INFO on import; table-creation notices are not for users
 logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -58,7 +62,7 @@ class Tracker:
             remote = uri.startswith(("http://", "https://", "databricks"))
             location = artifact_root.resolve().as_uri() if artifact_root and not remote else None
             self.experiment_id = self.client.create_experiment(
-                experiment, artifact_location=location
+                experiment, artifact_location=location, tags=EXPERIMENT_KIND
             )
         else:
             self.experiment_id = exp.experiment_id
@@ -148,8 +152,8 @@ class Tracker:
     def tag(self, run_id: str, tags: dict[str, str]) -> None:
         self._log(run_id, tags=tags)
 
-    def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
-        self._log(run_id, metrics=metrics)
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        self._log(run_id, metrics=metrics, step=step)
 
     # -- queries (used by report/resume/tests) --------------------------------------------
     def children(self, parent_id: str) -> list[Any]:
@@ -171,11 +175,12 @@ class Tracker:
         metrics: dict[str, float] | None = None,
         params: dict[str, str] | None = None,
         tags: dict[str, str] | None = None,
+        step: int = 0,
     ) -> None:
         now = int(time.time() * 1000)
         self.client.log_batch(
             run_id,
-            metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
+            metrics=[Metric(k, float(v), now, step) for k, v in (metrics or {}).items()],
             params=[Param(k, v) for k, v in (params or {}).items()],
             tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
         )
@@ -257,6 +262,16 @@ class SweepRuns:
         lost = self.tracker.close_orphans(self.parent_id, reason)
         if lost:
             self.log(f"{lost} trial run(s) left RUNNING marked KILLED in MLflow: {reason}")
+
+    def parent_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Step metrics of the sweep's parent run (replayed writes log the same point)."""
+        self.tracker.log_metrics(self.parent_id, metrics, step)
+
+    def register_models(self, model_name: str, entries: list[dict[str, Any]]) -> None:
+        """The front in the Model Registry (sweeper.registry)."""
+        from sweeper import registry
+
+        registry.write(self.tracker.client, model_name, entries, self._run_id, model_name)
 
     def log_front(self, hypervolume: float, files: list[str], metrics: dict[str, float]) -> None:
         self.tracker.log_front(self.parent_id, hypervolume, [Path(f) for f in files], metrics)

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sweeper import compress, node_lock
+from sweeper import compress, node_lock, rung_watch
 from sweeper.config import Config
 from sweeper.hardware import cpu_model, fingerprint, isa_summary
 from sweeper.measure import (
@@ -30,6 +30,7 @@ from sweeper.measure import (
 )
 from sweeper.models import create_model
 from sweeper.preprocess import Preprocessing
+from sweeper.rung_watch import RungPlan
 from sweeper.split import Split
 from sweeper.train import accuracy
 
@@ -76,10 +77,12 @@ def build_baseline(inputs: TrialInputs) -> nn.Module:
 
 
 def run_trial(
-    inputs: TrialInputs, pipeline: list[Any], artifacts_dir: Path | None = None
+    inputs: TrialInputs, pipeline: list[Any], artifacts_dir: Path | None = None,
+    rungs: RungPlan | None = None,
 ) -> TrialResult:
     """Compress a copy of the baseline with `pipeline` and measure it; techniques may write
-    files (plots, histograms) to `artifacts_dir`, which end up on the trial's MLflow run."""
+    files (plots, histograms) to `artifacts_dir`, which end up on the trial's MLflow run.
+    With `rungs`, a training stage may stop the trial early (sweeper.rung_watch)."""
     cfg = inputs.config
     compress.validate_pipeline(pipeline)
     start = time.perf_counter()
@@ -92,7 +95,21 @@ def run_trial(
 
     baseline = build_baseline(inputs).to(device)
     ctx = _context(inputs, device, baseline, artifacts_dir)
-    model = compress.apply_pipeline(copy.deepcopy(baseline), pipeline, ctx)
+    if rungs is not None:
+        ctx.on_epoch = rung_watch.hook(
+            rungs,
+            lambda m: accuracy(m, inputs.val, inputs.preprocessing, device,
+                               cfg.measure.eval_batch_size),
+            lambda: rung_watch.final_form(baseline, pipeline, device, inputs.preprocessing,
+                                          rung_watch.timing_of(Timing.of(cfg.measure)),
+                                          cfg.measure.batch_sizes[0]), ctx.notes)
+    try:
+        model = compress.apply_pipeline(copy.deepcopy(baseline), pipeline, ctx)
+    except rung_watch.StoppedAtRung as stop:
+        metrics = rung_watch.stopped_metrics(stop, inputs.baseline_val_acc,
+                                             inputs.baseline_size_bytes)
+        metrics["trial_seconds"] = time.perf_counter() - start
+        return TrialResult(metrics, {"stopped_at_rung": str(stop.rung)}, b"")
     if ctx.runs_on and ctx.runs_on != device.type:  # launch rejects these (check_device)
         raise RuntimeError(f"{', '.join(map(compress.name_of, pipeline))} runs on "
                            f"{ctx.runs_on} only, but this trial's device is {device}")

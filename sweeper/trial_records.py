@@ -13,7 +13,7 @@ from typing import Any
 
 from ray import tune
 
-from sweeper import compress, journal
+from sweeper import compress, early_stop, hv_history, journal
 from sweeper.files import ARTIFACTS
 from sweeper.report import describe_config
 from sweeper.search.constraints import feasible
@@ -45,6 +45,7 @@ class MlflowChildren(tune.Callback):
     started: set[str] = field(default_factory=set)  # trials whose child run was asked for
     mirror: Mirror | None = None  # set by run_tune, also after a restore
     journal: Path | None = None  # <sweep folder>/trials.jsonl
+    baseline_val_acc: float | None = None  # set by run_tune: the hypervolume history needs it
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks; the mirror holds a thread
         return {k: v for k, v in self.__dict__.items() if k != "mirror"}
@@ -108,9 +109,18 @@ class MlflowChildren(tune.Callback):
             self.log(f"  trial {trial.trial_id} had finished before the resume; result kept")
             return
         self.done += 1
+        if self.journal is not None and self.baseline_val_acc is not None:
+            curve = hv_history.from_journal(self.journal, self.baseline_val_acc)
+            self._write("parent_metrics", {hv_history.METRIC: curve[-1]}, len(curve))
+        head = f"[{self.done}/{self.total}] {trial.trial_id} {describe_config(params)}: "
+        if early_stop.STOPPED in metrics:
+            self.log(head + f"stopped at rung {int(metrics[early_stop.STOPPED])} (epoch "
+                     f"{int(metrics['stopped_at_epoch'])}): val {metrics['val_acc']:.1%} so "
+                     f"far, {metrics['size_mb']:.3f} MB, latency ratio "
+                     f"{metrics['latency_ratio']:.2f}  {metrics.get('trial_seconds', 0):.0f}s")
+            return
         self.log(
-            f"[{self.done}/{self.total}] {trial.trial_id} "
-            f"{describe_config(params)}: "
+            head +
             f"val {metrics.get('val_acc', float('nan')):.1%}  "
             f"{metrics.get('size_mb', float('nan')):.3f} MB  "
             f"{metrics.get('latency_ms', float('nan')):.2f} ms "
@@ -133,7 +143,8 @@ class MlflowChildren(tune.Callback):
 _METRIC_KEYS = {
     "val_acc", "val_acc_drop", "size_mb", "size_bytes", "size_ratio", "latency_ms",
     "baseline_latency_ms", "speedup", "latency_ratio", "params", "trial_seconds",
-    "simulated", "onnx_size_bytes", "onnx_size_mb", "ort_val_acc", "torch_size_bytes",
+    "simulated", "onnx_size_bytes", "onnx_size_mb", "ort_val_acc",
+    "stopped_at_rung", "stopped_at_epoch", "torch_size_bytes",
     "baseline_onnx_size_bytes",
 }
 

@@ -20,6 +20,7 @@ from ray import tune
 from sweeper.files import ARTIFACTS, MODEL_FILE, RESULT
 
 if TYPE_CHECKING:
+    from sweeper.early_stop import Rungs
     from sweeper.spaces import Space
     from sweeper.trial import TrialInputs
 
@@ -35,7 +36,8 @@ def _finished_before(experiment_dir: str, trial_id: str) -> Path | None:
 
 
 def trainable(
-    config: dict[str, Any], inputs: TrialInputs, space: Space, experiment_dir: str
+    config: dict[str, Any], inputs: TrialInputs, space: Space, experiment_dir: str,
+    rungs: Rungs | None = None,
 ) -> None:
     """Runs inside a Ray worker: one trial, reported with its artifact as a checkpoint."""
     from sweeper import compress
@@ -52,7 +54,8 @@ def trainable(
     with tempfile.TemporaryDirectory() as tmp:
         files = Path(tmp, ARTIFACTS)
         files.mkdir()
-        result = run_trial(inputs, pipeline, files)
+        plan = rungs.plan(tune.get_context().get_trial_id()) if rungs is not None else None
+        result = run_trial(inputs, pipeline, files, rungs=plan)
         tags = {**result.tags, "ray_node_id": ray.get_runtime_context().get_node_id()}
         metrics = {**result.metrics, "tags": tags}
         Path(tmp, MODEL_FILE).write_bytes(result.artifact)

@@ -27,6 +27,7 @@ TINY = [
     "measure.warmup=2",
     "measure.repeats=5",
     "measure.max_seconds=1",
+    "registry=false",  # an ONNX export per front member; tests/test_menu.py turns it on
 ]
 
 

@@ -48,6 +48,17 @@ def test_sweep_logs_parent_children_front_and_artifacts(tmp_path: Path) -> None:
     parent = client.get_run(meta["parent_run_id"])
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics["hypervolume"] > 0
+    # the MLflow UI opens the experiment on its runs (model-training view)
+    experiment = client.get_experiment(parent.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    curve = client.get_metric_history(parent.info.run_id, "hypervolume_history")
+    assert sorted(m.step for m in curve) == [1, 2, 3, 4]
+    values = [m.value for m in sorted(curve, key=lambda m: m.step)]
+    assert values == sorted(values)  # never falls: the front only grows
+    assert values[-1] == pytest.approx(parent.data.metrics["hypervolume"])
+    from PIL import Image  # matplotlib's dependency: front.png has its third panel
+
+    assert Image.open(sweep_dir(tmp_path) / "front.png").width > 1800
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"front.csv", "front.json", "front.png", "front.txt"} <= artifacts
 
@@ -76,6 +87,7 @@ def test_sweep_logs_parent_children_front_and_artifacts(tmp_path: Path) -> None:
                               storage=sweep_study_storage(sweep_dir(tmp_path)))
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(done) == 4 and all(len(t.values) == 3 for t in done)
+    assert study.metric_names == ["val_acc", "size_mb", "latency_ratio"]
 
 
 def test_trials_failing_inside_are_failed_children(tmp_path: Path) -> None:

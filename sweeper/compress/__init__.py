@@ -87,6 +87,22 @@ class TrialContext:
     runs_on: str | None = None
     simulated: bool = False
     artifacts_dir: Path | None = None  # techniques write files here (attached to the run)
+    # called by a training stage after each epoch with (model, epochs done): the rungs of
+    # early stopping (sweeper.rung_watch); it may raise to stop the trial
+    on_epoch: Callable[[nn.Module, int], None] | None = None
+
+    def epoch_hook(self, model: nn.Module, epochs: int) -> Callable[[int, float], None] | None:
+        """`on_epoch` in the shape of train.fit's callback (epoch index, loss), for every
+        epoch but the last (a rung there would save nothing)."""
+        on_epoch = self.on_epoch
+        if on_epoch is None:
+            return None
+
+        def call(epoch: int, _loss: float) -> None:
+            if epoch + 1 < epochs:
+                on_epoch(model, epoch + 1)
+
+        return call
 
     def __post_init__(self) -> None:
         self.train = None if self.train is None else as_split(self.train)

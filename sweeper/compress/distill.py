@@ -202,7 +202,9 @@ def train_student(
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=ctx.weight_decay)
     sched = warmup_cosine(opt, cfg.epochs, math.ceil(len(train) / ctx.batch_size),
                           min(1.0, cfg.epochs / 4))
-    for _ in range(cfg.epochs):
+    for epoch in range(cfg.epochs):
+        if epoch and ctx.on_epoch is not None:  # the rung after `epoch` epochs
+            ctx.on_epoch(student, epoch)
         for idx, xb, yb in train.indexed(ctx.batch_size, shuffle=True, generator=gen):
             view = torch.randint(0, len(offsets), (len(idx),), generator=gen)
             x = ctx.preprocessing.to_input(shifted(xb, offsets[view, idx]), ctx.device)

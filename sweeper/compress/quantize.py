@@ -172,7 +172,8 @@ def _lsq(model: nn.Module, cfg: QuantizeConfig, ctx: TrialContext) -> int:
         seed=ctx.seed,
         kd_alpha=cfg.kd_alpha,
     )
-    fit(model, ctx.train, settings, ctx.preprocessing, ctx.device, teacher=teacher)
+    fit(model, ctx.train, settings, ctx.preprocessing, ctx.device, teacher=teacher,
+        on_epoch=ctx.epoch_hook(model, cfg.lsq_epochs))
     lsq = [(n, m) for n, m in model.named_modules() if isinstance(m, LsqLinear)]
     for name, layer in lsq:
         parent_name, _, attr = name.rpartition(".")

@@ -48,4 +48,5 @@ def apply(model: nn.Module, cfg: RecoverConfig, ctx: TrialContext) -> nn.Module:
         kd_temperature=cfg.kd_temperature,
     )
     ctx.notes["recover_epochs"] = cfg.epochs
-    return fit(model, ctx.train, settings, ctx.preprocessing, ctx.device, teacher=teacher)
+    return fit(model, ctx.train, settings, ctx.preprocessing, ctx.device, teacher=teacher,
+               on_epoch=ctx.epoch_hook(model, cfg.epochs))

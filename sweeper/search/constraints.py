@@ -8,6 +8,9 @@ from typing import Any
 import optuna
 from ray.tune.search.optuna import OptunaSearch
 
+from sweeper.early_stop import STOPPED
+from sweeper.objectives import METRICS
+
 
 def feasible(result: dict[str, Any], max_drop: float | None) -> bool:
     """Within the accuracy budget? `max_drop` is in points, val_acc_drop a fraction."""
@@ -34,6 +37,12 @@ class ConstrainedOptunaSearch(OptunaSearch):
         if self.max_drop is not None and result and ot_trial is not None:
             excess = 100.0 * result.get("val_acc_drop", 0.0) - self.max_drop
             ot_trial.set_user_attr("constraint", [excess])
+        if result and STOPPED in result and ot_trial is not None:
+            # PRUNED, not the rung's values: a partial accuracy told as final would rank the
+            # configuration below what it reaches (README, early stopping)
+            ot_trial.set_user_attr(STOPPED, int(result[STOPPED]))
+            ot_trial.set_user_attr("rung_values", [result.get(m) for m in METRICS])
+            result = None  # OptunaSearch tells a result without values as PRUNED
         super().on_trial_complete(trial_id, result, error)
 
     def _reopen(self, trial_id: str) -> Any:

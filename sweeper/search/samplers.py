@@ -65,7 +65,8 @@ class NoRepeatSampler(optuna.samplers.BaseSampler):
                         search_space: dict[str, Any]) -> dict[str, Any]:
         taken = {_params_key(t.params) for t in study.get_trials(
             deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
-                                    optuna.trial.TrialState.RUNNING))
+                                    optuna.trial.TrialState.RUNNING,
+                                    optuna.trial.TrialState.PRUNED))
             if t.number != trial.number}
         relative = self.sampler.sample_relative(study, trial, search_space)
         verbosity = optuna.logging.get_verbosity()
