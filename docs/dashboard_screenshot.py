@@ -1,4 +1,4 @@
-"""Screenshot of the Ray dashboard as a user sees it after giving the token (docs/ray_dashboard.png).
+"""The Ray dashboard as a user sees it after giving the token (docs/ray_dashboard.png).
 
     python docs/dashboard_screenshot.py http://127.0.0.1:8265 docs/ray_dashboard.png [path]
 
@@ -79,9 +79,10 @@ def main() -> None:
     url, out = sys.argv[1], Path(sys.argv[2])
     path = sys.argv[3] if len(sys.argv) > 3 else "/#/overview"
     ray = Path(sys.executable).with_name("ray")
-    token = subprocess.run([str(ray), "get-auth-token"], capture_output=True, text=True,
-                           check=True, env={"RAY_AUTH_MODE": "token", "PATH": "/usr/bin:/bin",
-                                            "HOME": str(Path.home())}).stdout.strip().splitlines()[-1]
+    said = subprocess.run([str(ray), "get-auth-token"], capture_output=True, text=True,
+                          check=True, env={"RAY_AUTH_MODE": "token", "PATH": "/usr/bin:/bin",
+                                           "HOME": str(Path.home())})
+    token = said.stdout.strip().splitlines()[-1]
     asyncio.run(shoot(url, out, path, token))
     print(f"wrote {out}")
 

@@ -301,12 +301,16 @@ def test_readme_cluster_commands_match_the_compose_file() -> None:
     lines = [line for b in blocks for line in b.splitlines()]
     assert "docker compose -f docker/compose.yaml up -d" in lines
     assert "docker compose -f docker/compose.yaml exec ray-head ray get-auth-token" in lines
-    (run,) = [line for line in lines if " run --rm sweeper launch " in line]
-    overrides = shlex.split(run.split(" run --rm sweeper launch ", 1)[1])
-    cfg = build_config(overrides)  # every override is a valid sweeper setting
-    expected = build_config(driver_overrides())
-    assert (cfg.search.storage, cfg.ray.address, cfg.tracking_uri) == (
-        expected.search.storage, expected.ray.address, expected.tracking_uri)
+    runs = [line for line in lines if " run --rm sweeper launch " in line]
+    assert len(runs) == 2 and "-f docker/compose.cpu.yaml run" in runs[1]  # GPU, then CPU
+    for run in runs:
+        overrides = shlex.split(run.split(" run --rm sweeper launch ", 1)[1])
+        cfg = build_config(overrides)  # every override is a valid sweeper setting
+        expected = build_config(driver_overrides())
+        assert (cfg.search.storage, cfg.ray.address, cfg.tracking_uri) == (
+            expected.search.storage, expected.ray.address, expected.tracking_uri)
+    cpu_files = "docker compose -f docker/compose.yaml -f docker/compose.cpu.yaml"
+    assert f"{cpu_files} up -d" in lines and f"{cpu_files} build" in lines
     env_vars = set(re.findall(r"\$\{(\w+):\?", (DOCKER / "compose.yaml").read_text()))
     assert env_vars == {"RAY_AUTH_TOKEN", "POSTGRES_PASSWORD"}
     assert all(f"{v}=" in blocks[0] for v in env_vars)  # the first block writes docker/.env
