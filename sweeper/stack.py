@@ -241,20 +241,32 @@ def ray_pids(port: int) -> list[int]:
             if p.name.isdigit() and gcs.search(_cmdline(int(p.name)))]
 
 
+def group_alive(pgid: int) -> list[int]:
+    """The live (not zombie) processes of process group `pgid`."""
+    alive = []
+    for entry in Path("/proc").iterdir():
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            alive.append(int(entry.name))
+    return alive
+
+
 def stop_group(pid: int, timeout: float = 8) -> None:
-    """SIGTERM the process group `pid` leads, SIGKILL it if still there after `timeout`."""
+    """SIGTERM the process group `pid` leads, SIGKILL it if still there after `timeout`.
+    (A dead leader whose parent has not reaped it stays a zombie: it counts as stopped.)"""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(pid, sig)
         except ProcessLookupError:
             return
         end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            try:
-                os.killpg(pid, 0)
-            except ProcessLookupError:
-                return
+        while time.monotonic() < end and group_alive(pid):
             time.sleep(0.3)
+        if not group_alive(pid):
+            return
 
 
 def kill_pids(pids: list[int]) -> None:
