@@ -179,9 +179,11 @@ def _reachable_by(folder: Path, owner: str) -> None:
                             f"root) cannot enter {parent}; choose dir= elsewhere, e.g. under /tmp")
 
 
-def start_mlflow(folder: Path, port: int, backend: str, password: str) -> subprocess.Popen:
+def start_mlflow(folder: Path, port: int, backend: str, password: str,
+                 wait: bool = True) -> subprocess.Popen:
     """`mlflow server` on `backend` (a PostgreSQL URL without password: PGPASSWORD carries it),
-    artifacts uploaded through the server into `folder`/mlartifacts; its own process group."""
+    artifacts uploaded through the server into `folder`/mlartifacts; its own process group.
+    `wait=False` returns at once (then `wait_mlflow`)."""
     folder.mkdir(parents=True, exist_ok=True)
     log = folder / "mlflow-server.log"
     env = {**os.environ, "PGPASSWORD": password}
@@ -192,9 +194,14 @@ def start_mlflow(folder: Path, port: int, backend: str, password: str) -> subpro
          "--port", str(port), "--workers", "1"],
         cwd=folder, env=env, stdout=log.open("a"), stderr=subprocess.STDOUT,
         start_new_session=True)
-    _wait(lambda: proc.poll() is None and mlflow_healthy(port), 240,
-          f"MLflow server on port {port}", log)
+    if wait:
+        wait_mlflow(proc, folder, port)
     return proc
+
+
+def wait_mlflow(proc: subprocess.Popen, folder: Path, port: int) -> None:
+    _wait(lambda: proc.poll() is None and mlflow_healthy(port), 240,
+          f"MLflow server on port {port}", folder / "mlflow-server.log")
 
 
 def mlflow_healthy(port: int) -> bool:
@@ -315,12 +322,16 @@ def up(args: list[str], say=print) -> int:  # noqa: ANN001
         state["postgres"] = str(pg.folder)
         _save(folder, state)
         pg.create_databases()
-        ml = start_mlflow(folder / "mlflow", ports["mlflow_port"], pg.url("mlflow"), password)
+        # MLflow's first start creates its tables (dozens of migrations): the Ray head
+        # starts meanwhile
+        ml = start_mlflow(folder / "mlflow", ports["mlflow_port"], pg.url("mlflow"), password,
+                          wait=False)
         state["mlflow_pid"] = ml.pid
         _save(folder, state)
         head = start_ray_head(folder / "ray", ports["ray_port"], ports["dashboard_port"])
         state["ray_pid"] = head.pid
         _save(folder, state)
+        wait_mlflow(ml, folder / "mlflow", ports["mlflow_port"])
     except BaseException:
         if (folder / STATE).exists():
             _stop(folder)

@@ -175,12 +175,21 @@ def test_stack_up_prints_what_to_launch_with(up: Stack) -> None:
     assert again.returncode == 2 and again.stderr.startswith("error: a stack is already up")
 
 
-def test_killed_driver_resumes_on_postgres_and_refuses_a_wrong_token_node(
+def done(log: Path) -> int:
+    """Trials a driver has reported finished, by its `[k/N]` lines."""
+    return sum(line.startswith("[") for line in log.read_text().splitlines())
+
+
+def test_sweep_survives_a_killed_driver_server_faults_and_a_wrong_token_node(
         up: Stack, tmp_path: Path) -> None:
+    """One sweep through it all: on a two-node token-authenticated Ray cluster, its driver is
+    SIGKILLed after the first trial; a node with a wrong token tries to join meanwhile; the
+    resumed driver then loses PostgreSQL (restarted) and the MLflow server (30 s)."""
     cluster = LoopbackCluster()
-    log = tmp_path / "sweep.log"
-    env = up.env()
-    intruder = None
+    log, log2 = tmp_path / "sweep.log", tmp_path / "resume.log"
+    env = up.env(SWEEPER_MLFLOW_GRACE_S="150")  # the end may wait for MLflow to come back
+    pg = up.postgres
+    intruder = proc = resumed = None
     try:
         cluster.start()
         # A node with the wrong token tries to join while the sweep runs: the GCS refuses it.
@@ -189,32 +198,53 @@ def test_killed_driver_resumes_on_postgres_and_refuses_a_wrong_token_node(
              "--num-cpus=1", f"--node-manager-port={free_port()}", "--disable-usage-stats"],
             env={**env, "RAY_AUTH_TOKEN": "0" * 64}, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True)
-        args = up.overrides(tmp_path, f"space={write_space(tmp_path, epochs=4)}",
-                            f"ray.address={cluster.address}", "search.trials=3",
+        args = up.overrides(tmp_path, f"space={write_space(tmp_path, epochs=6)}",
+                            f"ray.address={cluster.address}", "search.trials=4",
                             "search.concurrency=2", "resources.cpus=1")
         proc = start_sweep(["launch", *args], log, env=env)
-        try:
-            assert wait_for(lambda: "[1/3]" in log.read_text(), 400), tail(log)
-            os.kill(proc.pid, signal.SIGKILL)  # the other trial is mid-way
-            proc.wait(timeout=30)
-        finally:
-            kill_tree([proc.pid])
+        assert wait_for(lambda: done(log) >= 1, 400), tail(log)
+        os.kill(proc.pid, signal.SIGKILL)  # the other trial is mid-way
+        proc.wait(timeout=30)
         intruder_out, _ = intruder.communicate(timeout=120)
         assert intruder.returncode != 0 and "InvalidAuthToken" in intruder_out, intruder_out[-2000:]
 
         folder, meta = sweep_folder(tmp_path)
         assert meta["status"] == "RUNNING"
-        resumed = sweeper("resume", meta["name"], f"output_dir={tmp_path}", env=env)
-        assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
-        assert "Pareto front (" in resumed.stdout and "of 3 trials" in resumed.stdout
+        resumed = start_sweep(["resume", meta["name"], f"output_dir={tmp_path}"], log2, env=env)
+        assert wait_for(lambda: done(log2) >= 1, 400), tail(log2)
+        # PostgreSQL (the study, and MLflow's store) goes down while a trial runs, until the
+        # driver has felt it at that trial's tell, then comes back: Optuna's calls are retried
+        # meanwhile. The MLflow server is down for 30 s.
+        stopped, before = time.monotonic(), done(log2)
+        pg.stop()
+        up.stop_mlflow()
+        felt = wait_for(lambda: "Optuna storage unreachable" in log2.read_text(), 120)
+        pg.start()
+        assert felt, tail(log2)
+        assert wait_for(lambda: "Optuna storage reachable again" in log2.read_text(), 60)
+        time.sleep(max(0.0, 30 - (time.monotonic() - stopped)))
+        during = done(log2) - before
+        up.start_mlflow()
+        rc = resumed.wait(timeout=400)
     finally:
-        if intruder is not None and intruder.poll() is None:
-            kill_tree([intruder.pid])
+        for child in (intruder, proc, resumed):
+            if child is not None:
+                kill_tree([child.pid])
         cluster.stop()
-    runs, meta = check_sweep(up, tmp_path, 3, [log.read_text(), resumed.stdout,
-                                               resumed.stderr, intruder_out])
+        if not (pg.data / "postmaster.pid").exists():
+            pg.start()
+        if not stack.mlflow_healthy(up.ports["mlflow_port"]):
+            up.start_mlflow()
+    text = log2.read_text()
+    assert rc == 0, text[-3000:]
+    assert "Pareto front (" in text and "of 4 trials" in text, text[-3000:]
+    assert during >= 1, text[-3000:]  # trials finished while MLflow was away
+    assert "Traceback" not in text and "was unreachable" not in text, text[-3000:]
+    assert "MLflow reachable again" in text
+    runs, meta = check_sweep(up, tmp_path, 4, [log.read_text(), text, intruder_out])
     nodes = {r.data.tags["ray_node_id"] for r in runs if r.info.status == "FINISHED"}
     assert 1 <= len(nodes) <= 2, nodes  # the cluster's two nodes, never a third
+    assert not files_holding(up.folder / "postgres", up.password)
     print(f"\nkill+resume: MLflow children {collections.Counter(r.info.status for r in runs)}, "
           f"Optuna {study_counts(up, meta['name'])}")
 
@@ -227,50 +257,6 @@ def test_killed_driver_resumes_on_postgres_and_refuses_a_wrong_token_node(
     from sweeper.export import load_torch
 
     assert load_torch(out)(__import__("torch").zeros(1, 3, 32, 32)).shape == (1, 10)
-
-
-def test_postgres_restart_and_a_30s_mlflow_outage_mid_sweep_lose_nothing(
-        up: Stack, tmp_path: Path) -> None:
-    log = tmp_path / "sweep.log"
-    # on the stack's own Ray head; the end of the sweep may wait for MLflow to come back
-    env = up.env(SWEEPER_MLFLOW_GRACE_S="150")
-    args = up.overrides(tmp_path, f"space={write_space(tmp_path, epochs=3)}",
-                        f"ray.address=127.0.0.1:{up.ports['ray_port']}", "search.trials=3",
-                        "search.concurrency=1")
-    proc = start_sweep(["launch", *args], log, env=env)
-    pg = up.postgres
-
-    def finished() -> int:
-        return sum(f"[{n}/3]" in log.read_text() for n in range(1, 4))
-
-    try:
-        assert wait_for(lambda: finished() >= 1, 400), tail(log)
-        up.stop_mlflow()  # down for 30 s from here
-        stopped, before = time.monotonic(), finished()
-        # PostgreSQL (the study, and MLflow's store) goes down until the driver has felt it
-        # at the next trial's tell, then comes back: Optuna's calls are retried meanwhile
-        pg.stop()
-        felt = wait_for(lambda: "Optuna storage unreachable" in log.read_text(), 120)
-        pg.start()
-        assert felt, tail(log)
-        assert wait_for(lambda: "Optuna storage reachable again" in log.read_text(), 60), tail(log)
-        time.sleep(max(0.0, 30 - (time.monotonic() - stopped)))
-        during = finished() - before
-        up.start_mlflow()
-        rc = proc.wait(timeout=400)
-    finally:
-        kill_tree([proc.pid])
-        if not (pg.data / "postmaster.pid").exists():
-            pg.start()
-        if not stack.mlflow_healthy(up.ports["mlflow_port"]):
-            up.start_mlflow()
-    text = log.read_text()
-    assert rc == 0, text[-3000:]
-    assert during >= 1, text[-3000:]  # trials finished while MLflow was away
-    assert "Traceback" not in text and "was unreachable" not in text, text[-3000:]
-    assert "MLflow reachable again" in text
-    check_sweep(up, tmp_path, 3, [text])
-    assert not files_holding(up.folder / "postgres", up.password)
 
 
 def test_stack_down_stops_everything(up: Stack) -> None:
