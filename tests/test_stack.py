@@ -69,8 +69,11 @@ class Stack:
         return {**base, "PGPASSWORD": self.password, "RAY_AUTH_MODE": "token", **extra}
 
     def overrides(self, out: Path, *extra: str) -> list[str]:
+        # measure.quiet=false: latency is not what this suite checks, and the quiet lock is
+        # per machine, so any other sweep on it would hold these trials back
         return tiny_overrides(out, f"tracking_uri={self.mlflow}",
-                              f"search.storage={self.postgres.url('optuna')}", *extra)
+                              f"search.storage={self.postgres.url('optuna')}",
+                              "measure.quiet=false", *extra)
 
 
 def sweeper(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
