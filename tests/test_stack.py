@@ -260,6 +260,12 @@ def test_sweep_survives_a_killed_driver_server_faults_and_a_wrong_token_node(
     from sweeper.export import load_torch
 
     assert load_torch(out)(__import__("torch").zeros(1, 3, 32, 32)).shape == (1, 10)
+    # select picks a front member of the same sweep and exports it the same way
+    picked = tmp_path / "pick.pt"
+    chosen = sweeper("select", meta["parent_run_id"], f"export={picked}", "format=torch",
+                     f"output_dir={tmp_path}", env=env)
+    assert chosen.returncode == 0, chosen.stderr[-2000:]
+    assert load_torch(picked)(__import__("torch").zeros(1, 3, 32, 32)).shape == (1, 10)
 
 
 def test_stack_down_stops_everything(up: Stack) -> None:
