@@ -52,6 +52,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="max_accuracy_drop=X max_size_ratio=Y max_latency_ratio=Z "
                              "prefer=accuracy|size|latency export=PATH format=onnx|torch "
                              "output_dir=DIR")
+    stack = sub.add_parser("stack", help="start/stop PostgreSQL, MLflow and a Ray head here")
+    stack.add_argument("action", choices=["up", "down"])
+    stack.add_argument("overrides", nargs="*", metavar="key=value",
+                       help="dir=DIR, pg_port=N, mlflow_port=N, ray_port=N, dashboard_port=N")
     return parser
 
 
@@ -141,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
             from sweeper.select import cmd_select
 
             return cmd_select(args.run, args.overrides)
+        if args.command == "stack":
+            from sweeper.stack import cmd_stack
+
+            return cmd_stack(args.action, args.overrides)
         return cmd_spaces()
     except UserError as exc:
         print(f"error: {one_line(str(exc))}", file=sys.stderr, flush=True)

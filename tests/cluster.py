@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from sweeper.stack import ray_pids
 
 ROOT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -123,8 +124,4 @@ class LoopbackCluster:
                 if "raylet" in cmdline(p)]
 
     def stop(self) -> None:
-        # The head's monitors, dashboard and raylet name the GCS by the machine's address,
-        # not 127.0.0.1, so the port is what identifies this cluster's processes.
-        gcs = re.compile(rf"(127\.0\.0\.1:|gcs_server_port=|gcs[-_]address=[\d.]+:){self.port}\b")
-        kill_tree([int(p.name) for p in Path("/proc").iterdir()
-                   if p.name.isdigit() and gcs.search(cmdline(int(p.name)))])
+        kill_tree(ray_pids(self.port))

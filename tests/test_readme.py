@@ -22,7 +22,7 @@ def test_ci_runs_the_readme_test_command_verbatim() -> None:
     readme = (ROOT / "README.md").read_text()
     ci_command = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
     assert ci_command in _bash_blocks(readme)
-    assert "pytest" in ci_command and 'install -q -e ".[test]"' in ci_command
+    assert "pytest" in ci_command and 'install -q -e ".[test,cluster]"' in ci_command
 
 
 def test_readme_main_command_launches_the_default_space() -> None:
