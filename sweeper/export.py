@@ -221,7 +221,10 @@ def cmd_export(run: str, trial: str, overrides: list[str]) -> int:
 
 def print_written(path: Path, size: int, art: TrialArtifact) -> None:
     onnx = path.suffix == ".onnx"
-    key = "onnx_size_bytes" if onnx and "onnx_size_bytes" in art.reported else "size_bytes"
+    # the reported size in the same format (size_bytes is the runtime's, torch_size_bytes the
+    # state_dict's; sweeps before both existed reported the state_dict as size_bytes)
+    key = "onnx_size_bytes" if onnx else "torch_size_bytes"
+    key = key if key in art.reported else "size_bytes"
     reported = art.reported.get(key)
     print(f"wrote {path} ({size:,} bytes)")
     if reported:

@@ -14,18 +14,18 @@ import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
-from sweeper.compress import REGISTRY, TrialContext, load_all, make_config, rebuild, technique
+from sweeper.compress import NAMES, TrialContext, load_all, make_config, rebuild, technique
 from sweeper.measure import serialized_size, state_bytes
 
 load_all()
 
 
 def example_config(name: str) -> Any:
-    return REGISTRY[name].example
+    return technique(name).example
 
 
 def _technique_params() -> list[str]:
-    return sorted(REGISTRY)
+    return sorted(NAMES)
 
 
 def tiny_vit() -> VisionTransformer:

@@ -23,7 +23,8 @@ def test_stopped_trials_are_in_mlflow_and_pruned_in_the_study(tmp_path: Path) ->
     # one that dominates it at the first rung (smaller, faster, more accurate).
     space = ROOT / "tests" / "spaces" / "rungs_cheap.yaml"
     proc = launch(tmp_path, f"space={space}", "search.trials=4", "search.concurrency=1",
-                  "search.sampler=random", "search.seed=0", "search.rungs=1,2",
+                  "search.sampler=random", "search.seed=0", "search.early_stop=on",
+                  "search.rungs=1,2",
                   "search.eta=2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "stopped at rung 0 (epoch 1)" in proc.stdout
@@ -50,7 +51,9 @@ def test_stopped_trials_are_in_mlflow_and_pruned_in_the_study(tmp_path: Path) ->
     assert len(pruned) == len(stopped)
     for t in pruned:
         assert t.values is None and "stopped_at_rung" in t.user_attrs
-        assert t.params == {"prune.enabled": False, "recover.lr": 1.0}
+        # only wrecked trials are stopped (which of the two lr=1 ones depends on timing noise:
+        # pruned or not, at rung 0 each may be dominated by the healthy pruned trial)
+        assert t.params["recover.lr"] == 1.0, t.params
     assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) == 4 - len(
         stopped)
 

@@ -80,7 +80,7 @@ def test_export_onnx_and_torch_predict_alike_at_the_reported_size(sweep, capsys)
         # the ONNX file is the graph the trial timed and sized, byte for byte in size
         assert onnx_path.stat().st_size == m["onnx_size_bytes"]
         # the torch file is the saved state_dict plus ~1.4 KB of rebuild metadata
-        assert 0 < torch_path.stat().st_size - m["size_bytes"] < 2048
+        assert 0 < torch_path.stat().st_size - m["torch_size_bytes"] < 2048
         assert json.loads(Path(f"{onnx_path}.json").read_text())["img_size"] == 32
 
         model = load_torch(torch_path)

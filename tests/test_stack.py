@@ -203,7 +203,7 @@ def test_sweep_survives_a_killed_driver_server_faults_and_a_wrong_token_node(
             stderr=subprocess.STDOUT, text=True)
         args = up.overrides(tmp_path, f"space={write_space(tmp_path, epochs=6)}",
                             f"ray.address={cluster.address}", "search.trials=5",
-                            "search.concurrency=2", "resources.cpus=1")
+                            "search.concurrency=2", "resources.cpus=1", "registry=true")
         proc = start_sweep(["launch", *args], log, env=env)
         assert wait_for(lambda: done(log) >= 1, 400), tail(log)
         os.kill(proc.pid, signal.SIGKILL)  # the other trial is mid-way
@@ -266,6 +266,13 @@ def test_sweep_survives_a_killed_driver_server_faults_and_a_wrong_token_node(
                      f"output_dir={tmp_path}", env=env)
     assert chosen.returncode == 0, chosen.stderr[-2000:]
     assert load_torch(picked)(__import__("torch").zeros(1, 3, 32, 32)).shape == (1, 10)
+    # the front's models come back through the server (PostgreSQL store, proxied
+    # artifacts): each registry alias resolves, downloads and runs in ONNX Runtime
+    from sweeper.select import front_members, members_by_alias
+    from tests.test_menu import _aliases_run
+
+    expected = {a: m.trial for a, m in members_by_alias(front_members(folder)).items()}
+    assert _aliases_run(up.mlflow, meta["name"], folder) == expected
 
 
 def test_stack_down_stops_everything(up: Stack) -> None:

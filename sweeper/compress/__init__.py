@@ -1,4 +1,5 @@
-"""Compression techniques: a registry of (typed frozen config, apply function) pairs.
+"""Compression techniques: a registry of (typed frozen config, apply function) pairs, keyed
+by the config's type (the config a pipeline holds says which technique applies it).
 
 Each technique module registers itself with `@register(name, stage, config_cls, example)`;
 `MODULES` lists them (adding a technique adds one line there). A config whose `enabled` is
@@ -58,10 +59,9 @@ def param(
 def display_fields(name: str) -> dict[str, tuple[Any, dict[str, Any]]]:
     """field name -> (default, display metadata) of a registered technique; {} if unknown."""
     load_all()
-    if name not in REGISTRY:
+    if name not in NAMES:
         return {}
-    return {f.name: (f.default, dict(f.metadata))
-            for f in dataclasses.fields(REGISTRY[name].config_cls)}
+    return {f.name: (f.default, dict(f.metadata)) for f in dataclasses.fields(NAMES[name])}
 
 
 @dataclass
@@ -124,7 +124,10 @@ class Technique:
     check_device: Callable[[Any, str], None] | None = None
 
 
-REGISTRY: dict[str, Technique] = {}
+# Keyed by config type: a config's type says which technique applies it. NAMES maps the
+# names used in space files and MLflow params to those types.
+REGISTRY: dict[type, Technique] = {}
+NAMES: dict[str, type] = {}
 
 
 def register(
@@ -145,14 +148,15 @@ def register(
         def unless_disabled(model: nn.Module, cfg: Any, ctx: TrialContext) -> nn.Module:
             return fn(model, cfg, ctx) if getattr(cfg, "enabled", True) else model
 
-        REGISTRY[name] = Technique(name, stage, config_cls, unless_disabled, example,
-                                   check_model, check_device)
+        REGISTRY[config_cls] = Technique(name, stage, config_cls, unless_disabled, example,
+                                         check_model, check_device)
+        NAMES[name] = config_cls
         return fn
 
     return deco
 
 
-def load_all() -> dict[str, Technique]:
+def load_all() -> dict[type, Technique]:
     """Import the technique modules of `MODULES`: each registers its technique on import."""
     for module in MODULES:
         importlib.import_module(f"{__name__}.{module}")
@@ -161,9 +165,9 @@ def load_all() -> dict[str, Technique]:
 
 def technique(name: str) -> Technique:
     load_all()
-    if name not in REGISTRY:
-        raise UserError(f"unknown technique {name!r}; valid: {', '.join(sorted(REGISTRY))}")
-    return REGISTRY[name]
+    if name not in NAMES:
+        raise UserError(f"unknown technique {name!r}; valid: {', '.join(sorted(NAMES))}")
+    return REGISTRY[NAMES[name]]
 
 
 def make_config(name: str, params: dict[str, Any]) -> Any:
@@ -200,10 +204,10 @@ def check_model(cfg: Any, model: nn.Module, device: str = "cpu") -> None:
 
 def name_of(cfg: Any) -> str:
     load_all()
-    for tech in REGISTRY.values():
-        if type(cfg) is tech.config_cls:
-            return tech.name
-    raise KeyError(type(cfg).__name__)
+    try:
+        return REGISTRY[type(cfg)].name
+    except KeyError:
+        raise KeyError(type(cfg).__name__) from None
 
 
 def ordered(pipeline: list[Any]) -> list[Any]:
