@@ -276,28 +276,7 @@ def plot_front(
 
     panels = (("size_mb", "size (MB)"), ("latency_ms", "latency, batch 1 (ms)"))
     for ax, (key, label) in zip(axes, panels, strict=True):
-        _scatter(ax, feasible, key, label="trials", **_TRIAL_STYLE)
-        _scatter(ax, infeasible, key, label="infeasible", marker="x", **_TRIAL_STYLE)
-        real = [r for r in members if not r.get("simulated")]
-        emulated = [r for r in members if r.get("simulated")]
-        _scatter(ax, real, key, label="Pareto front", **_FRONT_STYLE)
-        _scatter(ax, emulated, key, label="front, simulated precision",
-                 **{**_FRONT_STYLE, "facecolor": "none", "edgecolor": "tab:red", "linewidth": 1.5})
-        for i, r in enumerate(members):
-            ax.annotate(
-                str(r.get("trial", "")),
-                (r[key], 100 * r["val_acc"]),
-                textcoords="offset points",
-                xytext=(5, 4 if i % 2 == 0 else -11),  # alternate: neighbours overlap less
-                fontsize=8,
-                color="tab:red",
-                zorder=5,
-            )
-        if _plottable(baseline):
-            _scatter(ax, [baseline], key, label="baseline", **_BASE_STYLE)
-        ax.set_xlabel(label)
-        ax.set_title(f"accuracy vs {label.split(' (')[0]}")
-        ax.grid(True, alpha=0.3)
+        _front_panel(ax, key, label, feasible, infeasible, members, baseline)
     axes[0].set_ylabel("validation accuracy (%)")
     axes[0].legend(loc="lower right", fontsize=8)
     fig.suptitle(
@@ -305,6 +284,30 @@ def plot_front(
         "(max accuracy, min size, min batch-1 latency)"
     )
     atomic_write(path, lambda fh: fig.savefig(fh, format="png"))
+
+
+def _front_panel(ax: Any, key: str, label: str, feasible: list[dict[str, Any]],
+                 infeasible: list[dict[str, Any]], members: list[dict[str, Any]],
+                 baseline: dict[str, Any]) -> None:
+    """Accuracy against `key`: trials grey, the front in red (hollow where its precision is
+    only simulated) with trial ids, the baseline as a star."""
+    _scatter(ax, feasible, key, label="trials", **_TRIAL_STYLE)
+    _scatter(ax, infeasible, key, label="infeasible", marker="x", **_TRIAL_STYLE)
+    real = [r for r in members if not r.get("simulated")]
+    emulated = [r for r in members if r.get("simulated")]
+    _scatter(ax, real, key, label="Pareto front", **_FRONT_STYLE)
+    _scatter(ax, emulated, key, label="front, simulated precision",
+             **{**_FRONT_STYLE, "facecolor": "none", "edgecolor": "tab:red", "linewidth": 1.5})
+    for i, r in enumerate(members):
+        ax.annotate(str(r.get("trial", "")), (r[key], 100 * r["val_acc"]),
+                    textcoords="offset points",
+                    xytext=(5, 4 if i % 2 == 0 else -11),  # alternate: neighbours overlap less
+                    fontsize=8, color="tab:red", zorder=5)
+    if _plottable(baseline):
+        _scatter(ax, [baseline], key, label="baseline", **_BASE_STYLE)
+    ax.set_xlabel(label)
+    ax.set_title(f"accuracy vs {label.split(' (')[0]}")
+    ax.grid(True, alpha=0.3)
 
 
 def _plot_history(ax: Any, history: list[float]) -> None:

@@ -96,20 +96,15 @@ def run_trial(
     baseline = build_baseline(inputs).to(device)
     ctx = _context(inputs, device, baseline, artifacts_dir)
     if rungs is not None:
-        ctx.on_epoch = rung_watch.hook(
-            rungs,
-            lambda m: accuracy(m, inputs.val, inputs.preprocessing, device,
-                               cfg.measure.eval_batch_size),
-            lambda: rung_watch.final_form(baseline, pipeline, device, inputs.preprocessing,
-                                          rung_watch.timing_of(Timing.of(cfg.measure)),
-                                          cfg.measure.batch_sizes[0]), ctx.notes)
+        ctx.on_epoch = _rung_hook(rungs, inputs, baseline, pipeline, device, ctx)
     try:
         model = compress.apply_pipeline(copy.deepcopy(baseline), pipeline, ctx)
     except rung_watch.StoppedAtRung as stop:
         metrics = rung_watch.stopped_metrics(stop, inputs.baseline_val_acc,
                                              inputs.baseline_size_bytes)
         metrics["trial_seconds"] = time.perf_counter() - start
-        return TrialResult(metrics, {"stopped_at_rung": str(stop.rung)}, b"")
+        tags = {**_tags(device, threads, ctx, onnx=False), "stopped_at_rung": str(stop.rung)}
+        return TrialResult(metrics, tags, b"")
     if ctx.runs_on and ctx.runs_on != device.type:  # launch rejects these (check_device)
         raise RuntimeError(f"{', '.join(map(compress.name_of, pipeline))} runs on "
                            f"{ctx.runs_on} only, but this trial's device is {device}")
@@ -133,6 +128,20 @@ def run_trial(
     }
     return TrialResult(metrics, _tags(device, threads, ctx, "onnx_size_bytes" in metrics),
                        artifact)
+
+
+def _rung_hook(rungs: RungPlan, inputs: TrialInputs, baseline: nn.Module, pipeline: list[Any],
+               device: torch.device, ctx: compress.TrialContext) -> Any:
+    """The epoch hook that reports validation accuracy at each rung (with the size and
+    latency of the trial's final form) and stops the trial when the driver says so."""
+    m = inputs.config.measure
+    return rung_watch.hook(
+        rungs,
+        lambda model: accuracy(model, inputs.val, inputs.preprocessing, device,
+                               m.eval_batch_size),
+        lambda: rung_watch.final_form(baseline, pipeline, device, inputs.preprocessing,
+                                      rung_watch.timing_of(Timing.of(m)), m.batch_sizes[0]),
+        ctx.notes)
 
 
 def _context(inputs: TrialInputs, device: torch.device, baseline: nn.Module,

@@ -42,6 +42,7 @@ def test_stopped_trials_are_in_mlflow_and_pruned_in_the_study(tmp_path: Path) ->
         assert run.data.tags["stopped_at_rung"] == str(int(run.data.metrics["stopped_at_rung"]))
         for key in ("val_acc", "size_mb", "latency_ratio", "stopped_at_epoch"):
             assert key in run.data.metrics, key  # the partial metrics at its rung
+        assert run.data.tags.get("fingerprint"), "a stopped trial names its hardware too"
         assert "pareto" not in run.data.tags
     parent = client.get_run(meta["parent_run_id"])
     assert parent.data.metrics["trials_stopped"] == len(stopped)
