@@ -303,6 +303,19 @@ def _options(args: list[str]) -> tuple[Path, dict[str, int]]:
 
 def up(args: list[str], say=print) -> int:  # noqa: ANN001
     folder, ports = _options(args)
+    _check_free(folder, ports)
+    pg_binary("initdb"), pg_binary("pg_ctl")  # a missing PostgreSQL fails before anything starts
+    folder.mkdir(parents=True, exist_ok=True)
+    password = os.environ.get("PGPASSWORD") or secrets.token_hex(16)
+    pw = folder / PASSWORD_FILE
+    pw.touch(mode=0o600)
+    pw.write_text(password + "\n")
+    pg = _start(folder, ports, password)
+    _say_how(say, folder, ports, pg, pw)
+    return 0
+
+
+def _check_free(folder: Path, ports: dict[str, int]) -> None:
     if (folder / STATE).exists():
         raise UserError(f"a stack is already up in {folder} (stop it: python -m sweeper stack "
                         f"down dir={folder})")
@@ -310,12 +323,11 @@ def up(args: list[str], say=print) -> int:  # noqa: ANN001
     if len(set(ports.values())) < len(ports) or busy:
         raise UserError(f"stack: ports in use or repeated: {' '.join(busy) or ports}; "
                         "choose others, e.g. pg_port=15432")
-    pg_binary("initdb"), pg_binary("pg_ctl")  # a missing PostgreSQL fails before anything starts
-    folder.mkdir(parents=True, exist_ok=True)
-    password = os.environ.get("PGPASSWORD") or secrets.token_hex(16)
-    pw = folder / PASSWORD_FILE
-    pw.touch(mode=0o600)
-    pw.write_text(password + "\n")
+
+
+def _start(folder: Path, ports: dict[str, int], password: str) -> Postgres:
+    """PostgreSQL, then MLflow and the Ray head; the state file names each as it starts, so
+    a failure part way stops what did start."""
     state: dict = {"folder": str(folder), **ports}
     try:
         pg = Postgres(folder / "postgres", ports["pg_port"], password).init().start()
@@ -336,6 +348,11 @@ def up(args: list[str], say=print) -> int:  # noqa: ANN001
         if (folder / STATE).exists():
             _stop(folder)
         raise
+    return pg
+
+
+def _say_how(say, folder: Path, ports: dict[str, int], pg: Postgres,  # noqa: ANN001
+             pw: Path) -> None:
     from importlib.metadata import version
 
     say(f"PostgreSQL {pg_version()}  127.0.0.1:{pg.port}, user {USER}, databases "
@@ -353,7 +370,6 @@ def up(args: list[str], say=print) -> int:  # noqa: ANN001
         f"tracking_uri=http://127.0.0.1:{ports['mlflow_port']} "
         f"search.storage={pg.url('optuna')}")
     say(f"Stop it: python -m sweeper stack down dir={folder}")
-    return 0
 
 
 def _save(folder: Path, state: dict) -> None:

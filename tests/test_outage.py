@@ -14,7 +14,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -164,25 +166,49 @@ def test_writes_a_store_never_took_are_handed_back_in_order() -> None:
 
 
 # -- real sweeps --------------------------------------------------------------------------
+def sweep_through_outage(tmp_path: Path, server: MlflowServer, *, epochs: int, grace_s: int,
+                         outage: Callable[[], None]) -> str:
+    """A 3-trial sweep tracked by `server`: `outage()` once the first result is in, then wait
+    for the driver to finish; its log."""
+    space = write_space(tmp_path, epochs=epochs)
+    log = tmp_path / "sweep.log"
+    server.start()  # up at launch (launch checks it)
+    proc = start(["launch", *tiny_overrides(
+        tmp_path, f"space={space}", "search.trials=3", "search.concurrency=1",
+        f"tracking_uri={server.uri}")], log, env(SWEEPER_MLFLOW_GRACE_S=str(grace_s)))
+    try:
+        assert wait_for(lambda: results(tmp_path), 300), tail(log)
+        outage()
+        rc = proc.wait(timeout=400)
+    finally:
+        kill_tree([proc.pid])
+        kill_ray_session(proc.pid)
+    text = log.read_text()
+    assert rc == 0, text[-3000:]
+    return text
+
+
+def resume(tmp_path: Path, name: str, timeout: int) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sweeper", "resume", name, f"output_dir={tmp_path}"],
+        cwd=ROOT, env=env(), capture_output=True, text=True, timeout=timeout)
+
+
+def finished_parent_runs(server: MlflowServer, parent_id: str) -> list[Any]:
+    """The sweep's child runs, after checking its parent finished with a hypervolume."""
+    client = MlflowClient(server.uri)
+    parent = client.get_run(parent_id)
+    assert parent.info.status == "FINISHED" and parent.data.metrics["hypervolume"] > 0
+    artifacts = {a.path for a in client.list_artifacts(parent_id)}
+    assert {"front.csv", "front.json", "front.png", "front.txt"} <= artifacts
+    return children(client, parent_id)
+
+
 @pytest.mark.slow
 def test_mlflow_down_until_the_end_loses_nothing_and_resume_syncs(tmp_path: Path) -> None:
     server = MlflowServer(tmp_path)
-    space = write_space(tmp_path, epochs=3)
-    log = tmp_path / "sweep.log"
-    try:
-        server.start()  # up at launch (launch checks it), down from the first result on
-        proc = start(["launch", *tiny_overrides(
-            tmp_path, f"space={space}", "search.trials=3", "search.concurrency=1",
-            f"tracking_uri={server.uri}")], log, env(SWEEPER_MLFLOW_GRACE_S="3"))
-        try:
-            assert wait_for(lambda: results(tmp_path), 300), tail(log)
-            server.stop()
-            rc = proc.wait(timeout=400)
-        finally:
-            kill_tree([proc.pid])
-            kill_ray_session(proc.pid)
-        text = log.read_text()
-        assert rc == 0, text[-3000:]
+    try:  # down from the first result on
+        text = sweep_through_outage(tmp_path, server, epochs=3, grace_s=3, outage=server.stop)
         assert "Traceback" not in text and "Pareto front" in text
         warning = [ln for ln in text.splitlines() if ln.startswith("warning: MLflow at")]
         assert len(warning) == 1 and "python -m sweeper resume" in warning[0], text[-3000:]
@@ -198,18 +224,11 @@ def test_mlflow_down_until_the_end_loses_nothing_and_resume_syncs(tmp_path: Path
         assert (folder / PENDING).is_file()
 
         server.start()  # same port, same store
-        resumed = subprocess.run(
-            [sys.executable, "-m", "sweeper", "resume", meta["name"], f"output_dir={tmp_path}"],
-            cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300)
+        resumed = resume(tmp_path, meta["name"], timeout=300)
         assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
         assert not (folder / PENDING).exists()
 
-        client = MlflowClient(server.uri)
-        parent = client.get_run(meta["parent_run_id"])
-        assert parent.info.status == "FINISHED" and parent.data.metrics["hypervolume"] > 0
-        artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-        assert {"front.csv", "front.json", "front.png", "front.txt"} <= artifacts
-        runs = children(client, meta["parent_run_id"])
+        runs = finished_parent_runs(server, meta["parent_run_id"])
         assert sorted(r.info.run_name for r in runs) == sorted(kept)  # one run per trial
         for run in runs:
             assert run.info.status == "FINISHED", (run.info.run_name, run.info.status)
@@ -218,9 +237,7 @@ def test_mlflow_down_until_the_end_loses_nothing_and_resume_syncs(tmp_path: Path
             assert run.data.tags["pareto"] == str(run.info.run_name in front).lower()
             assert any(k.startswith("quantize.") for k in run.data.params)
 
-        again = subprocess.run(
-            [sys.executable, "-m", "sweeper", "resume", meta["name"], f"output_dir={tmp_path}"],
-            cwd=ROOT, env=env(), capture_output=True, text=True, timeout=120)
+        again = resume(tmp_path, meta["name"], timeout=120)
         assert again.returncode == 2 and "already finished" in again.stderr
     finally:
         server.stop()
@@ -229,31 +246,18 @@ def test_mlflow_down_until_the_end_loses_nothing_and_resume_syncs(tmp_path: Path
 @pytest.mark.slow
 def test_mlflow_restarted_mid_sweep_catches_up_by_itself(tmp_path: Path) -> None:
     server = MlflowServer(tmp_path)
-    space = write_space(tmp_path, epochs=20)
-    log = tmp_path / "sweep.log"
+
+    def down_15s() -> None:
+        server.stop()
+        time.sleep(15)
+        server.start()  # same port, same store
+
     try:
-        server.start()
-        proc = start(["launch", *tiny_overrides(
-            tmp_path, f"space={space}", "search.trials=3", "search.concurrency=1",
-            f"tracking_uri={server.uri}")], log, env(SWEEPER_MLFLOW_GRACE_S="90"))
-        try:
-            assert wait_for(lambda: results(tmp_path), 300), tail(log)
-            server.stop()
-            time.sleep(15)
-            server.start()  # same port, same store
-            rc = proc.wait(timeout=400)
-        finally:
-            kill_tree([proc.pid])
-            kill_ray_session(proc.pid)
-        text = log.read_text()
-        assert rc == 0, text[-3000:]
+        text = sweep_through_outage(tmp_path, server, epochs=20, grace_s=90, outage=down_15s)
         assert "reachable again" in text and "was unreachable" not in text, text[-3000:]
         folder, meta = sweep_folder(tmp_path)
         assert not (folder / PENDING).exists()
-        client = MlflowClient(server.uri)
-        parent = client.get_run(meta["parent_run_id"])
-        assert parent.info.status == "FINISHED" and parent.data.metrics["hypervolume"] > 0
-        runs = children(client, meta["parent_run_id"])
+        runs = finished_parent_runs(server, meta["parent_run_id"])
         assert sorted(r.info.run_name for r in runs) == sorted(results(tmp_path))
         assert len(runs) == 3 and {r.info.status for r in runs} == {"FINISHED"}
         assert all("val_acc" in r.data.metrics for r in runs)
