@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -40,6 +41,8 @@ sys.path.insert(0, str(ROOT))
 
 from sweeper.config import build_config  # noqa: E402
 from sweeper.data import load_splits  # noqa: E402
+from sweeper.files import write_json  # noqa: E402
+from sweeper.hardware import cpu_model, isa_summary  # noqa: E402
 from sweeper.models import create_model  # noqa: E402
 from sweeper.train import accuracy  # noqa: E402
 
@@ -200,14 +203,16 @@ def main() -> None:
                   evaluation_rates(folder, args.workers, args.batch).items()}}
         rows.append(row)
         print(json.dumps(row), flush=True)
-    print(f"\n{'images':>7} {'driver peak MB':>14} {'stream MB':>9} {'sweeper eval img/s':>18} "
+    print(f"\non {cpu_model()} [{isa_summary()}], {os.cpu_count()} cores")
+    print(f"{'images':>7} {'driver peak MB':>14} {'stream MB':>9} {'sweeper eval img/s':>18} "
           f"{'plain eval img/s':>16} {'ratio':>6} {'load ratio':>10}")
     for r in rows:
         print(f"{r['images']:>7} {r['driver_peak_mb']:>14.0f} {r['stream_rss_after_mb']:>9.0f} "
               f"{r['sweeper_eval_img_s']:>18.1f} "
               f"{r['plain_eval_img_s']:>16.1f} {r['eval_ratio']:>6.2f} {r['load_ratio']:>10.2f}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows}, indent=2) + "\n")
+        write_json(args.json, {"cpu": cpu_model(), "isa": isa_summary(), "cores": os.cpu_count(),
+                               "rows": rows})
     print(f"(this process's peak: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}"
           " MB)")
 

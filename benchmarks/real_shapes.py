@@ -34,6 +34,7 @@ from sweeper.compress.prune import PruneConfig  # noqa: E402
 from sweeper.compress.quantize import QuantizeConfig  # noqa: E402
 from sweeper.compress.tome import ToMeConfig  # noqa: E402
 from sweeper.files import write_json  # noqa: E402
+from sweeper.hardware import cpu_model, isa_summary  # noqa: E402
 from sweeper.measure import LatencyPair, Timing, compare_latency  # noqa: E402
 from sweeper.quiet import quiet_third_party  # noqa: E402
 
@@ -73,6 +74,16 @@ def ort_times(model: torch.nn.Module, base_graph: bytes, img: int, batches: tupl
                                    img, batches, Timing(warmup, repeats, 0.0))
 
 
+def speedup_intervals(pair: LatencyPair) -> dict[int, list[float]]:
+    """Each batch size's 95% interval of the speed-up (1 / the ratio's interval)."""
+    return {b: [1 / r.hi, 1 / r.lo] for b, r in pair.by_batch.items()}
+
+
+def cells(speedups: dict[int, float], intervals: dict[int, list[float]]) -> str:
+    return " ".join(f"b{b} {v:5.2f}x [{intervals[b][0]:.2f}-{intervals[b][1]:.2f}]"
+                    for b, v in speedups.items())
+
+
 def run(models: list[str], batches: tuple[int, ...], warmup: int, repeats: int,
         threads: int, quick: bool, cases: list[str] | None = None,
         on_row: Callable[[list[dict[str, Any]]], None] = lambda _rows: None,
@@ -104,21 +115,25 @@ def run(models: list[str], batches: tuple[int, ...], warmup: int, repeats: int,
             pair = ort_times(compressed, base_graphs[img], img, batches, threads, warmup, repeats)
             ort: dict[int, float] | str = pair if isinstance(pair, str) else {
                 b: pair.speedup(b) for b in batches}
+            ort_ci: dict[int, list[float]] | str = pair if isinstance(pair, str) else (
+                speedup_intervals(pair))
             # what a user who deploys through ONNX Runtime gets over eager float PyTorch
             ort_vs_eager: dict[int, float] | str = pair if isinstance(pair, str) else {
                 b: eager.baseline_ms[b] / pair.model_ms[b] for b in batches}
             row = {"model": model_name, "case": case, "img_size": img,
                    "baseline_ms": eager.baseline_ms, "model_ms": eager.model_ms,
                    "speedup_torch": {b: eager.speedup(b) for b in batches},
-                   "speedup_ort": ort, "ort_vs_eager_float": ort_vs_eager}
+                   "speedup_torch_ci": speedup_intervals(eager),
+                   "speedup_ort": ort, "speedup_ort_ci": ort_ci,
+                   "ort_vs_eager_float": ort_vs_eager}
             rows.append(row)
             on_row(rows)
-            ort_text = (" ".join(f"b{b} {v:5.2f}x" for b, v in ort.items())
-                        if isinstance(ort, dict) else ort)
+            ort_text = (cells(ort, ort_ci) if isinstance(ort, dict) and isinstance(ort_ci, dict)
+                        else str(ort))
             if isinstance(ort_vs_eager, dict):
                 ort_text += f" (b1 vs eager float {ort_vs_eager[1]:5.2f}x)"
             print(f"{model_name:24s} {case:22s} torch " +
-                  " ".join(f"b{b} {eager.speedup(b):5.2f}x" for b in batches) +
+                  cells(row["speedup_torch"], row["speedup_torch_ci"]) +
                   f" | onnxruntime {ort_text}   (baseline b1 {eager.baseline_ms[1]:.1f} ms)",
                   flush=True)
     return rows
@@ -143,8 +158,11 @@ def main() -> None:
 
     def save(rows: list[dict[str, Any]]) -> None:
         write_json(out, {"date": time.strftime("%Y-%m-%d"), "machine": platform.platform(),
+                         "cpu": cpu_model(), "isa": isa_summary(),
                          "threads": args.threads, "repeats": repeats, "rows": rows})
 
+    print(f"{cpu_model()} [{isa_summary()}], {args.threads} threads; speed-up over the same "
+          "model uncompressed [95% interval]", flush=True)
     save(run(models, (1, 8), warmup, repeats, args.threads, args.quick, args.cases, save))
     print(f"wrote {out}")
 

@@ -35,6 +35,9 @@ def test_real_shapes_benchmark_times_both_runtimes(tmp_path: Path) -> None:
     for row in result["rows"]:
         assert set(row["speedup_torch"]) == {"1", "8"}
         assert all(v > 0 for v in row["speedup_torch"].values())
+        for b, (lo, hi) in row["speedup_torch_ci"].items():  # the speed-up inside its interval
+            assert lo <= row["speedup_torch"][b] <= hi
+    assert result["cpu"] and result["isa"]
     assert isinstance(result["rows"][0]["speedup_ort"], dict)  # int8 exports and runs in ORT
 
 
