@@ -166,15 +166,34 @@ def test_bad_checkpoint_is_one_error_line_exit_2_and_writes_nothing(
 
 
 # -- a real sweep ------------------------------------------------------------------------------
+def _png_folder(root: Path, with_val_test: bool) -> list[str]:
+    """PNG image folders (3 classes) and the overrides that read them."""
+    from tests.imagefolders import make_folder
+
+    counts = {"train": {"cat": 14, "dog": 14, "owl": 14}}
+    if with_val_test:
+        counts |= {"val": {"cat": 4, "dog": 4, "owl": 4}, "test": {"cat": 4, "dog": 4, "owl": 4}}
+    make_folder(root, counts)
+    return ["data.name=imagefolder", f"data.root={root}", "data.val_fraction=0.2",
+            "data.test_fraction=0.2"]
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("data", ["digits", "png_folders_with_val_test", "png_train_only"])
 def test_launch_epochs_0_baseline_is_the_checkpoint_image_for_image(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    data: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """`launch ... train.epochs=0 model.checkpoint=ck.pt` (a timm-style training checkpoint of
-    a trained tiny ViT): the reported baseline accuracy is the checkpoint's own, evaluated
-    directly, and nothing is trained."""
-    cfg = build_config(tiny_overrides(tmp_path))
-    splits = load_splits(cfg.data)
+    a trained tiny ViT), on the digits and on PNG folders with and without val/ and test/
+    (then carved from train/): the reported baseline accuracy is the checkpoint's own,
+    evaluated directly, and nothing is trained."""
+    data_args = [] if data == "digits" else _png_folder(tmp_path / "pngs",
+                                                        data == "png_folders_with_val_test")
+    # a short training on the folders, so their accuracy is not trivially 1.0
+    epochs = [] if data == "digits" else ["train.epochs=2"]
+    cfg = build_config(tiny_overrides(tmp_path, *data_args, *epochs))
+    splits = load_splits(cfg.data, model=cfg.model)
     trained = load_or_train_baseline(cfg, splits, torch.device("cpu"), lambda _m: None).model
     ck = tmp_path / "ck.pt"
     torch.save({"state_dict": {f"module.{k}": v for k, v in trained.state_dict().items()},
@@ -184,7 +203,7 @@ def test_launch_epochs_0_baseline_is_the_checkpoint_image_for_image(
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     capsys.readouterr()
     code = main(["launch", *tiny_overrides(
-        tmp_path / "out", f"space={tmp_path / 'quick.yaml'}", f"model.checkpoint={ck}",
+        tmp_path / "out", *data_args, f"space={tmp_path / 'quick.yaml'}", f"model.checkpoint={ck}",
         "train.epochs=0", f"cache_dir={cache}", "search.trials=1", "search.concurrency=1")])
     out, err = capsys.readouterr()
     assert code == 0, err[-3000:]
