@@ -138,26 +138,34 @@ def test_structure_only_does_not_train() -> None:
 
 
 @pytest.mark.slow
-def test_distilled_student_beats_the_same_student_without_teacher(default_baseline) -> None:
-    """Same small student, seed and schedule (30 epochs, no augmentation); only the teacher
-    term differs. One thread: the run is then reproducible (4 of 4 seeds measured: +0.4 to
-    +5.6 points, +5.6 for this one)."""
-    from sweeper.train import accuracy
-
+def test_a_student_learns_what_its_teacher_says_not_only_the_labels(default_baseline) -> None:
+    """The teacher is the trained baseline with its class outputs rotated by one, so it
+    disagrees with every label. Same student, seed and schedule; alpha=1 trains on the teacher
+    term alone, alpha=0 on the labels alone: on unseen images the first follows the rotated
+    teacher, the second the labels. (Whether distillation raises accuracy is a question over
+    seeds, answered by benchmarks/techniques.py, not a test.)"""
     cfg, splits, base = default_baseline.cfg, default_baseline.splits, default_baseline.baseline
-    student = dict(student="vit", depth=2, embed_dim=32, num_heads=2, epochs=30, lr=1e-3,
+    teacher = copy.deepcopy(base.model).eval()
+    with torch.no_grad():
+        for p in (teacher.head.weight, teacher.head.bias):
+            p.copy_(p.roll(1, dims=0))  # class k's logit is the baseline's class k-1 logit
+    x = splits.preprocessing.to_input(splits.val.images)
+    with torch.no_grad():
+        says = teacher(x).argmax(-1)
+    assert (says == splits.val.labels).float().mean() < 0.1  # it disagrees with the labels
+    student = dict(student="vit", depth=2, embed_dim=32, num_heads=2, epochs=20, lr=1e-3,
                    views=1)
-    accs = {}
+    follows = {}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        for alpha in (0.0, 0.5):
+        for alpha in (0.0, 1.0):
             ctx = TrialContext(train=splits.train, preprocessing=splits.preprocessing,
-                               batch_size=cfg.train.batch_size, teacher=base.model)
+                               batch_size=cfg.train.batch_size, teacher=teacher)
             model = apply_pipeline(copy.deepcopy(base.model),
                                    [DistillConfig(alpha=alpha, temperature=2.0, **student)], ctx)
-            accs[alpha] = accuracy(model, splits.val, splits.preprocessing,
-                                   torch.device("cpu"))
+            with torch.no_grad():
+                follows[alpha] = (model.eval()(x).argmax(-1) == says).float().mean().item()
     finally:
         torch.set_num_threads(threads)
-    assert accs[0.5] > accs[0.0], accs
+    assert follows[1.0] > 0.5 and follows[0.0] < 0.2, follows  # seen: 0.67 and 0.03

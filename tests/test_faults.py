@@ -115,7 +115,11 @@ def test_resume_after_driver_sigkill(tmp_path: Path) -> None:
         if run.info.status != "FINISHED":
             assert run.info.status == "KILLED", run.info.status
             assert "driver died" in run.data.tags["error"]
-    assert any(r.data.tags.get("pareto") == "true" for r in finished)
+    # every finished run is marked, as the resumed sweep's front says (on a machine where the
+    # tiny model's Nyström trials are all slower than the baseline, the front is the baseline)
+    front = {r["trial"] for r in json.loads((folder / "front.json").read_text())}
+    for run in finished:
+        assert run.data.tags.get("pareto") == str(run.info.run_name in front).lower(), run.info
     states = optuna_states(folder, meta["name"])
     assert states["COMPLETE"] == 4 and states["RUNNING"] == 0
     assert states["FAIL"] == len(runs) - 4

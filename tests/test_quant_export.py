@@ -89,8 +89,9 @@ def test_export_onnx_and_torch_predict_alike_at_the_reported_size(sweep, capsys)
         out = runtime.predict(runtime.session(onnx_path.read_bytes(), torch.device("cpu"), 1),
                               x.numpy())
         # float ops (LayerNorm, GELU) differ by ~1e-7 between the runtimes; now and then that
-        # moves a static-int8 activation across a rounding boundary: one step, ~1e-3 here
-        assert np.abs(out - ref).max() < 5e-3 and np.abs(out - ref).mean() < 1e-4
+        # moves a static-int8 activation across a rounding boundary: one step moves a logit by
+        # ~1e-3 to ~6e-3 here (AVX-512 VNNI and AVX2 machines); nearly all outputs are equal
+        assert np.abs(out - ref).max() < 2e-2 and np.abs(out - ref).mean() < 1e-4
         assert (out.argmax(-1) == ref.argmax(-1)).all()
 
 
