@@ -114,13 +114,16 @@ def run(models: list[str], batches: tuple[int, ...], warmup: int, repeats: int,
             eager = compare_latency(compressed, base, img, batches, torch.device("cpu"),
                                     Timing(warmup, repeats, 0.0))
             pair = ort_times(compressed, base_graphs[img], img, batches, threads, warmup, repeats)
-            ort: dict[int, float] | str = pair if isinstance(pair, str) else {
-                b: pair.speedup(b) for b in batches}
-            ort_ci: dict[int, list[float]] | str = pair if isinstance(pair, str) else (
-                speedup_intervals(pair))
+            ort: dict[int, float] | str = pair  # the export's failure, in every ORT cell
+            ort_ci: dict[int, list[float]] | str = pair
             # what a user who deploys through ONNX Runtime gets over eager float PyTorch
-            ort_vs_eager: dict[int, float] | str = pair if isinstance(pair, str) else {
-                b: eager.baseline_ms[b] / pair.model_ms[b] for b in batches}
+            ort_vs_eager: dict[int, float] | str = pair
+            ort_text = str(pair)
+            if not isinstance(pair, str):
+                ort = {b: pair.speedup(b) for b in batches}
+                ort_ci = speedup_intervals(pair)
+                ort_vs_eager = {b: eager.baseline_ms[b] / pair.model_ms[b] for b in batches}
+                ort_text = f"{cells(ort, ort_ci)} (b1 vs eager float {ort_vs_eager[1]:5.2f}x)"
             row = {"model": model_name, "case": case, "img_size": img,
                    "baseline_ms": eager.baseline_ms, "model_ms": eager.model_ms,
                    "speedup_torch": {b: eager.speedup(b) for b in batches},
@@ -129,10 +132,6 @@ def run(models: list[str], batches: tuple[int, ...], warmup: int, repeats: int,
                    "ort_vs_eager_float": ort_vs_eager}
             rows.append(row)
             on_row(rows)
-            ort_text = (cells(ort, ort_ci) if isinstance(ort, dict) and isinstance(ort_ci, dict)
-                        else str(ort))
-            if isinstance(ort_vs_eager, dict):
-                ort_text += f" (b1 vs eager float {ort_vs_eager[1]:5.2f}x)"
             print(f"{model_name:24s} {case:22s} torch " +
                   cells(row["speedup_torch"], row["speedup_torch_ci"]) +
                   f" | onnxruntime {ort_text}   (baseline b1 {eager.baseline_ms[1]:.1f} ms)",

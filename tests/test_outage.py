@@ -194,7 +194,7 @@ def resume(tmp_path: Path, name: str, timeout: int) -> subprocess.CompletedProce
         cwd=ROOT, env=env(), capture_output=True, text=True, timeout=timeout)
 
 
-def finished_parent_runs(server: MlflowServer, parent_id: str) -> list[Any]:
+def children_of_finished_parent(server: MlflowServer, parent_id: str) -> list[Any]:
     """The sweep's child runs, after checking its parent finished with a hypervolume."""
     client = MlflowClient(server.uri)
     parent = client.get_run(parent_id)
@@ -228,7 +228,7 @@ def test_mlflow_down_until_the_end_loses_nothing_and_resume_syncs(tmp_path: Path
         assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
         assert not (folder / PENDING).exists()
 
-        runs = finished_parent_runs(server, meta["parent_run_id"])
+        runs = children_of_finished_parent(server, meta["parent_run_id"])
         assert sorted(r.info.run_name for r in runs) == sorted(kept)  # one run per trial
         for run in runs:
             assert run.info.status == "FINISHED", (run.info.run_name, run.info.status)
@@ -257,7 +257,7 @@ def test_mlflow_restarted_mid_sweep_catches_up_by_itself(tmp_path: Path) -> None
         assert "reachable again" in text and "was unreachable" not in text, text[-3000:]
         folder, meta = sweep_folder(tmp_path)
         assert not (folder / PENDING).exists()
-        runs = finished_parent_runs(server, meta["parent_run_id"])
+        runs = children_of_finished_parent(server, meta["parent_run_id"])
         assert sorted(r.info.run_name for r in runs) == sorted(results(tmp_path))
         assert len(runs) == 3 and {r.info.status for r in runs} == {"FINISHED"}
         assert all("val_acc" in r.data.metrics for r in runs)
