@@ -43,7 +43,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timer(model: nn.Module, example: torch.Tensor) -> Callable[[], float]:
+def torch_timer(model: nn.Module, example: torch.Tensor) -> Callable[[], float]:
     """One call of `model(example)`, in seconds, with the device synchronised around it."""
     device = example.device
 
@@ -56,20 +56,6 @@ def _timer(model: nn.Module, example: torch.Tensor) -> Callable[[], float]:
         return time.perf_counter() - start
 
     return call
-
-
-def latency_ms(
-    model: nn.Module,
-    example: torch.Tensor,
-    warmup: int = 5,
-    repeats: int = 30,
-) -> float:
-    """Median wall time in milliseconds of `model(example)` on example's device."""
-    model.eval()
-    call = _timer(model, example)
-    for _ in range(warmup):
-        call()
-    return 1000.0 * statistics.median(call() for _ in range(repeats))
 
 
 @dataclass(frozen=True)
@@ -209,6 +195,7 @@ def compare_latency(
     for batch, x in paired_inputs(img_size, batch_sizes).items():
         x = x.to(device)
         with node_lock.measuring():  # the node's other trials pause their batches
-            out[batch] = paired_ratio(_timer(model, x), _timer(baseline, x), timing.warmup,
-                                      timing.repeats, timing.max_seconds, timing.target)
+            out[batch] = paired_ratio(torch_timer(model, x), torch_timer(baseline, x),
+                                      timing.warmup, timing.repeats, timing.max_seconds,
+                                      timing.target)
     return LatencyPair(out)
