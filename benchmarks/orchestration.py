@@ -1,6 +1,7 @@
 """Orchestration overhead: what Ray Tune + Optuna + MLflow cost per trial, beyond the trials.
 
-Three sweeps of N trials at concurrency C, in one process, one after the other:
+Four sweeps of N trials at concurrency C, in one process and one Ray instance (started once:
+its start-up is not what is measured), one after the other:
 
 - `ray-defaults`: a bare Ray Tune run of a trivial function with Tune's defaults (a fresh
   worker per trial, result loggers on) and no Optuna or MLflow: the reference;
@@ -38,7 +39,7 @@ from sweeper.sweep import launch, prepare  # noqa: E402
 TINY = ["model.embed_dim=64", "model.depth=2", "model.num_heads=2", "train.epochs=2",
         "data.limit=200", "measure.batch_sizes=1", "measure.warmup=1", "measure.repeats=5",
         "measure.max_seconds=0",
-        "quiet=true"]
+        "quiet=true", "registry=false"]  # no ONNX export per front member: not orchestration
 SWEEPS = ("ray-defaults", "trivial", "trivial-sqlite", "cheap")
 TARGET_S = 0.15  # overhead per trial at concurrency 2, MLflow tracking on
 TRIVIAL_METRICS = {"val_acc": 0.5, "val_acc_drop": 0.0, "size_mb": 1.0, "latency_ms": 1.0,
@@ -54,25 +55,19 @@ def _trivial_trainable(config: dict[str, Any], **_: Any) -> None:
 
 def ray_defaults(n: int, concurrency: int) -> dict[str, float]:
     """Tune with its defaults on a trivial function: the cost before any tuning."""
-    import ray
     from ray import tune
 
-    ray.init(address="local", include_dashboard=False, log_to_driver=False,
-             logging_level="ERROR")
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            tuner = tune.Tuner(
-                lambda config: tune.report({"x": config["x"]}),
-                param_space={"x": tune.uniform(0, 1)},
-                tune_config=tune.TuneConfig(num_samples=n, max_concurrent_trials=concurrency,
-                                            metric="x", mode="max"),
-                run_config=tune.RunConfig(storage_path=tmp, verbose=0),
-            )
-            start = time.perf_counter()
-            tuner.fit()
-            wall = time.perf_counter() - start
-    finally:
-        ray.shutdown()
+    with tempfile.TemporaryDirectory() as tmp:
+        tuner = tune.Tuner(
+            lambda config: tune.report({"x": config["x"]}),
+            param_space={"x": tune.uniform(0, 1)},
+            tune_config=tune.TuneConfig(num_samples=n, max_concurrent_trials=concurrency,
+                                        metric="x", mode="max"),
+            run_config=tune.RunConfig(storage_path=tmp, verbose=0),
+        )
+        start = time.perf_counter()
+        tuner.fit()
+        wall = time.perf_counter() - start
     return {"tune_seconds": wall, "body_seconds": 0.0}
 
 
@@ -94,6 +89,8 @@ def sweeper_run(n: int, concurrency: int, out: Path, trivial: bool,
 
 
 def main() -> None:
+    import ray
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--concurrency", type=int, default=2)
@@ -105,6 +102,9 @@ def main() -> None:
     n = 6 if args.quick else args.trials
     c = args.concurrency
     rows = []
+    # one instance for every sweep: sweeper uses a Ray it finds running and leaves it so
+    ray.init(address="local", include_dashboard=False, log_to_driver=False,
+             logging_level="ERROR")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.sweeps:
             out = Path(tmp) / name
@@ -121,6 +121,7 @@ def main() -> None:
             print(f"{name:15s} N={n:4d} C={c}  tune {m['tune_seconds']:7.1f}s  "
                   f"bodies {m['body_seconds']:7.1f}s  overhead/trial "
                   f"{overhead:.3f}s", flush=True)
+    ray.shutdown()
     for row in rows:
         if row["sweep"] == "ray-defaults":
             continue

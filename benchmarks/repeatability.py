@@ -8,7 +8,7 @@ the max/min of the ratios (target <= 1.10) and whether every trial's interval co
 median of the other seven.
 
     python benchmarks/repeatability.py            # structured pruning 50% and dynamic int8
-    python benchmarks/repeatability.py --quick    # smoke test: tiny model, 4 trials
+    python benchmarks/repeatability.py --quick    # smoke test: tiny model, 2 trials
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("outputs/bench/repeatability.json"))
     parser.add_argument("--output-dir", default="outputs", help="sweeper output_dir (cache)")
     args = parser.parse_args(argv)
-    trials = 4 if args.quick else args.trials
+    trials = 2 if args.quick else args.trials
     cfg = build_config([*(QUICK if args.quick else []), f"output_dir={args.output_dir}"])
     _load(cfg)  # trains and caches the baseline once, before the workers load it
     report: dict[str, Any] = {"cpu": cpu_model(), "isa": isa_summary(), "trials": trials,

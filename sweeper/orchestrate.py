@@ -36,15 +36,16 @@ if TYPE_CHECKING:
     from sweeper.sweep import Sweep
 
 _dashboard_url: str | None = None  # of the Ray instance init_ray started or attached to
+_owned = False  # init_ray started or attached to Ray here, so shutdown() may end it
 
 
 def init_ray(cfg: Config, log: Callable[[str], None]) -> str | None:
     """Start (or attach to) Ray; return the dashboard URL when one is running. Attaching
     checks the cluster first (reachable, a node big enough for one trial), so launch calls
-    this before the sweep folder exists; the driver's later call finds Ray running."""
-    global _dashboard_url
-    if ray.is_initialized():
-        return _dashboard_url
+    this before the sweep folder exists; the driver's later call finds Ray running. A Ray the
+    caller initialised itself (`ray.init()` in a notebook, a benchmark sharing one instance
+    across sweeps) is used as it is, and `shutdown` leaves it running."""
+    global _dashboard_url, _owned
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     # Tune's JSON/CSV/TensorBoard loggers write every result to disk again; the metrics
@@ -53,6 +54,8 @@ def init_ray(cfg: Config, log: Callable[[str], None]) -> str | None:
     # Save Tune's experiment state every 2 s (default: at least 10 s), so a killed driver
     # loses little; saving is cheap next to trials that take seconds.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    if ray.is_initialized():
+        return _dashboard_url
     kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": True,
                               "logging_level": "ERROR"}
     if cfg.ray.address:
@@ -67,6 +70,7 @@ def init_ray(cfg: Config, log: Callable[[str], None]) -> str | None:
             dashboard_port=cfg.ray.dashboard_port,
             **kwargs,
         )
+    _owned = True
     url = getattr(ctx, "dashboard_url", None)
     _dashboard_url = (url if url.startswith("http") else f"http://{url}") if url else None
     return _dashboard_url
@@ -221,5 +225,8 @@ def collect(
 
 
 def shutdown() -> None:
-    if ray.is_initialized():
+    """End the Ray instance init_ray started or attached to; never one it found running."""
+    global _owned, _dashboard_url
+    if _owned and ray.is_initialized():
         ray.shutdown()
+    _owned, _dashboard_url = False, None

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ray import tune
 
@@ -18,7 +18,9 @@ from sweeper.files import ARTIFACTS
 from sweeper.report import describe_config
 from sweeper.search.constraints import feasible
 from sweeper.spaces import Space
-from sweeper.tracking import Mirror, Tracker
+
+if TYPE_CHECKING:  # the driver's types; a worker importing this need not load MLflow
+    from sweeper.tracking import Mirror, Tracker
 
 
 def pipeline_params(space: Space, config: dict[str, Any]) -> dict[str, Any]:

@@ -135,7 +135,10 @@ def test_resume_of_a_sweep_given_its_own_datasets_asks_for_them_again(tmp_path: 
 def test_launch_with_a_model_instance_and_datasets_sweeps_them(tmp_path: Path) -> None:
     """A trained tiny ViT instance, used as is (train.epochs=0), on torch Datasets of the
     digits splits: the outcome's baseline is the instance's own accuracy on them, `.front`
-    prints the CLI's table, and the sweep records that resume needs the datasets again."""
+    prints the CLI's table, and the sweep records that resume needs the datasets again. The
+    caller's own Ray instance is used, and left running."""
+    import ray
+
     cfg = build_config(tiny_overrides(tmp_path))
     splits = load_splits(cfg.data)
     trained = load_or_train_baseline(cfg, splits, torch.device("cpu"), lambda _m: None).model
@@ -143,12 +146,18 @@ def test_launch_with_a_model_instance_and_datasets_sweeps_them(tmp_path: Path) -
                         for s in (splits.train, splits.val, splits.test))
     (tmp_path / "quick.yaml").write_text(QUICK_SPACE)
     logs: list[str] = []
-    outcome = sweeper.launch(
-        str(tmp_path / "quick.yaml"), model=trained, train=train, val=val, test=test,
-        overrides=tiny_overrides(tmp_path / "out", f"cache_dir={tmp_path / 'cache'}",
-                                 "data.mean=0.5,0.5,0.5", "data.std=0.5,0.5,0.5",
-                                 "train.epochs=0", "search.trials=1", "search.concurrency=1"),
-        log=logs.append)
+    ray.init(address="local", include_dashboard=False, log_to_driver=False)
+    try:
+        outcome = sweeper.launch(
+            str(tmp_path / "quick.yaml"), model=trained, train=train, val=val, test=test,
+            overrides=tiny_overrides(tmp_path / "out", f"cache_dir={tmp_path / 'cache'}",
+                                     "data.mean=0.5,0.5,0.5", "data.std=0.5,0.5,0.5",
+                                     "train.epochs=0", "search.trials=1",
+                                     "search.concurrency=1"),
+            log=logs.append)
+        assert ray.is_initialized()
+    finally:
+        ray.shutdown()
     assert any("used as is (train.epochs=0)" in m for m in logs)
     cpu = torch.device("cpu")
     assert outcome.baseline["val_acc"] == accuracy(trained, splits.val, splits.preprocessing,

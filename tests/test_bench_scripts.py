@@ -51,6 +51,6 @@ def test_repeatability_benchmark_reports_intervals_with_and_without_the_lock(
     results = json.loads(out.read_text())["results"]
     assert len(results) == 8 and {k.rsplit(" ", 1)[-1] for k in results} == {"on", "off"}
     for row in results.values():
-        assert row["max_over_min"] >= 1.0 and len(row["trials"]) == 4
+        assert row["max_over_min"] >= 1.0 and len(row["trials"]) == 2
         for t in row["trials"]:
             assert t["latency_ratio_lo"] <= t["latency_ratio"] <= t["latency_ratio_hi"]

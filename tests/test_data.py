@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +10,7 @@ import pytest
 import torch
 
 from sweeper.config import DataConfig
-from sweeper.data import batches, load_splits, to_input
+from sweeper.data import batches, digits_arrays, load_splits, to_input
 from sweeper.errors import UserError
 
 
@@ -24,6 +26,20 @@ def test_digits_splits_are_fixed_disjoint_and_rgb() -> None:
     assert not rows & {tuple(r.tolist()) for r in a.test.images.flatten(1)[:, ::7]}
     assert set(y.tolist()) == set(range(10))
     assert load_splits(DataConfig(seed=1)).fingerprint() != a.fingerprint()
+
+
+def test_digits_are_scikit_learns_without_importing_it() -> None:
+    from sklearn.datasets import load_digits
+
+    pixels, targets = digits_arrays()
+    reference = load_digits()
+    assert np.array_equal(pixels, reference.images)
+    assert np.array_equal(targets, reference.target)
+    probe = ("import sys; from sweeper.config import DataConfig; from sweeper.data import "
+             "load_splits; load_splits(DataConfig()); print('sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "False"  # the start-up cost it avoids (about 2.5 s)
 
 
 def test_limit_only_shrinks_training_split() -> None:
