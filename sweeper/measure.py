@@ -3,8 +3,9 @@
 - size: bytes of the serialised state_dict, the artifact a user would ship;
 - latency: on the given device and thread count, after warm-up, model and baseline timed in
   interleaved pairs on the same input, with the device synchronised around each call; the
-  ratio is the median of the paired ratios, with a moving-block bootstrap 95% confidence
-  interval (successive pairs share the machine's state, so they are resampled in runs).
+  ratio is the median of the paired ratios, with a 95% confidence interval from a two-level
+  bootstrap: rounds of pairs taken at different times, then runs of successive pairs inside
+  each (successive pairs share the machine's state, and so, less, do rounds close in time).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import io
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -73,6 +74,7 @@ class PairedRatio:
     hi: float
     pairs: int
     converged: bool
+    rounds: int = 1
 
     @property
     def half_width(self) -> float:
@@ -99,6 +101,113 @@ def block_length(n: int) -> int:
     return max(1, round(n ** (1 / 3)))
 
 
+@dataclass(frozen=True)
+class Timing:
+    """How to time: warm-up calls, the floor of pairs per batch size (taken in MIN_ROUNDS
+    rounds), the per-batch-size time cap and the target half-width of the ratio's interval
+    (relative)."""
+
+    warmup: int = 5
+    repeats: int = 30
+    max_seconds: float = 5.0
+    target: float = 0.03
+
+    @classmethod
+    def of(cls, m: MeasureConfig) -> Timing:
+        return cls(m.warmup, m.repeats, m.max_seconds, m.target_halfwidth)
+
+
+DEFAULT_TIMING = Timing()
+
+
+MIN_ROUNDS = 3  # rounds per batch size, spread in time (see paired_ratios)
+
+
+def bootstrap_rounds_ci(rounds: np.ndarray, resamples: int = 1000,
+                        seed: int = 0) -> tuple[float, float]:
+    """Two-level bootstrap 95% interval of the median of `rounds` ([R, n]: R rounds of n
+    consecutive values): draw R rounds with replacement, then runs of consecutive values
+    inside each drawn round (moving blocks of n^(1/3)). The ratio drifts at time scales longer
+    than one round (tested: back-to-back 1.5 s windows of one pair differ by about 1% more
+    than each window's own interval allows); rounds taken at different times see that drift,
+    and drawing whole rounds puts it in the interval. With one round it is the moving-block
+    bootstrap of that round."""
+    rng = np.random.default_rng(seed)
+    count, n = rounds.shape
+    block = block_length(n)
+    picks = rng.integers(0, count, size=(resamples, count))
+    starts = rng.integers(0, n - block + 1, size=(resamples, count, -(-n // block)))
+    inside = (starts[..., None] + np.arange(block)).reshape(resamples, count, -1)[..., :n]
+    medians = np.median(rounds[picks[..., None], inside].reshape(resamples, -1), axis=1)
+    return float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))
+
+
+@dataclass
+class _Series:
+    """One batch size's pairs, round by round."""
+
+    time_model: Callable[[], float]
+    time_baseline: Callable[[], float]
+    model_s: list[float] = field(default_factory=list)
+    base_s: list[float] = field(default_factory=list)
+    rounds: list[np.ndarray] = field(default_factory=list)
+    spent: float = 0.0
+    result: PairedRatio | None = None
+
+    def run_round(self, pairs: int, warmup: int) -> None:
+        if not self.rounds:
+            for _ in range(warmup):
+                self.time_baseline()
+                self.time_model()
+        start, first = time.perf_counter(), len(self.model_s)
+        for _ in range(pairs):
+            if len(self.model_s) % 2:
+                self.model_s.append(self.time_model())
+                self.base_s.append(self.time_baseline())
+            else:
+                self.base_s.append(self.time_baseline())
+                self.model_s.append(self.time_model())
+        self.spent += time.perf_counter() - start
+        self.rounds.append(np.asarray(self.model_s[first:]) / np.asarray(self.base_s[first:]))
+
+    def judge(self, timing: Timing) -> PairedRatio | None:
+        """The result once MIN_ROUNDS rounds ran and the interval fits or time is up."""
+        if len(self.rounds) < MIN_ROUNDS:
+            return None
+        table = np.stack(self.rounds)
+        ratio = float(np.median(table))
+        lo, hi = bootstrap_rounds_ci(table)
+        converged = (hi - lo) / 2 <= timing.target * ratio
+        if not converged and self.spent < timing.max_seconds:
+            return None
+        return PairedRatio(1000 * statistics.median(self.model_s),
+                           1000 * statistics.median(self.base_s), ratio, lo, hi,
+                           table.size, converged, len(self.rounds))
+
+
+def paired_ratios(
+    timers: dict[int, tuple[Callable[[], float], Callable[[], float]]],
+    timing: Timing,
+) -> dict[int, PairedRatio]:
+    """Time model and baseline in pairs, alternating which goes first, so that drift (another
+    process starting, clocks changing) lands on both halves of a pair alike; one
+    (model, baseline) timer pair per batch size. Pairs come in rounds of
+    ceil(repeats / MIN_ROUNDS), taken round-robin over the batch sizes so that each batch
+    size's rounds are spread in time; each round holds the node's measuring lock (the
+    node's other trials pause their batches), and between rounds they go on. A batch size
+    is done after at least MIN_ROUNDS rounds (so at least `repeats` pairs), once its
+    ratio's 95% interval (bootstrap_rounds_ci) is within +-target of it or its pairs have
+    taken `max_seconds`."""
+    per_round = max(1, -(-timing.repeats // MIN_ROUNDS))
+    series = {b: _Series(model, baseline) for b, (model, baseline) in timers.items()}
+    while pending := [s for s in series.values() if s.result is None]:
+        for one in pending:
+            with node_lock.measuring():
+                one.run_round(per_round, timing.warmup)
+            one.result = one.judge(timing)
+    return {b: s.result for b, s in series.items() if s.result is not None}
+
+
 def paired_ratio(
     time_model: Callable[[], float],
     time_baseline: Callable[[], float],
@@ -107,32 +216,9 @@ def paired_ratio(
     max_seconds: float,
     target: float = 0.03,
 ) -> PairedRatio:
-    """Time model and baseline in pairs, alternating which goes first, so that drift (another
-    process starting, clocks changing) lands on both halves of a pair alike. Pairs come in
-    rounds of `min_pairs` until the ratio's 95% interval is within +-target of it, or
-    `max_seconds` have passed (at least one round always runs)."""
-    for _ in range(warmup):
-        time_baseline()
-        time_model()
-    model_s: list[float] = []
-    base_s: list[float] = []
-    start = time.perf_counter()
-    while True:
-        for _ in range(min_pairs):
-            if len(model_s) % 2:
-                model_s.append(time_model())
-                base_s.append(time_baseline())
-            else:
-                base_s.append(time_baseline())
-                model_s.append(time_model())
-        ratios = np.asarray(model_s) / np.asarray(base_s)
-        ratio = float(np.median(ratios))
-        lo, hi = bootstrap_median_ci(ratios, block=block_length(len(ratios)))
-        converged = (hi - lo) / 2 <= target * ratio
-        if converged or time.perf_counter() - start >= max_seconds:
-            return PairedRatio(1000 * statistics.median(model_s),
-                               1000 * statistics.median(base_s), ratio, lo, hi,
-                               len(ratios), converged)
+    """paired_ratios for one batch size."""
+    timing = Timing(warmup, min_pairs, max_seconds, target)
+    return paired_ratios({0: (time_model, time_baseline)}, timing)[0]
 
 
 @dataclass(frozen=True)
@@ -156,24 +242,6 @@ class LatencyPair:
         return 1.0 / self.by_batch[batch].ratio
 
 
-@dataclass(frozen=True)
-class Timing:
-    """How to time: warm-up calls, pairs per round (the floor), the per-batch-size time cap
-    and the target half-width of the ratio's interval (relative)."""
-
-    warmup: int = 5
-    repeats: int = 30
-    max_seconds: float = 5.0
-    target: float = 0.03
-
-    @classmethod
-    def of(cls, m: MeasureConfig) -> Timing:
-        return cls(m.warmup, m.repeats, m.max_seconds, m.target_halfwidth)
-
-
-DEFAULT_TIMING = Timing()
-
-
 def paired_inputs(img_size: int, batch_sizes: tuple[int, ...]) -> dict[int, torch.Tensor]:
     """The same seeded images for every trial and runtime."""
     gen = torch.Generator().manual_seed(0)
@@ -191,11 +259,7 @@ def compare_latency(
     """Eager PyTorch latency of model against baseline on `device`, in interleaved pairs."""
     model.eval()
     baseline.eval()
-    out = {}
-    for batch, x in paired_inputs(img_size, batch_sizes).items():
-        x = x.to(device)
-        with node_lock.measuring():  # the node's other trials pause their batches
-            out[batch] = paired_ratio(torch_timer(model, x), torch_timer(baseline, x),
-                                      timing.warmup, timing.repeats, timing.max_seconds,
-                                      timing.target)
-    return LatencyPair(out)
+    inputs = {b: x.to(device) for b, x in paired_inputs(img_size, batch_sizes).items()}
+    return LatencyPair(paired_ratios(
+        {b: (torch_timer(model, x), torch_timer(baseline, x)) for b, x in inputs.items()},
+        timing))

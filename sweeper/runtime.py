@@ -20,11 +20,10 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from sweeper import node_lock
 from sweeper.compress import TrialContext
 from sweeper.config import Config
 from sweeper.errors import UserError
-from sweeper.measure import DEFAULT_TIMING, LatencyPair, Timing, paired_inputs, paired_ratio
+from sweeper.measure import DEFAULT_TIMING, LatencyPair, Timing, paired_inputs, paired_ratios
 from sweeper.onnx_lowering import LoweringReport, export_float, to_onnx
 from sweeper.preprocess import Preprocessing
 from sweeper.split import Pair, Split, as_split
@@ -88,14 +87,9 @@ def compare_latency(
     timing: Timing = DEFAULT_TIMING,
 ) -> LatencyPair:
     """Same protocol and inputs as sweeper.measure.compare_latency, in ONNX Runtime."""
-    out = {}
-    for batch, x in paired_inputs(img_size, batch_sizes).items():
-        arr = x.numpy()
-        with node_lock.measuring():
-            out[batch] = paired_ratio(_timer(model, arr), _timer(baseline, arr),
-                                      timing.warmup, timing.repeats, timing.max_seconds,
-                                      timing.target)
-    return LatencyPair(out)
+    arrays = {b: x.numpy() for b, x in paired_inputs(img_size, batch_sizes).items()}
+    return LatencyPair(paired_ratios(
+        {b: (_timer(model, a), _timer(baseline, a)) for b, a in arrays.items()}, timing))
 
 
 def accuracy(

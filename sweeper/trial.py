@@ -231,13 +231,14 @@ def _lock_waits(lock: node_lock.NodeLock | None,
 
 
 def latency_interval_metrics(latency: LatencyPair) -> dict[str, float]:
-    """The latency ratio's bootstrap 95% interval, pair count and whether it converged, per
-    batch size (batch 1 unsuffixed, as `latency_ratio`)."""
+    """The latency ratio's bootstrap 95% interval, pair and round counts and whether it
+    converged, per batch size (batch 1 unsuffixed, as `latency_ratio`)."""
     out = {}
     for i, (batch, r) in enumerate(latency.by_batch.items()):
         suffix = "" if i == 0 else f"_b{batch}"
         out |= {f"latency_ratio_lo{suffix}": r.lo, f"latency_ratio_hi{suffix}": r.hi,
                 f"latency_pairs{suffix}": float(r.pairs),
+                f"latency_rounds{suffix}": float(r.rounds),
                 f"latency_converged{suffix}": float(r.converged)}
         if i:
             out[f"latency_ratio{suffix}"] = r.ratio

@@ -93,8 +93,8 @@ class MlflowChildren(tune.Callback):
         result = trial.last_result or {}
         metrics = {k: v for k, v in result.items() if k in _METRIC_KEYS or
                    k.startswith(("latency_ms_b", "baseline_latency_ms_b", "speedup_b",
-                                 "latency_ratio", "latency_pairs", "latency_converged",
-                                 "quiet_wait_s", "measure_wait_s"))}
+                                 "latency_ratio", "latency_pairs", "latency_rounds",
+                                 "latency_converged", "quiet_wait_s", "measure_wait_s"))}
         tags = {str(k): str(v) for k, v in (result.get("tags") or {}).items()}
         tags["attempts"] = str(self.attempts.get(trial.trial_id, 1))
         ok = feasible(result, self.max_drop)

@@ -54,3 +54,12 @@ def test_repeatability_benchmark_reports_intervals_with_and_without_the_lock(
         assert row["max_over_min"] >= 1.0 and len(row["trials"]) == 2
         for t in row["trials"]:
             assert t["latency_ratio_lo"] <= t["latency_ratio"] <= t["latency_ratio_hi"]
+
+
+def test_interval_calibration_benchmark_reports_both_protocols(tmp_path: Path) -> None:
+    result = run_script("interval_calibration", tmp_path / "c.json")
+    for name in ("one_run", "rounds"):
+        row = result[name]
+        assert row["measurements"] == 4 and len(row["ratios"]) == 4
+        assert 0 <= row["covered"] <= 4 and row["max_over_min"] >= 1.0
+    assert result["cpu"] and result["isa"]

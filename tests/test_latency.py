@@ -7,7 +7,14 @@ import itertools
 import numpy as np
 import pytest
 
-from sweeper.measure import bootstrap_median_ci, paired_ratio
+from sweeper.measure import (
+    MIN_ROUNDS,
+    Timing,
+    bootstrap_median_ci,
+    bootstrap_rounds_ci,
+    paired_ratio,
+    paired_ratios,
+)
 
 
 class Clock:
@@ -53,7 +60,8 @@ def test_rounds_stop_at_the_time_cap_and_say_so() -> None:
     clock = Clock(noise=0.8)
     r = paired_ratio(clock.timer(1e-3), clock.timer(1e-3), warmup=1, min_pairs=5,
                      max_seconds=0.0)
-    assert r.pairs == 5 and not r.converged and r.lo < r.ratio < r.hi
+    # the floor of 5 pairs, taken in 3 rounds of 2
+    assert r.pairs == 6 and r.rounds == 3 and not r.converged and r.lo < r.ratio < r.hi
 
 
 def test_bootstrap_interval_narrows_with_more_samples() -> None:
@@ -87,3 +95,43 @@ def test_block_bootstrap_covers_autocorrelated_timings_more_often() -> None:
     flat = rng.normal(0.8, 0.02, 30)
     lo, hi = bootstrap_median_ci(flat, block=block_length(30))
     assert lo < 0.8 < hi
+
+
+def test_rounds_of_each_batch_size_are_spread_between_the_others() -> None:
+    """Rounds go round-robin over the batch sizes, so each batch size's rounds are taken at
+    different times; each batch size warms up once, before its first round."""
+    calls: list[int] = []
+
+    def timer(batch: int):
+        def call() -> float:
+            calls.append(batch)
+            return 1e-3
+        return call
+
+    out = paired_ratios({1: (timer(1), timer(1)), 8: (timer(8), timer(8))},
+                        Timing(warmup=2, repeats=6, max_seconds=0.0))
+    assert {b: (r.rounds, r.pairs) for b, r in out.items()} == {1: (3, 6), 8: (3, 6)}
+    runs = [batch for batch, _ in itertools.groupby(calls)]
+    assert runs == [1, 8] * MIN_ROUNDS
+    assert [len(list(g)) for _, g in itertools.groupby(calls)] == [8, 8, 4, 4, 4, 4]
+
+
+def test_two_level_bootstrap_covers_a_ratio_that_drifts_between_rounds() -> None:
+    """Each round of pairs sits at its own level (the ratio drifts at time scales longer than a
+    round, as measured on real CPUs): pooling the pairs as one series gives intervals that
+    miss the true ratio most of the time; drawing whole rounds first covers it about as often
+    as a 95% interval should."""
+    rng = np.random.default_rng(0)
+    pooled = two_level = 0
+    for rep in range(200):
+        levels = 0.8 * (1 + rng.normal(0, 0.015, size=(6, 1)))
+        table = levels * (1 + rng.normal(0, 0.01, size=(6, 20)))
+        lo, hi = bootstrap_median_ci(table.ravel(), seed=rep, block=3)
+        pooled += lo <= 0.8 <= hi
+        lo, hi = bootstrap_rounds_ci(table, seed=rep)
+        two_level += lo <= 0.8 <= hi
+    assert pooled < 120 and two_level >= 160, (pooled, two_level)
+    # one round: the moving-block bootstrap of that round
+    one = rng.normal(0.8, 0.01, size=(1, 30))
+    lo, hi = bootstrap_rounds_ci(one)
+    assert lo < np.median(one) < hi and hi - lo < 0.02

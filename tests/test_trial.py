@@ -41,6 +41,7 @@ def test_exact_nystrom_trial_keeps_accuracy_and_reports_every_metric(inputs) -> 
     assert m["latency_ratio_lo"] <= m["latency_ratio"] <= m["latency_ratio_hi"]
     assert m["latency_ratio_lo_b8"] <= m["latency_ratio_b8"] <= m["latency_ratio_hi_b8"]
     assert m["latency_pairs"] >= 5 and m["latency_converged"] in (0.0, 1.0)
+    assert m["latency_rounds"] >= 3
     assert m["quiet_wait_s"] >= 0 and m["measure_wait_s"] >= 0  # the node lock's waits
     assert result.tags["device"] == "cpu" and result.tags["simulated"] == "false"
     assert result.tags["nystrom_landmarks"] == "65"
