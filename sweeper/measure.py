@@ -128,10 +128,10 @@ def bootstrap_rounds_ci(rounds: np.ndarray, resamples: int = 1000,
     """Two-level bootstrap 95% interval of the median of `rounds` ([R, n]: R rounds of n
     consecutive values): draw R rounds with replacement, then runs of consecutive values
     inside each drawn round (moving blocks of n^(1/3)). The ratio drifts at time scales longer
-    than one round (tested: back-to-back 1.5 s windows of one pair differ by about 1% more
-    than each window's own interval allows); rounds taken at different times see that drift,
-    and drawing whole rounds puts it in the interval. With one round it is the moving-block
-    bootstrap of that round."""
+    than one round (benchmarks/interval_calibration.py: back-to-back 1.5 s runs of one pair
+    spread by more than each run's own interval allows); rounds taken at different times see
+    that drift, and drawing whole rounds puts it in the interval. With one round it is the
+    moving-block bootstrap of that round."""
     rng = np.random.default_rng(seed)
     count, n = rounds.shape
     block = block_length(n)
@@ -152,6 +152,7 @@ class _Series:
     base_s: list[float] = field(default_factory=list)
     rounds: list[np.ndarray] = field(default_factory=list)
     spent: float = 0.0
+    next_check: int = 0  # rounds before the interval is computed again
     result: PairedRatio | None = None
 
     def run_round(self, pairs: int, warmup: int) -> None:
@@ -171,18 +172,23 @@ class _Series:
         self.rounds.append(np.asarray(self.model_s[first:]) / np.asarray(self.base_s[first:]))
 
     def judge(self, timing: Timing) -> PairedRatio | None:
-        """The result once MIN_ROUNDS rounds ran and the interval fits or time is up."""
-        if len(self.rounds) < MIN_ROUNDS:
+        """The result once MIN_ROUNDS rounds ran and the interval fits or time is up. The
+        interval is recomputed only after the rounds grew by a quarter (its bootstrap costs
+        more than a round of a small model's pairs), and always at the time cap."""
+        count = len(self.rounds)
+        timed_out = self.spent >= timing.max_seconds
+        if count < MIN_ROUNDS or (count < self.next_check and not timed_out):
             return None
         table = np.stack(self.rounds)
         ratio = float(np.median(table))
         lo, hi = bootstrap_rounds_ci(table)
         converged = (hi - lo) / 2 <= timing.target * ratio
-        if not converged and self.spent < timing.max_seconds:
+        if not (converged or timed_out):
+            self.next_check = count + max(1, count // 4)
             return None
         return PairedRatio(1000 * statistics.median(self.model_s),
                            1000 * statistics.median(self.base_s), ratio, lo, hi,
-                           table.size, converged, len(self.rounds))
+                           table.size, converged, count)
 
 
 def paired_ratios(
