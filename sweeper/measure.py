@@ -199,18 +199,20 @@ def paired_ratios(
     process starting, clocks changing) lands on both halves of a pair alike; one
     (model, baseline) timer pair per batch size. Pairs come in rounds of
     ceil(repeats / MIN_ROUNDS), taken round-robin over the batch sizes so that each batch
-    size's rounds are spread in time; each round holds the node's measuring lock (the
-    node's other trials pause their batches), and between rounds they go on. A batch size
+    size's rounds are spread in time. The node's measuring lock is held throughout (the
+    node's other trials pause at their next batch until it ends). A batch size
     is done after at least MIN_ROUNDS rounds (so at least `repeats` pairs), once its
     ratio's 95% interval (bootstrap_rounds_ci) is within +-target of it or its pairs have
     taken `max_seconds`."""
     per_round = max(1, -(-timing.repeats // MIN_ROUNDS))
     series = {b: _Series(model, baseline) for b, (model, baseline) in timers.items()}
-    while pending := [s for s in series.values() if s.result is None]:
-        for one in pending:
-            with node_lock.measuring():
+    # one hold for the whole measurement: released between rounds, the lock would let a
+    # neighbour's batch in before every round, and each round would wait for it
+    with node_lock.measuring():
+        while pending := [s for s in series.values() if s.result is None]:
+            for one in pending:
                 one.run_round(per_round, timing.warmup)
-            one.result = one.judge(timing)
+                one.result = one.judge(timing)
     return {b: s.result for b, s in series.items() if s.result is not None}
 
 

@@ -85,6 +85,7 @@ def test_every_batch_loop_yields_to_a_measurement_once_activated(tmp_path: Path)
 
     pair = (torch.zeros(8, 3, 4, 4, dtype=torch.uint8), torch.zeros(8, dtype=torch.long))
     stem = tmp_path / "node"
+    node_lock.deactivate()  # a trial run earlier in this process leaves its node's lock active
     proc = hold(stem, "measuring", 1.5)
     try:
         start = time.perf_counter()
