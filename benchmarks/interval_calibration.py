@@ -39,6 +39,7 @@ from sweeper.files import write_json  # noqa: E402
 from sweeper.hardware import cpu_model, isa_summary  # noqa: E402
 from sweeper.measure import (  # noqa: E402
     DEFAULT_TIMING,
+    _Series,
     block_length,
     bootstrap_median_ci,
     paired_inputs,
@@ -53,18 +54,13 @@ def one_run(time_model: Any, time_base: Any, seconds: float) -> tuple[float, flo
     for _ in range(5):
         time_base()
         time_model()
-    ratios: list[float] = []
+    series = _Series(time_model, time_base)  # the sweep's pair loop, run for `seconds`
     start = time.perf_counter()
-    while time.perf_counter() - start < seconds or len(ratios) < 10:
-        if len(ratios) % 2:
-            m, b = time_model(), time_base()
-        else:
-            b = time_base()
-            m = time_model()
-        ratios.append(m / b)
-    values = np.asarray(ratios)
-    lo, hi = bootstrap_median_ci(values, block=block_length(len(values)))
-    return float(np.median(values)), lo, hi
+    while time.perf_counter() - start < seconds or len(series.model_s) < 10:
+        series.pair()
+    ratios = np.asarray(series.model_s) / np.asarray(series.base_s)
+    lo, hi = bootstrap_median_ci(ratios, block=block_length(len(ratios)))
+    return float(np.median(ratios)), lo, hi
 
 
 def summarise(rows: list[tuple[float, float, float]]) -> dict[str, float]:

@@ -162,14 +162,18 @@ class _Series:
                 self.time_model()
         start, first = time.perf_counter(), len(self.model_s)
         for _ in range(pairs):
-            if len(self.model_s) % 2:
-                self.model_s.append(self.time_model())
-                self.base_s.append(self.time_baseline())
-            else:
-                self.base_s.append(self.time_baseline())
-                self.model_s.append(self.time_model())
+            self.pair()
         self.spent += time.perf_counter() - start
         self.rounds.append(np.asarray(self.model_s[first:]) / np.asarray(self.base_s[first:]))
+
+    def pair(self) -> None:
+        """One model/baseline pair, the order flipped every pair."""
+        if len(self.model_s) % 2:
+            self.model_s.append(self.time_model())
+            self.base_s.append(self.time_baseline())
+        else:
+            self.base_s.append(self.time_baseline())
+            self.model_s.append(self.time_model())
 
     def judge(self, timing: Timing) -> PairedRatio | None:
         """The result once MIN_ROUNDS rounds ran and the interval fits or time is up. The
