@@ -2,7 +2,11 @@
 
 For each space (default: `kd_temperature` and the training-heavy `hybrid_train`) and seed
 (0, 1, 2), two real sweeps (`python -m sweeper launch`, local Ray, real MLflow store) with the
-same `search.trials`:
+same `search.trials` and, unless overridden, `search.sampler=random`: a random sampler draws
+the same configurations for both runs whatever their results, so the two differ only by the
+scheduler. (With NSGA-II or TPE, a stopped trial changes what the sampler proposes next and
+the runs part ways after a few trials; pass `search.sampler=nsga2` to see that too.) Trials
+are handed out in the same order; with concurrency 2 they may finish in another.
 
 - **on**: `search.early_stop=on`;
 - **off**: `search.early_stop=observe`, i.e. no trial is ever stopped, but each is judged at
@@ -25,8 +29,8 @@ in the order trials finished (trials.jsonl). Printed per space and seed:
 Timings on a machine whose cores are shared with other work vary; say so when quoting them.
 
     python benchmarks/early_stopping.py                     # 2 spaces x 3 seeds x on/off
+    python benchmarks/early_stopping.py --tiny              # tiny model, 600 images, 16 trials
     python benchmarks/early_stopping.py --spaces kd_temperature --seeds 0 search.trials=8
-    python benchmarks/early_stopping.py --tiny --trials 8    # tiny model, 600 images
     python benchmarks/early_stopping.py --quick              # smoke run: tiny model, 4 trials
 """
 
@@ -171,12 +175,12 @@ def main() -> int:
         return 0
     spaces = args.spaces or ([QUICK_SPACE] if args.quick else ["kd_temperature", "hybrid_train"])
     seeds = args.seeds if args.seeds is not None else ([0] if args.quick else [0, 1, 2])
-    trials = args.trials or (4 if args.quick else 12)
-    extra = [f"search.trials={trials}", *args.overrides]
+    trials = args.trials or (4 if args.quick else 16)
+    extra = [f"search.trials={trials}", "search.sampler=random", *args.overrides]
     if args.tiny:
         extra = [*TINY, *extra]
     if args.quick:
-        extra = [*TINY, "search.concurrency=1", "search.sampler=random", "search.rungs=1,2",
+        extra = [*TINY, "search.concurrency=1", "search.rungs=1,2",
                  "search.eta=2", *extra]
     print(f"CPU: {cpu_model()} ({os.cpu_count()} cores; {isa_summary()}), "
           f"{platform.python_version()}; cores may be shared with other work")

@@ -19,7 +19,7 @@ from sweeper import checkpoint
 from sweeper.config import Config, ModelConfig
 from sweeper.data import Splits
 from sweeper.errors import UserError
-from sweeper.files import atomic_write
+from sweeper.files import atomic_write, exclusive
 from sweeper.train import FitSettings, accuracy, fit
 
 CACHE_FORMAT = 2  # bump when the cache layout or training code changes meaningfully
@@ -130,19 +130,22 @@ def load_or_train_baseline(
         model = create_model(cfg.model, splits.num_classes)
     if cfg.model.checkpoint:
         checkpoint.load_into(model, cfg.model.checkpoint, splits.num_classes, cfg.model.name)
-    payload = _load_cached(path, model)
-    if payload is not None:
-        log(f"baseline: loaded from cache {path} (val acc {payload['val_acc']:.2%})")
-        return Baseline(model.eval(), float(payload["val_acc"]), key, path, True, 0.0)
-    if path.exists():
-        log(f"baseline: cache {path} is unreadable; retraining")
+    # Sweeps (or test workers) started together on one cache: the first trains, the others
+    # wait for it and load, instead of each training the same baseline.
+    with exclusive(path.with_name(f"{path.name}.lock")):
+        payload = _load_cached(path, model)
+        if payload is not None:
+            log(f"baseline: loaded from cache {path} (val acc {payload['val_acc']:.2%})")
+            return Baseline(model.eval(), float(payload["val_acc"]), key, path, True, 0.0)
+        if path.exists():
+            log(f"baseline: cache {path} is unreadable; retraining")
 
-    start = time.perf_counter()
-    _train(model, cfg, splits, device, log)
-    model.cpu().eval()
-    val_acc = accuracy(model, splits.val, splits.preprocessing, torch.device("cpu"))
-    seconds = time.perf_counter() - start
-    payload = {"state_dict": model.state_dict(), "val_acc": val_acc, "key": key}
-    atomic_write(path, lambda fh: torch.save(payload, fh))
+        start = time.perf_counter()
+        _train(model, cfg, splits, device, log)
+        model.cpu().eval()
+        val_acc = accuracy(model, splits.val, splits.preprocessing, torch.device("cpu"))
+        seconds = time.perf_counter() - start
+        payload = {"state_dict": model.state_dict(), "val_acc": val_acc, "key": key}
+        atomic_write(path, lambda fh: torch.save(payload, fh))
     log(f"baseline: val acc {val_acc:.2%} after {seconds:.0f}s, cached at {path}")
     return Baseline(model, val_acc, key, path, False, seconds)

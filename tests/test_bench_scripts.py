@@ -63,3 +63,16 @@ def test_interval_calibration_benchmark_reports_both_protocols(tmp_path: Path) -
         assert row["measurements"] == 4 and len(row["ratios"]) == 4
         assert 0 <= row["covered"] <= 4 and row["max_over_min"] >= 1.0
     assert result["cpu"] and result["isa"]
+
+
+def test_early_stopping_benchmark_compares_the_scheduler_on_and_off(tmp_path: Path) -> None:
+    result = run_script("early_stopping", tmp_path / "e.json")
+    assert "search.sampler=random" in result["overrides"]  # both runs draw the same configs
+    (run,) = result["runs"]
+    assert run["seed"] == 0 and set(run["curves"]) == {"on", "observe"}
+    for curve in run["curves"].values():
+        assert len(curve["cpu"]) == len(curve["hv"]) == result["trials"]
+        assert curve["cpu"] == sorted(curve["cpu"]) and curve["hv"] == sorted(curve["hv"])
+    assert run["hv_ratio"] > 0 and run["on_total_cpu"] > 0 and run["off_total_cpu"] > 0
+    assert 0 <= run["off_front_would_stop"] <= run["off_front"]
+    assert 0 <= run["stopped"] <= result["trials"]

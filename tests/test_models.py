@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,6 +40,30 @@ def test_baseline_is_trained_once_then_loaded(tmp_path: Path) -> None:
                     strict=True):
         assert torch.equal(a, b)
     assert any("loaded from cache" in line for line in logs)
+
+
+TRAIN_OR_LOAD = """
+import sys, torch
+from sweeper.config import build_config
+from sweeper.data import load_splits
+from sweeper.models import load_or_train_baseline
+cfg = build_config(sys.argv[1:])
+load_or_train_baseline(cfg, load_splits(cfg.data), torch.device("cpu"))
+"""
+
+
+def test_sweeps_started_together_train_the_baseline_once(tmp_path: Path) -> None:
+    """Two drivers on one fresh cache: one trains while the other waits, then loads."""
+    args = [sys.executable, "-c", TRAIN_OR_LOAD, *own_cache(tmp_path, "train.epochs=4")]
+    procs = [subprocess.Popen(args, cwd=Path(__file__).resolve().parents[1],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(2)]
+    logs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], logs
+    trained = [log for log in logs if "cached at" in log]
+    loaded = [log for log in logs if "loaded from cache" in log]
+    assert len(trained) == 1 and len(loaded) == 1, logs
+    assert len(list((tmp_path / "cache").glob("baseline-*.pt"))) == 1
 
 
 def test_cache_key_covers_what_determines_the_baseline(tmp_path: Path) -> None:
