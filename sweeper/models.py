@@ -130,8 +130,8 @@ def load_or_train_baseline(
         model = create_model(cfg.model, splits.num_classes)
     if cfg.model.checkpoint:
         checkpoint.load_into(model, cfg.model.checkpoint, splits.num_classes, cfg.model.name)
-    # Sweeps (or test workers) started together on one cache: the first trains, the others
-    # wait for it and load, instead of each training the same baseline.
+    # Sweeps started together on one cache: the first trains, the others wait for it and
+    # load, instead of each training the same baseline.
     with exclusive(path.with_name(f"{path.name}.lock")):
         payload = _load_cached(path, model)
         if payload is not None:

@@ -11,6 +11,7 @@ import torch
 from sweeper.config import Config, build_config
 from sweeper.data import load_splits
 from sweeper.models import baseline_key, create_model, load_or_train_baseline, token_count
+from tests.cluster import ROOT
 from tests.conftest import tiny_overrides
 
 CPU = torch.device("cpu")
@@ -55,9 +56,8 @@ load_or_train_baseline(cfg, load_splits(cfg.data), torch.device("cpu"))
 def test_sweeps_started_together_train_the_baseline_once(tmp_path: Path) -> None:
     """Two drivers on one fresh cache: one trains while the other waits, then loads."""
     args = [sys.executable, "-c", TRAIN_OR_LOAD, *own_cache(tmp_path, "train.epochs=4")]
-    procs = [subprocess.Popen(args, cwd=Path(__file__).resolve().parents[1],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for _ in range(2)]
+    procs = [subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for _ in range(2)]
     logs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], logs
     trained = [log for log in logs if "cached at" in log]
