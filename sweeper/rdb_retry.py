@@ -27,14 +27,17 @@ from optuna.storages import BaseStorage, RDBStorage
 RETRY_ENV = "SWEEPER_STORAGE_RETRY_S"
 
 
-def _connection_lost(exc: BaseException) -> bool:
-    """A dropped or refused connection, directly or as the cause of Optuna's wrapper."""
+def _connection_lost(exc: BaseException | None) -> bool:
+    """A dropped or refused connection: directly, as the cause of Optuna's wrapper, or as the
+    error being handled when this one was raised. The last covers Optuna's `_get_trials`, which
+    catches an OperationalError and retries in the same session; that second query then fails
+    with PendingRollbackError (the connection is gone), whose context is the lost connection."""
     while exc is not None:
         if isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
             return True
         if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated:
             return True
-        exc = exc.__cause__  # type: ignore[assignment]
+        exc = exc.__cause__ or exc.__context__
     return False
 
 
