@@ -18,7 +18,7 @@ import ray
 from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 
-from sweeper import early_stop, journal, objectives
+from sweeper import early_stop, journal, objectives, tune_fixes
 from sweeper.config import Config
 from sweeper.errors import UserError
 from sweeper.search import (
@@ -117,6 +117,7 @@ def run_tune(sweep: Sweep, restore: bool = False) -> SweepRun:
     stops its trials, saves its state (what `resume` restores) and returns as if done."""
     cfg, mirror = sweep.cfg, sweep.mirror
     assert mirror is not None, "the driver opens the sweep's mirror before Tune runs"
+    tune_fixes.install()
     storage = optuna_storage(cfg, sweep.folder)
     experiment_dir = (sweep.folder / "ray" / "tune").resolve()
     job = tune.with_resources(

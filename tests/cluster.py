@@ -97,10 +97,12 @@ def start_sweep(args: list[str], log: Path, env: dict[str, str] | None = None
 
 
 class LoopbackCluster:
-    """A head and one worker node started with `ray start` on 127.0.0.1, stopped by pid
-    (never `ray stop`, which would also end unrelated Ray instances on the machine)."""
+    """A head and one worker node (or a head alone) started with `ray start` on 127.0.0.1,
+    stopped by pid (never `ray stop`, which would also end unrelated Ray instances on the
+    machine)."""
 
-    def __init__(self) -> None:
+    def __init__(self, with_worker: bool = True, head_cpus: int = 1) -> None:
+        self.with_worker, self.head_cpus = with_worker, head_cpus
         self.port = free_port()
         self.worker_manager_port = free_port()
         self.address = f"127.0.0.1:{self.port}"
@@ -113,10 +115,12 @@ class LoopbackCluster:
     def start(self) -> LoopbackCluster:
         self._ray("get-auth-token", "--generate")  # make sure a token exists to share
         self._ray("start", "--head", "--node-ip-address=127.0.0.1", f"--port={self.port}",
-                  "--num-cpus=1", "--include-dashboard=false", "--disable-usage-stats")
-        self._ray("start", f"--address={self.address}", "--node-ip-address=127.0.0.1",
-                  "--num-cpus=1", f"--node-manager-port={self.worker_manager_port}",
+                  f"--num-cpus={self.head_cpus}", "--include-dashboard=false",
                   "--disable-usage-stats")
+        if self.with_worker:
+            self._ray("start", f"--address={self.address}", "--node-ip-address=127.0.0.1",
+                      "--num-cpus=1", f"--node-manager-port={self.worker_manager_port}",
+                      "--disable-usage-stats")
         return self
 
     def worker_raylet(self) -> list[int]:
