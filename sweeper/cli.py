@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, NoReturn
 from sweeper.config import Config, build_config, redact, valid_keys
 from sweeper.errors import UserError
 from sweeper.quiet import quiet_third_party
+from sweeper.startup import heavy_imports
 
 if TYPE_CHECKING:
     from sweeper.front import SweepOutcome
@@ -64,7 +65,8 @@ def _say(msg: str) -> None:
 
 
 def cmd_launch(overrides: list[str]) -> int:
-    from sweeper.sweep import launch, prepare
+    with heavy_imports():
+        from sweeper.sweep import launch, prepare
 
     cfg = build_config(overrides)
     prep = prepare(cfg)
@@ -72,7 +74,8 @@ def cmd_launch(overrides: list[str]) -> int:
 
 
 def cmd_resume(run: str, overrides: list[str]) -> int:
-    from sweeper.sweep import resume
+    with heavy_imports():
+        from sweeper.sweep import resume
 
     cfg = build_config(overrides)
     if any(not o.startswith("output_dir=") for o in overrides):

@@ -9,13 +9,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import SHARED_CACHE, Shared
+
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-def run_script(name: str, out: Path) -> dict:
-    proc = subprocess.run([sys.executable, f"benchmarks/{name}.py", "--quick", "--json", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+def run_script(name: str, out: Path, *overrides: str, env: dict[str, str] | None = None
+               ) -> dict:
+    proc = subprocess.run([sys.executable, f"benchmarks/{name}.py", "--quick", "--json", str(out),
+                           *overrides], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(out.read_text())
 
@@ -65,8 +69,10 @@ def test_interval_calibration_benchmark_reports_both_protocols(tmp_path: Path) -
     assert result["cpu"] and result["isa"]
 
 
-def test_early_stopping_benchmark_compares_the_scheduler_on_and_off(tmp_path: Path) -> None:
-    result = run_script("early_stopping", tmp_path / "e.json")
+def test_early_stopping_benchmark_compares_the_scheduler_on_and_off(
+        tmp_path: Path, shared: Shared) -> None:
+    result = run_script("early_stopping", tmp_path / "e.json", f"cache_dir={SHARED_CACHE}",
+                        f"ray.address={shared.ray_address}", env=shared.env)
     assert "search.sampler=random" in result["overrides"]  # both runs draw the same configs
     (run,) = result["runs"]
     assert run["seed"] == 0 and set(run["curves"]) == {"on", "observe"}

@@ -14,18 +14,22 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.cluster import free_port
-from tests.conftest import sweep_study_storage, tiny_overrides
+from tests.conftest import Shared, sweep_study_storage, tiny_overrides
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def launch(tmp: Path, *extra: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    return subprocess.run(
-        [sys.executable, "-m", "sweeper", "launch", *tiny_overrides(tmp, *extra)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
-    )
+def launch(tmp: Path, *extra: str, timeout: int = 600, shared: Shared | None = None
+           ) -> subprocess.CompletedProcess:
+    """A tiny sweep in its own process; with `shared`, on the tests' Ray head."""
+    if shared is None:
+        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+        args = tiny_overrides(tmp, *extra)
+    else:
+        env, args = shared.env, shared.overrides(tmp, *extra)
+    return subprocess.run([sys.executable, "-m", "sweeper", "launch", *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def sweep_dir(tmp: Path) -> Path:
@@ -120,12 +124,14 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path: Path) -> None:
         assert not out.exists()
 
 
-def test_no_trial_repeats_a_configuration_of_a_small_discrete_space(tmp_path: Path) -> None:
+def test_no_trial_repeats_a_configuration_of_a_small_discrete_space(
+        tmp_path: Path, shared: Shared) -> None:
     """Six configurations, six trials through Tune's OptunaSearch: each one once (plain
     NSGA-II repeats one with probability 1 - 6!/6**6 = 98%), and the study holds exactly the
     sweep's trials."""
     space = ROOT / "tests" / "spaces" / "discrete_cheap.yaml"
-    proc = launch(tmp_path, f"space={space}", "search.trials=6", "search.concurrency=2")
+    proc = launch(tmp_path, f"space={space}", "search.trials=6", "search.concurrency=2",
+                  shared=shared)
     assert proc.returncode == 0, proc.stderr[-3000:]
     meta = json.loads((sweep_dir(tmp_path) / "sweep.json").read_text())
     study = optuna.load_study(study_name=meta["name"],

@@ -11,21 +11,21 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import sweep_study_storage
+from tests.conftest import Shared, sweep_study_storage
 from tests.test_e2e import ROOT, launch, sweep_dir
 
 pytestmark = pytest.mark.slow
 
 
-def test_stopped_trials_are_in_mlflow_and_pruned_in_the_study(tmp_path: Path) -> None:
+def test_stopped_trials_are_in_mlflow_and_pruned_in_the_study(
+        tmp_path: Path, shared: Shared) -> None:
     # Four configurations, one trial each, one at a time, in the order the seeded random
     # sampler draws them: the unpruned, wrecked one (lr=1) comes after the pruned, healthy
     # one that dominates it at the first rung (smaller, faster, more accurate).
     space = ROOT / "tests" / "spaces" / "rungs_cheap.yaml"
     proc = launch(tmp_path, f"space={space}", "search.trials=4", "search.concurrency=1",
                   "search.sampler=random", "search.seed=0", "search.early_stop=on",
-                  "search.rungs=1,2",
-                  "search.eta=2")
+                  "search.rungs=1,2", "search.eta=2", shared=shared)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "stopped at rung 0 (epoch 1)" in proc.stdout
 

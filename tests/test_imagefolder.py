@@ -18,6 +18,7 @@ from sweeper.datasets import splits_from_datasets
 from sweeper.errors import UserError
 from sweeper.preprocess import Preprocessing
 from sweeper.split import StreamedSplit, TensorSplit, decode_file
+from tests.conftest import Shared
 from tests.imagefolders import make_folder, write_image
 
 MODEL = ModelConfig(img_size=16, patch_size=4)
@@ -227,7 +228,7 @@ def test_user_datasets_become_streamed_splits(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_a_sweep_streams_an_image_folder_through_ray_and_exports_its_preprocessing(
-        tmp_path: Path) -> None:
+        tmp_path: Path, shared: Shared) -> None:
     """Real Ray workers read the folder with DataLoader workers (calibration included);
     export writes the preprocessing the sweep recorded, with the class names."""
     import json
@@ -235,7 +236,6 @@ def test_a_sweep_streams_an_image_folder_through_ray_and_exports_its_preprocessi
     import sys
 
     from sweeper.export import run_export
-    from tests.conftest import tiny_overrides
 
     root = make_folder(tmp_path / "pets", {"train": {"cat": 12, "dog": 12, "owl": 12},
                                            "val": {"cat": 3, "dog": 3, "owl": 3}})
@@ -243,13 +243,12 @@ def test_a_sweep_streams_an_image_folder_through_ray_and_exports_its_preprocessi
     space.write_text("techniques:\n  quantize:\n    scheme: {choices: [dynamic8, static8]}\n"
                      "    calibration_batches: 2\n")
     out = tmp_path / "runs"
-    args = tiny_overrides(out, f"space={space}", "data.name=imagefolder", f"data.root={root}",
-                          "data.test_fraction=0.25", "search.trials=2",
-                          "search.concurrency=1", "data.mean=0.4,0.5,0.6")
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    args = shared.overrides(out, f"space={space}", "data.name=imagefolder",
+                            f"data.root={root}", "data.test_fraction=0.25", "search.trials=2",
+                            "search.concurrency=1", "data.mean=0.4,0.5,0.6")
     root_dir = Path(__file__).resolve().parents[1]
     proc = subprocess.run([sys.executable, "-m", "sweeper", "launch", *args], cwd=root_dir,
-                          env=env, capture_output=True, text=True, timeout=600)
+                          env=shared.env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (sweep,) = list((out / "sweeps").iterdir())
     meta = json.loads((sweep / "sweep.json").read_text())

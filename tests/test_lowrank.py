@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ from sweeper.compress.quantize import QuantizeConfig
 from sweeper.compress.quantize import apply as quantize
 from sweeper.measure import count_parameters, serialized_size
 from sweeper.spaces import SPACE_DIR
-from tests.conftest import tiny_overrides
+from tests.conftest import Shared
 from tests.test_quant_packing import context, images, vit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,19 +87,18 @@ def test_onnx_export_of_factorised_and_int8_model_matches_torch() -> None:
     assert report.kernels == {"dynamic_int8": 2 * 4 * len(base.blocks) + 1}
 
 
-def _sweep(tmp: Path, space: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+def _sweep(tmp: Path, space: Path, shared: Shared) -> dict:
     proc = subprocess.run(
         [sys.executable, "-m", "sweeper", "launch",
-         *tiny_overrides(tmp, f"space={space}", "search.trials=2", "search.concurrency=2")],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+         *shared.overrides(tmp, f"space={space}", "search.trials=2", "search.concurrency=2")],
+        cwd=ROOT, env=shared.env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (folder,) = list((tmp / "sweeps").iterdir())
     return json.loads((folder / "sweep.json").read_text())
 
 
 @pytest.mark.slow
-def test_lowrank_and_hybrid_sweeps_run_and_export(tmp_path: Path) -> None:
+def test_lowrank_and_hybrid_sweeps_run_and_export(tmp_path: Path, shared: Shared) -> None:
     """The lowrank space as shipped, and the hybrid space with lowrank (and int8) switched
     on; a trial of each exports to an ONNX file that ONNX Runtime runs."""
     hybrid = yaml.safe_load((SPACE_DIR / "hybrid.yaml").read_text())
@@ -110,7 +108,7 @@ def test_lowrank_and_hybrid_sweeps_run_and_export(tmp_path: Path) -> None:
     (tmp_path / "hybrid_lowrank.yaml").write_text(yaml.safe_dump(hybrid))
     for space in (SPACE_DIR / "lowrank.yaml", tmp_path / "hybrid_lowrank.yaml"):
         out = tmp_path / space.stem
-        meta = _sweep(out, space)
+        meta = _sweep(out, space, shared)
         client = MlflowClient(f"sqlite:///{out}/mlflow.db")
         children = client.search_runs(
             [client.get_experiment_by_name("sweeper").experiment_id],

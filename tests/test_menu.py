@@ -17,7 +17,7 @@ import pytest
 from sweeper import journal, registry
 from sweeper.cli import main
 from sweeper.select import members_by_alias
-from tests.conftest import tiny_overrides
+from tests.conftest import Shared, tiny_overrides
 from tests.test_e2e import launch, sweep_dir
 from tests.test_outage import MlflowServer
 
@@ -26,10 +26,10 @@ ALIASES = ("best-accuracy", "smallest", "fastest", "knee")
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def sweep(tmp_path_factory: pytest.TempPathFactory, shared: Shared) -> Path:
     tmp = tmp_path_factory.mktemp("menu")
     proc = launch(tmp, "space=nystrom_m", "search.trials=5", "search.concurrency=2",
-                  "registry=true")
+                  "registry=true", shared=shared)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert tiny_overrides(tmp)  # the same tiny settings as every e2e sweep
     return sweep_dir(tmp)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ from sweeper.cli import main
 from sweeper.config import config_from_dict
 from sweeper.data import load_splits
 from sweeper.export import load_torch
-from tests.conftest import tiny_overrides
+from tests.conftest import Shared
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,16 +31,15 @@ techniques:
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, list]:
+def sweep(tmp_path_factory: pytest.TempPathFactory, shared: Shared) -> tuple[Path, dict, list]:
     tmp = tmp_path_factory.mktemp("qsweep")
     space = tmp / "two_schemes.yaml"
     space.write_text(SPACE)
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     proc = subprocess.run(
-        [sys.executable, "-m", "sweeper", "launch", *tiny_overrides(
+        [sys.executable, "-m", "sweeper", "launch", *shared.overrides(
             tmp, f"space={space}", "search.trials=2", "search.sampler=random",
             "measure.runtime=onnxruntime")],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+        cwd=ROOT, env=shared.env, capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (sweep_dir,) = list((tmp / "sweeps").iterdir())
