@@ -232,10 +232,9 @@ def test_a_sweep_streams_an_image_folder_through_ray_and_exports_its_preprocessi
     """Real Ray workers read the folder with DataLoader workers (calibration included);
     export writes the preprocessing the sweep recorded, with the class names."""
     import json
-    import subprocess
-    import sys
 
     from sweeper.export import run_export
+    from tests.test_e2e import launch
 
     root = make_folder(tmp_path / "pets", {"train": {"cat": 12, "dog": 12, "owl": 12},
                                            "val": {"cat": 3, "dog": 3, "owl": 3}})
@@ -243,12 +242,9 @@ def test_a_sweep_streams_an_image_folder_through_ray_and_exports_its_preprocessi
     space.write_text("techniques:\n  quantize:\n    scheme: {choices: [dynamic8, static8]}\n"
                      "    calibration_batches: 2\n")
     out = tmp_path / "runs"
-    args = shared.overrides(out, f"space={space}", "data.name=imagefolder",
-                            f"data.root={root}", "data.test_fraction=0.25", "search.trials=2",
-                            "search.concurrency=1", "data.mean=0.4,0.5,0.6")
-    root_dir = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, "-m", "sweeper", "launch", *args], cwd=root_dir,
-                          env=shared.env, capture_output=True, text=True, timeout=600)
+    proc = launch(out, f"space={space}", "data.name=imagefolder", f"data.root={root}",
+                  "data.test_fraction=0.25", "search.trials=2", "search.concurrency=1",
+                  "data.mean=0.4,0.5,0.6", shared=shared)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (sweep,) = list((out / "sweeps").iterdir())
     meta = json.loads((sweep / "sweep.json").read_text())

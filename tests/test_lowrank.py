@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +21,8 @@ from sweeper.compress.quantize import apply as quantize
 from sweeper.measure import count_parameters, serialized_size
 from sweeper.spaces import SPACE_DIR
 from tests.conftest import Shared
+from tests.test_e2e import launch
 from tests.test_quant_packing import context, images, vit
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @torch.no_grad()
@@ -88,10 +85,8 @@ def test_onnx_export_of_factorised_and_int8_model_matches_torch() -> None:
 
 
 def _sweep(tmp: Path, space: Path, shared: Shared) -> dict:
-    proc = subprocess.run(
-        [sys.executable, "-m", "sweeper", "launch",
-         *shared.overrides(tmp, f"space={space}", "search.trials=2", "search.concurrency=2")],
-        cwd=ROOT, env=shared.env, capture_output=True, text=True, timeout=900)
+    proc = launch(tmp, f"space={space}", "search.trials=2", "search.concurrency=2",
+                  timeout=900, shared=shared)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (folder,) = list((tmp / "sweeps").iterdir())
     return json.loads((folder / "sweep.json").read_text())

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +16,9 @@ from sweeper.config import config_from_dict
 from sweeper.data import load_splits
 from sweeper.export import load_torch
 from tests.conftest import Shared
+from tests.test_e2e import launch
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[1]
 SPACE = """\
 description: static int8 and packed 4-bit weights
 techniques:
@@ -35,12 +33,8 @@ def sweep(tmp_path_factory: pytest.TempPathFactory, shared: Shared) -> tuple[Pat
     tmp = tmp_path_factory.mktemp("qsweep")
     space = tmp / "two_schemes.yaml"
     space.write_text(SPACE)
-    proc = subprocess.run(
-        [sys.executable, "-m", "sweeper", "launch", *shared.overrides(
-            tmp, f"space={space}", "search.trials=2", "search.sampler=random",
-            "measure.runtime=onnxruntime")],
-        cwd=ROOT, env=shared.env, capture_output=True, text=True, timeout=900,
-    )
+    proc = launch(tmp, f"space={space}", "search.trials=2", "search.sampler=random",
+                  "measure.runtime=onnxruntime", timeout=900, shared=shared)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (sweep_dir,) = list((tmp / "sweeps").iterdir())
     meta = json.loads((sweep_dir / "sweep.json").read_text())
