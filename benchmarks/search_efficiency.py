@@ -77,7 +77,7 @@ SEEDS = (0, 1, 2)
 # tests/conftest.py TINY: a 2-block ViT on 600 digits (trains in seconds)
 QUICK = ["model.embed_dim=64", "model.depth=2", "model.num_heads=2", "train.epochs=25",
          "train.lr=3e-3", "data.limit=600", "measure.batch_sizes=1,8", "measure.warmup=2",
-         "measure.repeats=5"]
+         "measure.repeats=5", "measure.max_seconds=0"]
 QUICK_BUDGETS = (4, 8)
 TARGET = 0.95  # the default sampler's mean fraction at the largest budget
 KEPT = ("val_acc", "val_acc_drop", "size_mb", "size_ratio", "latency_ms",

@@ -15,24 +15,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
+from sweeper.startup import heavy_imports
 
-from sweeper import compress, node_lock, rung_watch
-from sweeper.config import Config
-from sweeper.hardware import cpu_model, fingerprint, isa_summary
-from sweeper.measure import (
-    LatencyPair,
-    Timing,
-    compare_latency,
-    count_parameters,
-    state_bytes,
-)
-from sweeper.models import create_model
-from sweeper.preprocess import Preprocessing
-from sweeper.rung_watch import RungPlan
-from sweeper.split import Split
-from sweeper.train import accuracy
+# A trial's worker process imports torch and timm here first (unpickling TrialInputs loads
+# this module): without the cyclic collector, as the driver does (sweeper.startup).
+with heavy_imports():
+    import torch
+    from torch import nn
+
+    from sweeper import compress, node_lock, rung_watch
+    from sweeper.config import Config
+    from sweeper.hardware import cpu_model, fingerprint, isa_summary
+    from sweeper.measure import (
+        LatencyPair,
+        Timing,
+        compare_latency,
+        count_parameters,
+        state_bytes,
+    )
+    from sweeper.models import create_model
+    from sweeper.preprocess import Preprocessing
+    from sweeper.rung_watch import RungPlan
+    from sweeper.split import Split
+    from sweeper.train import accuracy
 
 MB = 1e6
 

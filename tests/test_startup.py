@@ -4,6 +4,8 @@ what was allocated inside is frozen."""
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 
 from sweeper.startup import heavy_imports
 
@@ -35,3 +37,15 @@ def test_the_collector_comes_back_when_an_import_fails() -> None:
     except ModuleNotFoundError:
         pass
     assert gc.isenabled()
+
+
+def test_a_trial_worker_imports_torch_and_timm_without_the_collector() -> None:
+    """A Ray worker first imports torch and timm through sweeper.trial (unpickling the trial
+    inputs): in a fresh interpreter, that import leaves them frozen and the collector on."""
+    code = ("import gc, sys; import sweeper.trial; "
+            "print(gc.isenabled(), 'torch' in sys.modules, 'timm' in sys.modules, "
+            "gc.get_freeze_count())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True).stdout.split()
+    assert out[:3] == ["True", "True", "True"]
+    assert int(out[3]) > 100_000  # torch and timm alone make several hundred thousand objects
