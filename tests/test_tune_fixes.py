@@ -1,16 +1,21 @@
-"""sweeper.tune_fixes on Ray Tune's real controller and trials: the second failure of a dead
-node's actor no longer errors a trial Tune has already requeued; Tune's other failure paths
-are unchanged. (The end-to-end case is tests/test_faults.py's dead-node test, where the race
-shows only now and then.)"""
+"""sweeper.tune_fixes on Ray Tune's real controller and trials: the later failures of a dead
+node's actor no longer error a trial Tune has already requeued, whether it waits or is
+resetting a reused actor; Tune's other failure paths are unchanged. Tasks are scheduled
+through the controller's own `_schedule_trial_task` (which wraps their error callbacks); only
+the actor manager's dispatch is replaced, to hold the callbacks instead of sending the
+tasks. (The end-to-end case is tests/test_faults.py's dead-node test, where the race shows
+only now and then.)"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import ray
 from ray.air.execution import FixedResourceManager
+from ray.air.execution._internal.tracked_actor import TrackedActor
 from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.train._internal.storage import StorageContext
 from ray.tune.execution.tune_controller import TuneController
@@ -34,14 +39,15 @@ def local_ray() -> Iterator[None]:
 @pytest.fixture
 def fixed(monkeypatch: pytest.MonkeyPatch) -> None:
     """The fix, for this test only (a sweep run in this process installs it for good)."""
-    monkeypatch.setattr(TuneController, "_process_trial_failure",
-                        TuneController._process_trial_failure)  # restored after the test
+    for name in ("_schedule_trial_task", "_requeue_trial"):  # restored after the test
+        monkeypatch.setattr(TuneController, name, getattr(TuneController, name))
     tune_fixes.install()
 
 
 @pytest.fixture
 def unfixed(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(TuneController, "_process_trial_failure", tune_fixes._original)
+    monkeypatch.setattr(TuneController, "_schedule_trial_task", tune_fixes._original_schedule)
+    monkeypatch.setattr(TuneController, "_requeue_trial", tune_fixes._original_requeue)
 
 
 def running_trial(tmp_path: Path, max_failures: int = 3) -> tuple[TuneController, Trial]:
@@ -55,6 +61,30 @@ def running_trial(tmp_path: Path, max_failures: int = 3) -> tuple[TuneController
     return controller, trial
 
 
+_actor_ids = iter(range(1, 1_000_000))
+
+
+def tasks_on_an_actor(controller: TuneController, trial: Trial, *methods: str
+                      ) -> list[Callable[[Exception], None]]:
+    """Schedule the trial's tasks on a new actor as Tune does, then lose the actor as a dead
+    node does (Tune drops it before its tasks' failures arrive); each task's failure."""
+    actor = TrackedActor(next(_actor_ids))
+    controller._trial_to_actor[trial] = actor
+    controller._actor_to_trial[actor] = trial
+    held: list[Callable[[Exception], None]] = []
+
+    def hold(tracked_actor: TrackedActor, method_name: str, args: Any, kwargs: Any,
+             on_result: Any, on_error: Any, _return_future: bool) -> None:
+        held.append(lambda exc: on_error(tracked_actor, exc))
+
+    controller._actor_manager.schedule_actor_task = hold  # type: ignore[method-assign]
+    for method in methods:
+        controller._schedule_trial_task(trial, method, on_result=lambda *_: None,
+                                        on_error=controller._trial_task_failure)
+    del controller._trial_to_actor[trial], controller._actor_to_trial[actor]
+    return held
+
+
 def dead_node() -> RayActorError:
     return ActorUnavailableError("The actor is temporarily unavailable: Socket closed", None)
 
@@ -62,37 +92,56 @@ def dead_node() -> RayActorError:
 def test_without_the_fix_tune_errors_a_requeued_trial(tmp_path: Path, unfixed: None) -> None:
     """What the fix is for (if Tune changes this, the fix may go)."""
     controller, trial = running_trial(tmp_path)
-    controller._process_trial_failure(trial, dead_node())
+    train, save = tasks_on_an_actor(controller, trial, "train", "save")
+    train(dead_node())
     assert trial.status == Trial.PENDING  # requeued: retries are left
-    controller._process_trial_failure(trial, dead_node())  # the same death, a second task
+    save(dead_node())  # the same death, a second task
     assert trial.status == Trial.ERROR
 
 
-def test_a_second_failure_of_the_actor_it_left_keeps_the_trial_requeued(
-        tmp_path: Path, fixed: None) -> None:
+@pytest.mark.parametrize("resetting", [False, True], ids=["waiting", "resetting-reused-actor"])
+def test_later_failures_of_the_actor_it_left_keep_the_trial_requeued(
+        tmp_path: Path, fixed: None, resetting: bool) -> None:
     controller, trial = running_trial(tmp_path)
-    controller._process_trial_failure(trial, dead_node())
-    controller._process_trial_failure(trial, dead_node())
+    first, second, third = tasks_on_an_actor(controller, trial, "train", "save", "train")
+    first(dead_node())
+    assert trial.status == Trial.PENDING and trial.run_metadata.num_failures == 1
+    if resetting:  # Tune handed the requeued trial a cached actor at once
+        controller._resetting_trials.add(trial)
+    second(dead_node())
+    third(dead_node())
     assert trial.status == Trial.PENDING and trial.run_metadata.num_failures == 1
     # the next attempt's actor dies too: counted, and requeued again
+    controller._resetting_trials.discard(trial)
     controller._set_trial_status(trial, Trial.RUNNING)
-    controller._process_trial_failure(trial, dead_node())
+    (train,) = tasks_on_an_actor(controller, trial, "train")
+    train(dead_node())
     assert trial.status == Trial.PENDING and trial.run_metadata.num_failures == 2
 
 
 def test_other_failures_take_tunes_own_path(tmp_path: Path, fixed: None) -> None:
     # out of retries: the trial errors
     controller, trial = running_trial(tmp_path, max_failures=0)
-    controller._process_trial_failure(trial, dead_node())
+    (train,) = tasks_on_an_actor(controller, trial, "train")
+    train(dead_node())
     assert trial.status == Trial.ERROR
-    # a reused actor that fails its reset for a pending trial: Tune errors it, as before
+    # a reused actor that fails the reset scheduled after the requeue: Tune errors the
+    # pending trial, as before
     controller, trial = running_trial(tmp_path / "reset")
-    controller._set_trial_status(trial, Trial.PENDING)
+    (train,) = tasks_on_an_actor(controller, trial, "train")
+    train(dead_node())
+    assert trial.status == Trial.PENDING
     controller._resetting_trials.add(trial)
-    controller._process_trial_failure(trial, dead_node())
+    (reset,) = tasks_on_an_actor(controller, trial, "reset")
+    reset(dead_node())
     assert trial.status == Trial.ERROR
-    # a pending trial's failure that is not an actor's death: Tune's path
+    # after a requeue, a failure of an earlier task that is not an actor's death still
+    # reaches Tune's callback (the actor's is dropped)
     controller, trial = running_trial(tmp_path / "other")
-    controller._set_trial_status(trial, Trial.PENDING)
-    controller._process_trial_failure(trial, RuntimeError("not an actor"))
-    assert trial.status == Trial.ERROR
+    seen: list[Exception] = []
+    earlier = tune_fixes._drop_stale(controller, trial, lambda _trial, exc: seen.append(exc))
+    (train,) = tasks_on_an_actor(controller, trial, "train")
+    train(dead_node())
+    earlier(trial, RuntimeError("not an actor"))
+    earlier(trial, dead_node())
+    assert [type(exc) for exc in seen] == [RuntimeError]
