@@ -17,7 +17,6 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from sweeper import journal
 from tests.cluster import (
     ROOT,
     LoopbackCluster,
@@ -30,6 +29,7 @@ from tests.cluster import (
     wait_for,
 )
 from tests.conftest import sweep_study_storage, tiny_overrides
+from tests.test_outage import results
 
 pytestmark = pytest.mark.slow
 SLOW_SPACE = str(ROOT / "tests" / "spaces" / "slow_trials.yaml")
@@ -93,8 +93,7 @@ def test_resume_after_driver_sigkill(tmp_path: Path) -> None:
     assert meta["status"] == "RUNNING"
     # what the driver knew had finished: its journal (MLflow's copy is written behind it and
     # may miss the last result before the kill; the resume writes it again)
-    finished_before = {r["trial"] for r in journal.read(folder / journal.TRIALS)
-                       if r["event"] == "complete"}
+    finished_before = set(results(tmp_path))
     assert len(finished_before) >= 1
 
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
