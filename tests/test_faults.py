@@ -124,7 +124,10 @@ def test_resume_after_driver_sigkill(tmp_path: Path) -> None:
         assert run.data.tags.get("pareto") == str(run.info.run_name in front).lower(), run.info
     states = optuna_states(folder, meta["name"])
     assert states["COMPLETE"] == 4 and states["RUNNING"] == 0
-    assert states["FAIL"] == len(runs) - 4
+    # The trial in flight at the kill (concurrency 1) was asked of Optuna before its MLflow run
+    # was written (the mirror writes behind), so its run may be KILLED or may never have existed;
+    # either way its Optuna trial is FAIL, never left RUNNING.
+    assert len(runs) - 4 <= states["FAIL"] <= 1, (states, len(runs))
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     assert client.get_run(meta["parent_run_id"]).info.status == "FINISHED"
     front = json.loads((folder / "front.json").read_text())
