@@ -151,6 +151,22 @@ def local_cpus() -> int:
     return count
 
 
+def driver_threads() -> int:
+    """Threads for the driver's own torch work (training and evaluating the baseline):
+    OMP_NUM_THREADS when it is set, else the CPUs this process may run on (its affinity,
+    capped by a container's quota). More threads than free cores is far worse than fewer:
+    torch's OpenMP workers spin waiting for each other, and two trainings of 2 threads each on
+    2 cores took 5-9x as long as two of 1 thread (the tiny test ViT: 40-58 s against 8 s)."""
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        allowed = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        allowed = os.cpu_count() or 1
+    return max(1, min(allowed, local_cpus()))
+
+
 def check_local_resources(cfg: Config) -> None:
     """A local cluster is this machine; an attached one is checked by orchestrate.init_ray."""
     if cfg.ray.address:

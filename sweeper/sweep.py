@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -124,7 +123,7 @@ def launch(prep: Prepared, log: Log = print) -> SweepOutcome:
     started = time.perf_counter()
     out = Path(cfg.output_dir)
     folder = new_sweep_dir(out / "sweeps", space.name, time.strftime("%Y%m%d-%H%M%S"))
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(preflight.driver_threads())
 
     inputs, base = _inputs(cfg, prep.splits, log)
     tracker = Tracker(cfg.resolved_tracking_uri(), cfg.experiment, out / "mlartifacts")
@@ -207,7 +206,7 @@ def resume(ref: str, output_dir: str, log: Log = print, splits: Splits | None = 
     prep = prepare(cfg, meta["tracking_uri"], splits)
     preflight.check_cluster(cfg, log)
     started = time.perf_counter()
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(preflight.driver_threads())
     inputs, _ = _inputs(cfg, prep.splits, log)
     tracker = Tracker(meta["tracking_uri"], cfg.experiment, Path(cfg.output_dir) / "mlartifacts")
     tracker.reopen(meta["parent_run_id"])
