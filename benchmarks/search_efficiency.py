@@ -40,7 +40,6 @@ import argparse
 import dataclasses
 import hashlib
 import json
-import os
 import platform
 import statistics
 import sys
@@ -57,7 +56,7 @@ sys.path.insert(0, str(ROOT))
 import optuna  # noqa: E402
 import torch  # noqa: E402
 
-from sweeper import compress, objectives  # noqa: E402
+from sweeper import compress, objectives, preflight  # noqa: E402
 from sweeper.config import Config, build_config  # noqa: E402
 from sweeper.data import load_splits  # noqa: E402
 from sweeper.files import write_json  # noqa: E402
@@ -121,7 +120,7 @@ def measure_table(cfg: Config, space: Space, path: Path, log: Log) -> dict[str, 
     if not missing:
         log(f"table: {len(grid)} pipelines reused from {path}")
         return table
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(preflight.driver_threads())
     splits = load_splits(cfg.data, cfg.output_dir)
     inputs, base = _inputs(cfg, splits, log)
     table.update(baseline_val_acc=inputs.baseline_val_acc,

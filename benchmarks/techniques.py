@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import statistics
 import sys
 import time
@@ -27,7 +26,7 @@ from typing import Any
 
 import torch
 
-from sweeper import compress
+from sweeper import compress, preflight
 from sweeper.compress.distill import DistillConfig
 from sweeper.compress.lowrank import LowRankConfig
 from sweeper.compress.nystrom import NystromConfig
@@ -103,7 +102,7 @@ def pipelines(quick: bool) -> dict[str, list[Any]]:
 def trial_inputs(cfg: Config, log: Callable[[str], None]) -> TrialInputs:
     """As sweep.launch builds them: the cached (or freshly trained) baseline and the splits."""
     splits = load_splits(cfg.data, cfg.output_dir, cfg.model)
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(preflight.driver_threads())
     base = load_or_train_baseline(cfg, splits, torch.device("cpu"), log)
     model = base.model.cpu().eval()
     return TrialInputs(
