@@ -156,7 +156,7 @@ def driver_threads() -> int:
     OMP_NUM_THREADS when it is set, else the CPUs this process may run on (its affinity,
     capped by a container's quota). More threads than free cores is far worse than fewer:
     torch's OpenMP workers spin waiting for each other, and two trainings of 2 threads each on
-    2 cores took 5-9x as long as two of 1 thread (the tiny test ViT: 40-58 s against 8 s)."""
+    2 cores took 5-7x as long as two of 1 thread (the tiny test ViT: 40-58 s against 8 s)."""
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
     if env.isdigit() and int(env) > 0:
         return int(env)

@@ -16,15 +16,16 @@ import torch
 from sweeper.config import Config, build_config
 from sweeper.data import Splits, load_splits
 from sweeper.models import Baseline, load_or_train_baseline
+from sweeper.preflight import driver_threads
 
 # pytest-xdist workers share the cores: give each its share of torch threads, here and in every
 # process it starts (sweep drivers, Ray heads and their workers inherit OMP_NUM_THREADS). With
 # torch's default of a thread per core in each, their OpenMP threads spin against each other:
 # two tiny-ViT trainings side by side on 2 cores took 40-58 s each at 2 threads, 8 s at 1.
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-if _WORKERS > 1:
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
-    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+if _WORKERS > 1 and "OMP_NUM_THREADS" not in os.environ:
+    os.environ["OMP_NUM_THREADS"] = str(max(1, driver_threads() // _WORKERS))
+    torch.set_num_threads(driver_threads())
 
 # A 2-block ViT on 600 digits: trains in ~8 s and learns (val ~40%, chance is 10%).
 TINY = [
