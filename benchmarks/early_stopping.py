@@ -22,6 +22,10 @@ in the order trials finished (trials.jsonl). Printed per space and seed:
 - CPU-seconds the scheduler run took to reach 95% of the no-scheduler run's final
   hypervolume, and that as a fraction of what the no-scheduler run took to reach it
   (target at most 0.6);
+- the same ratio "paired": the scheduler run's trials in its own order and compute, each
+  scored by the no-scheduler run's measurement of the same configuration (both train it
+  identically; only the two runs' latency noise differs, and near the 95% line that noise
+  alone can move the crossing by several trials);
 - the final hypervolume ratio, on / off (target at least 0.98);
 - how many final front members of the no-scheduler run the scheduler would have stopped
   (judged against the same run's trials that had reached the rung before them).
@@ -32,6 +36,7 @@ Timings on a machine whose cores are shared with other work vary; say so when qu
     python benchmarks/early_stopping.py --tiny              # tiny model, 600 images, 16 trials
     python benchmarks/early_stopping.py --spaces kd_temperature --seeds 0 search.trials=8
     python benchmarks/early_stopping.py --quick              # smoke run: tiny model, 4 trials
+    python benchmarks/early_stopping.py --keep DIR --reanalyse ...  # analyse kept sweeps again
 """
 
 from __future__ import annotations
@@ -73,6 +78,16 @@ def sweep(out: Path, space: str, seed: int, mode: str, extra: list[str]) -> Path
     return folder
 
 
+def kept(out: Path) -> Path:
+    """The sweep folder an earlier run left under `out` (--reanalyse)."""
+    found = [p for p in (out / "sweeps").iterdir() if p.is_dir()] if (out / "sweeps").is_dir() \
+        else []
+    if len(found) != 1:
+        raise SystemExit(f"error: expected one kept sweep under {out / 'sweeps'}, "
+                         f"found {len(found)}")
+    return found[0]
+
+
 def analyse(folder: Path, observed: bool) -> dict[str, Any]:
     """Cumulative CPU-seconds and hypervolume after each finished trial, the final front,
     and (observed runs) which of its members the scheduler would have stopped."""
@@ -83,12 +98,13 @@ def analyse(folder: Path, observed: bool) -> dict[str, Any]:
     assert base["trial"] == "baseline"
     results = finished(records)
     curve = history(results, base["val_acc"])
-    cpu, total = [], 0.0
+    cpu, total, keys = [], 0.0, []
     seen: set[str] = set()
-    for rec in records:
+    for rec in records:  # the order of `finished`: each trial's first result
         if rec["trial"] in seen:
             continue
         seen.add(rec["trial"])
+        keys.append(json.dumps(rec.get("params"), sort_keys=True))
         seconds = float(rec["metrics"].get("trial_seconds", 0.0))
         if observed:  # what judging at the rungs cost: not part of a run without it
             seconds -= float(rec.get("tags", {}).get("rung_seconds", 0.0))
@@ -98,7 +114,19 @@ def analyse(folder: Path, observed: bool) -> dict[str, Any]:
     would = {r["trial"] for r in records if "would_stop_at_rung" in r.get("tags", {})}
     stopped = sum(1 for r in records if "stopped_at_rung" in r.get("metrics", {}))
     return {"cpu": cpu, "hv": curve, "front": sorted(front), "stopped": stopped,
-            "front_would_stop": sorted(front & would)}
+            "front_would_stop": sorted(front & would), "results": results, "keys": keys,
+            "baseline_val_acc": base["val_acc"]}
+
+
+def paired(on: dict[str, Any], off: dict[str, Any]) -> list[float]:
+    """The scheduler run's hypervolume curve with each trial it finished scored by the
+    no-scheduler run's measurement of the same configuration: both runs train the same
+    configurations identically, so this leaves out only the latency noise between the two
+    runs, which can decide a 95% crossing by itself. Stopped trials still count nothing."""
+    measured = dict(zip(off["keys"], off["results"], strict=True))
+    swapped = [r if r["stopped"] else measured.get(k, r)
+               for k, r in zip(on["keys"], on["results"], strict=True)]
+    return history(swapped, off["baseline_val_acc"])
 
 
 def reach(run: dict[str, Any], target: float) -> float | None:
@@ -112,9 +140,13 @@ def reach(run: dict[str, Any], target: float) -> float | None:
 def compare(on: dict[str, Any], off: dict[str, Any]) -> dict[str, Any]:
     target = 0.95 * off["hv"][-1]
     on_at, off_at = reach(on, target), reach(off, target)
+    paired_at = reach({"cpu": on["cpu"], "hv": paired(on, off)}, target)
     return {
         "on_cpu_to_95": on_at, "off_cpu_to_95": off_at,
         "compute_ratio_to_95": None if on_at is None or not off_at else on_at / off_at,
+        "paired_on_cpu_to_95": paired_at,
+        "paired_compute_ratio_to_95": (None if paired_at is None or not off_at
+                                       else paired_at / off_at),
         "hv_ratio": on["hv"][-1] / off["hv"][-1],
         "on_total_cpu": on["cpu"][-1], "off_total_cpu": off["cpu"][-1],
         "stopped": on["stopped"],
@@ -165,6 +197,8 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" /
                     "early_stopping.json")
     ap.add_argument("--keep", type=Path, default=None, help="keep the sweeps in this folder")
+    ap.add_argument("--reanalyse", action="store_true",
+                    help="run nothing: analyse the sweeps an earlier run left in --keep")
     ap.add_argument("--plot", type=Path, nargs="+", metavar=("PNG", "JSON"),
                     help="only draw PNG from earlier runs' JSON files")
     ap.add_argument("overrides", nargs="*", help="key=value for every sweep")
@@ -173,6 +207,8 @@ def main() -> int:
         runs = [r for f in args.plot[1:] for r in json.loads(f.read_text())["runs"]]
         plot(runs, args.plot[0])
         return 0
+    if args.reanalyse and args.keep is None:
+        ap.error("--reanalyse needs --keep FOLDER (where the earlier run kept its sweeps)")
     spaces = args.spaces or ([QUICK_SPACE] if args.quick else ["kd_temperature", "hybrid_train"])
     seeds = args.seeds if args.seeds is not None else ([0] if args.quick else [0, 1, 2])
     trials = args.trials or (4 if args.quick else 16)
@@ -196,7 +232,9 @@ def main() -> int:
         for seed in seeds:
             runs = {}
             for mode in ("on", "observe"):
-                folder = sweep(root / f"{name}-{seed}-{mode}", space, seed, mode, extra)
+                where = root / f"{name}-{seed}-{mode}"
+                folder = (kept(where) if args.reanalyse
+                          else sweep(where, space, seed, mode, extra))
                 runs[mode] = analyse(folder, observed=mode == "observe")
             row = compare(runs["on"], runs["observe"])
             rows.append(row)
@@ -210,7 +248,8 @@ def main() -> int:
             print_curve("off", runs["observe"])
             print(f"    CPU-s to 95% of off's final HV: on {_fmt(row['on_cpu_to_95'], '.0f')}, "
                   f"off {_fmt(row['off_cpu_to_95'], '.0f')} (ratio "
-                  f"{_fmt(row['compute_ratio_to_95'], '.2f')}, target <= 0.6); final HV ratio "
+                  f"{_fmt(row['compute_ratio_to_95'], '.2f')}, target <= 0.6; paired "
+                  f"{_fmt(row['paired_compute_ratio_to_95'], '.2f')}); final HV ratio "
                   f"{row['hv_ratio']:.4f} (target >= 0.98); stopped {row['stopped']}/{trials}; "
                   f"off's front members the scheduler would have stopped: "
                   f"{row['off_front_would_stop']}/{row['off_front']}")

@@ -80,5 +80,6 @@ def test_early_stopping_benchmark_compares_the_scheduler_on_and_off(
         assert len(curve["cpu"]) == len(curve["hv"]) == result["trials"]
         assert curve["cpu"] == sorted(curve["cpu"]) and curve["hv"] == sorted(curve["hv"])
     assert run["hv_ratio"] > 0 and run["on_total_cpu"] > 0 and run["off_total_cpu"] > 0
+    assert "paired_compute_ratio_to_95" in run and "paired_on_cpu_to_95" in run
     assert 0 <= run["off_front_would_stop"] <= run["off_front"]
     assert 0 <= run["stopped"] <= result["trials"]
