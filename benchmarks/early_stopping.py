@@ -80,11 +80,10 @@ def sweep(out: Path, space: str, seed: int, mode: str, extra: list[str]) -> Path
 
 def kept(out: Path) -> Path:
     """The sweep folder an earlier run left under `out` (--reanalyse)."""
-    found = [p for p in (out / "sweeps").iterdir() if p.is_dir()] if (out / "sweeps").is_dir() \
-        else []
+    sweeps = out / "sweeps"
+    found = [p for p in sweeps.iterdir() if p.is_dir()] if sweeps.is_dir() else []
     if len(found) != 1:
-        raise SystemExit(f"error: expected one kept sweep under {out / 'sweeps'}, "
-                         f"found {len(found)}")
+        raise SystemExit(f"error: expected one kept sweep under {sweeps}, found {len(found)}")
     return found[0]
 
 
