@@ -56,7 +56,7 @@ sys.path.insert(0, str(ROOT))
 import optuna  # noqa: E402
 import torch  # noqa: E402
 
-from sweeper import compress, objectives, preflight  # noqa: E402
+from sweeper import compress, objectives  # noqa: E402
 from sweeper.config import Config, build_config  # noqa: E402
 from sweeper.data import load_splits  # noqa: E402
 from sweeper.files import write_json  # noqa: E402
@@ -120,7 +120,6 @@ def measure_table(cfg: Config, space: Space, path: Path, log: Log) -> dict[str, 
     if not missing:
         log(f"table: {len(grid)} pipelines reused from {path}")
         return table
-    torch.set_num_threads(preflight.driver_threads())
     splits = load_splits(cfg.data, cfg.output_dir)
     inputs, base = _inputs(cfg, splits, log)
     table.update(baseline_val_acc=inputs.baseline_val_acc,

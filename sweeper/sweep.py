@@ -99,6 +99,7 @@ def baseline_device(cfg: Config) -> torch.device:
 
 
 def _inputs(cfg: Config, splits: Splits, log: Log) -> tuple[TrialInputs, Any]:
+    torch.set_num_threads(preflight.driver_threads())  # the driver trains the baseline
     base = load_or_train_baseline(cfg, splits, baseline_device(cfg), log)
     base_model = base.model.cpu().eval()
     inputs = TrialInputs(
@@ -123,7 +124,6 @@ def launch(prep: Prepared, log: Log = print) -> SweepOutcome:
     started = time.perf_counter()
     out = Path(cfg.output_dir)
     folder = new_sweep_dir(out / "sweeps", space.name, time.strftime("%Y%m%d-%H%M%S"))
-    torch.set_num_threads(preflight.driver_threads())
 
     inputs, base = _inputs(cfg, prep.splits, log)
     tracker = Tracker(cfg.resolved_tracking_uri(), cfg.experiment, out / "mlartifacts")
@@ -206,7 +206,6 @@ def resume(ref: str, output_dir: str, log: Log = print, splits: Splits | None = 
     prep = prepare(cfg, meta["tracking_uri"], splits)
     preflight.check_cluster(cfg, log)
     started = time.perf_counter()
-    torch.set_num_threads(preflight.driver_threads())
     inputs, _ = _inputs(cfg, prep.splits, log)
     tracker = Tracker(meta["tracking_uri"], cfg.experiment, Path(cfg.output_dir) / "mlartifacts")
     tracker.reopen(meta["parent_run_id"])

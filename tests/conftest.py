@@ -24,8 +24,9 @@ from sweeper.preflight import driver_threads
 # two tiny-ViT trainings side by side on 2 cores took 40-58 s each at 2 threads, 8 s at 1.
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _WORKERS > 1 and "OMP_NUM_THREADS" not in os.environ:
-    os.environ["OMP_NUM_THREADS"] = str(max(1, driver_threads() // _WORKERS))
-    torch.set_num_threads(driver_threads())
+    _SHARE = max(1, driver_threads() // _WORKERS)
+    os.environ["OMP_NUM_THREADS"] = str(_SHARE)
+    torch.set_num_threads(_SHARE)
 
 # A 2-block ViT on 600 digits: trains in ~8 s and learns (val ~40%, chance is 10%).
 TINY = [
