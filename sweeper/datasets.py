@@ -92,6 +92,8 @@ def splits_from_datasets(
     num_classes = len(classes) if classes else max(int(y.max()) for y in labels) + 1
     if low < 0 or max(int(y.max()) for y in labels) >= num_classes:
         raise UserError(f"labels must lie in 0..{num_classes - 1}")
+    if num_classes < 2:
+        raise UserError(f"the data has {num_classes} class: a classifier needs at least 2")
     missing = sorted(set(torch.cat(labels[1:]).tolist()) - set(labels[0].tolist()))
     if missing:
         raise UserError(f"label(s) {missing[:5]} appear in val/test but not in train: every "

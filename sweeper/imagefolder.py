@@ -61,6 +61,9 @@ def read_layout(root: Path) -> tuple[list[str], dict[str, Files]]:
     if not classes:
         raise UserError(f"{root / 'train'} has no class folders (expected "
                         f"{root}/train/<class>/*)")
+    if len(classes) < 2:
+        raise UserError(f"{root / 'train'} has one class folder ({classes[0]!r}): a classifier "
+                        f"needs at least 2 (is data.root one level too deep?)")
     index = {name: i for i, name in enumerate(classes)}
     files: dict[str, Files] = {}
     for split, by_class in found.items():

@@ -68,6 +68,7 @@ def test_val_and_test_folders_are_used_as_they_are(tmp_path: Path) -> None:
     ("missing", "is not a folder"),
     ("no_train", "has no train/ folder"),
     ("no_classes", "has no class folders"),
+    ("one_class", "one class folder \\('cat'\\).*at least 2"),
     ("empty_class", "holds no images"),
     ("class_only_in_test", "'owl' is in .*test but not in .*train"),
     ("corrupt", "cannot read image .*broken.png"),
@@ -83,6 +84,8 @@ def test_bad_folders_are_user_errors(tmp_path: Path, layout: str, message: str) 
     elif layout == "no_classes":
         for p in sorted((root / "train").rglob("*"), reverse=True):
             p.unlink() if p.is_file() else p.rmdir()
+    elif layout == "one_class":  # data.root pointed one level too deep, say
+        make_folder(root := tmp_path / "cats", {"train": {"cat": 10}})
     elif layout == "empty_class":
         (root / "train" / "owl").mkdir()
         (root / "train" / "owl" / "notes.txt").write_text("not an image")
@@ -224,6 +227,8 @@ def test_user_datasets_become_streamed_splits(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"\[1\] appear in val/test but not in train"):
         zeros = torch.utils.data.TensorDataset(torch.rand(2, 3, 16, 16), torch.tensor([0, 0]))
         splits_from_datasets(zeros, floats, floats, preprocessing=prep, workers=0)
+    with pytest.raises(UserError, match="1 class: a classifier needs at least 2"):
+        splits_from_datasets(zeros, zeros, zeros, preprocessing=prep, workers=0)
 
 
 @pytest.mark.slow
