@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -8,9 +9,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from sweeper.config import Config, build_config
+from sweeper.config import Config, ModelConfig, build_config
 from sweeper.data import load_splits
-from sweeper.models import baseline_key, create_model, load_or_train_baseline, token_count
+from sweeper.errors import UserError
+from sweeper.models import (
+    _hub_retries_quiet,
+    baseline_key,
+    create_model,
+    load_or_train_baseline,
+    token_count,
+)
 from tests.cluster import ROOT
 from tests.conftest import tiny_overrides
 
@@ -92,3 +100,39 @@ def test_corrupt_cache_is_rebuilt_not_loaded(tmp_path: Path, damage: bytes | str
     assert not again.from_cache
     assert any("unreadable; retraining" in line for line in logs)
     assert torch.load(again.path, weights_only=True)["key"] == again.key
+
+
+@pytest.mark.parametrize("name, message", [
+    ("resnet18", "'resnet18' is a ResNet, not a timm VisionTransformer"),
+    ("swin_tiny_patch4_window7_224", "is a SwinTransformer, not a timm VisionTransformer"),
+    ("no_such_vit", r"cannot create timm model 'no_such_vit': Unknown model"),
+])
+def test_a_model_that_is_not_a_vit_is_refused_before_weights_are_fetched(
+        name: str, message: str) -> None:
+    # pretrained: a download would be tried (and fail here, slowly) if the check came later
+    cfg = dataclasses.replace(ModelConfig(), name=name, img_size=224, pretrained=True)
+    with pytest.raises(UserError, match=message):
+        create_model(cfg, 3)
+
+
+def test_pretrained_weights_that_cannot_be_fetched_are_one_error_with_a_way_out(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache
+    cfg = dataclasses.replace(ModelConfig(), name="vit_tiny_patch16_224", img_size=32,
+                              pretrained=True)
+    with pytest.raises(UserError, match="cannot load pretrained weights .*HF_HUB_OFFLINE=1"):
+        create_model(cfg, 3)
+    http, level = logging.getLogger("huggingface_hub.utils._http"), logging.getLogger(
+        "huggingface_hub").level
+    with caplog.at_level(logging.WARNING):
+        with _hub_retries_quiet():
+            http.warning("Retrying in 1s [Retry 1/5].")
+        http.warning("after the download")
+    assert "Retrying" not in caplog.text and "after the download" in caplog.text
+    assert logging.getLogger("huggingface_hub").level == level  # restored
+    vit = create_model(dataclasses.replace(cfg, pretrained=False), 3)
+    assert type(vit).__name__ == "VisionTransformer" and vit.head.out_features == 3
