@@ -1,7 +1,8 @@
 """`model.checkpoint=PATH`: the user's own weights, read without unpickling code and checked
 against the model before anything is written.
 
-Accepted: a bare `state_dict`, or a training checkpoint holding one under `state_dict` /
+Accepted: a safetensors file (Hugging Face's and timm's hub format), a bare `state_dict`, or a
+training checkpoint holding one under `state_dict` /
 `model` (timm's train.py, torchvision's references) or, when only that is there, `model_ema` /
 `state_dict_ema`; `module.` (DataParallel/DDP) and `_orig_mod.` (torch.compile) prefixes are
 stripped. timm's checkpoints also hold its `argparse.Namespace` of arguments: that one class is
@@ -14,7 +15,9 @@ import argparse
 import hashlib
 import pickle
 import re
+import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -36,9 +39,18 @@ def read_state(path: str | Path) -> dict[str, torch.Tensor]:
         raise UserError(f"{where} does not exist")
     if not p.is_file():
         raise UserError(f"{where} is not a file")
+    if _is_safetensors(p):
+        return _strip(_read_safetensors(p, where))
+    return _strip(_unwrap(safe_load(p, where), where))
+
+
+def safe_load(path: Path, where: str, unreadable: str = "is not a PyTorch checkpoint") -> Any:
+    """torch.load(weights_only=True) of a file a user or a crash may have damaged: any
+    failure is one UserError "<where> <unreadable> (why)", and torch's warnings stay quiet."""
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            obj = torch.load(p, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 88" on junk
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # weights_only refuses a class it may not import: a pickled model or other objects
         found = re.search(r"(?:GLOBAL |global )?([\w.]+) was not an allowed global", str(exc)) \
@@ -46,11 +58,32 @@ def read_state(path: str | Path) -> dict[str, torch.Tensor]:
         if found:
             raise UserError(f"{where} holds Python objects, not only tensors ({found[1]}); "
                             "save model.state_dict() instead") from None
-        raise UserError(f"{where} is not a PyTorch checkpoint (torch.load cannot read it)"
+        raise UserError(f"{where} {unreadable} (torch.load cannot read it)") from None
+    except Exception as exc:  # noqa: BLE001 - junk bytes fail anywhere in the unpickler
+        raise UserError(f"{where} {unreadable} ({_first_line(exc)})") from None
+
+
+def _is_safetensors(path: Path) -> bool:
+    """A safetensors file starts with its JSON header's length (u64, little-endian), then
+    the header's "{"; a torch.save file is a zip (PK) or a pickle (0x80)."""
+    with path.open("rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:] == b"{" and \
+        0 < int.from_bytes(head[:8], "little") < path.stat().st_size
+
+
+def _read_safetensors(path: Path, where: str) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(path, device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise UserError(f"{where} is not a readable safetensors file ({_first_line(exc)})"
                         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError) as exc:
-        raise UserError(f"{where} is not a PyTorch checkpoint ({_first_line(exc)})") from None
-    return _strip(_unwrap(obj, where))
+    if not state:
+        raise UserError(f"{where} holds no tensors")
+    return state
 
 
 def _first_line(exc: BaseException) -> str:

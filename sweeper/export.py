@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ import torch
 from torch import nn
 
 from sweeper import compress
+from sweeper.checkpoint import safe_load
 from sweeper.config import Config, ModelConfig, config_from_dict
 from sweeper.data import CIFAR_MEAN, CIFAR_STD, DIGITS_STATS
 from sweeper.errors import UserError
@@ -61,11 +61,10 @@ class TrialArtifact:
 
     def state(self) -> dict[str, Any]:
         path = self.checkpoint / MODEL_FILE
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except (OSError, EOFError, RuntimeError, pickle.UnpicklingError) as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-            raise UserError(f"checkpoint {path} is unreadable ({first})") from None
+        state = safe_load(path, f"checkpoint {path}", "is unreadable")
+        if not isinstance(state, dict):
+            raise UserError(f"checkpoint {path} is unreadable (not a state_dict)")
+        return state
 
     def model(self) -> nn.Module:
         num_classes = self.num_classes
@@ -110,7 +109,13 @@ def _reported(checkpoint: Path) -> dict[str, float]:
     for path in (checkpoint / "result.json", checkpoint.parent / "result.json"):
         if path.is_file():
             lines = path.read_text().strip().splitlines()
-            result = json.loads(lines[-1]) if lines else {}
+            try:
+                result = json.loads(lines[-1]) if lines else {}
+            except ValueError:
+                result = None
+            if not isinstance(result, dict):
+                raise UserError(f"{path} is not a trial's result log (its last line is not "
+                                f"a JSON object)")
             return {k: v for k, v in result.items() if isinstance(v, int | float)}
     return {}
 
@@ -172,8 +177,8 @@ def export_torch(art: TrialArtifact, path: Path) -> int:
 
 def load_torch(path: str | Path) -> nn.Module:
     """The compressed model of a `format=torch` export, in eval mode."""
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if payload.get("format") != TORCH_FORMAT:
+    payload = safe_load(Path(path), str(path), "is not a sweeper torch export")
+    if not isinstance(payload, dict) or payload.get("format") != TORCH_FORMAT:
         raise UserError(f"{path} is not a sweeper torch export")
     structure = ModelConfig(**{**payload["model"], "pretrained": False})
     baseline = create_model(structure, payload["num_classes"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -124,6 +125,8 @@ CASES = {
                                              "data.root={tmp}/folders/only_in_test"),
     "data-folder-corrupt-image": launch("data.name=imagefolder",
                                         "data.root={tmp}/folders/corrupt"),
+    "data-folder-one-class": launch("data.name=imagefolder", "data.root={tmp}/folders/one_class"),
+    "model-not-a-vit": launch("model.name=resnet18"),
     "data-folder-mean-not-rgb": launch("data.name=imagefolder", "data.root={tmp}/folders/ok",
                                        "data.mean=0.5,0.5"),
     "data-folder-std-zero": launch("data.name=imagefolder", "data.root={tmp}/folders/ok",
@@ -142,6 +145,9 @@ CASES = {
     "export-tome-has-no-onnx": command("export", "tome-sweep", "t0me01", sub=True),
     "export-corrupt-checkpoint": command("export", "tome-sweep", "t0me01", "format=torch",
                                          sub=True),
+    "export-junk-checkpoint": command("export", "tome-sweep", "t0me03", "format=torch",
+                                      sub=True),
+    "export-junk-result-log": command("export", "tome-sweep", "t0me02", sub=True),
     "export-out-is-a-folder": command("export", "tome-sweep", "t0me01", "format=torch",
                                       "out={tmp}", sub=True),
     "export-unknown-trial": command("export", "tome-sweep", "nosuch", sub=True),
@@ -203,6 +209,14 @@ def make_sweeps(tmp: Path, port: int) -> None:
     ckpt.mkdir(parents=True)
     (ckpt / "model.pt").write_bytes(b"not a checkpoint")
     (ckpt / "pipeline.json").write_text(json.dumps({"tome": {"r": 2}}))
+    for trial, model, log in (("t0me02", b"", "{oops"),
+                              # junk torch's unpickler fails on with an IndexError
+                              ("t0me03", random.Random(2).randbytes(64), "")):
+        other = ckpt.parents[1] / f"trainable_{trial}_1_r=2_x" / "checkpoint_0"
+        other.mkdir(parents=True)
+        (other / "model.pt").write_bytes(model)
+        (other / "pipeline.json").write_text(json.dumps({"quantize": {"bits": 8}}))
+        (other / "result.json").write_text(log)
 
 
 def make_inputs(tmp: Path, port: int) -> None:
@@ -231,6 +245,7 @@ def make_folders(root: Path) -> None:
     make_folder(root / "empty_class", good)
     (root / "empty_class" / "train" / "owl").mkdir()
     make_folder(root / "only_in_test", {**good, "test": {"cat": 1, "owl": 1}})
+    make_folder(root / "one_class", {"train": {"cat": 6}})
     make_folder(root / "corrupt", good)
     png = (root / "corrupt" / "train" / "dog" / "000.png").read_bytes()
     (root / "corrupt" / "train" / "dog" / "001.png").write_bytes(png[: len(png) // 2])

@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
+import random
+import warnings
 from pathlib import Path
 
 import pytest
@@ -107,6 +108,30 @@ def test_epochs_0_keeps_the_checkpoint_and_more_epochs_fine_tune_it(tmp_path: Pa
     assert (now - start).norm() < (now - fresh).norm()
 
 
+def test_a_safetensors_file_loads_the_same_weights(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    source = tiny_model(seed=1)
+    path = tmp_path / "model.safetensors"  # as Hugging Face and timm's hub save them
+    save_file({f"module.{k}": v.contiguous() for k, v in source.state_dict().items()}, path)
+    target = checkpoint.load_into(tiny_model(seed=2), path, 10, "vit_digits")
+    for key, value in source.state_dict().items():
+        assert torch.equal(target.state_dict()[key], value), key
+
+
+def test_any_junk_file_is_a_user_error_without_warnings(tmp_path: Path) -> None:
+    """Random bytes fail anywhere in torch's unpickler (IndexError for one file in ~15 here)
+    and can make it warn; every one must be the one error line, nothing else on stderr."""
+    rng = random.Random(1)
+    path = tmp_path / "junk.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for size in [rng.randrange(1, 8192) for _ in range(300)]:
+            path.write_bytes(rng.randbytes(size))
+            with pytest.raises(UserError, match="is not a (PyTorch checkpoint|readable)"):
+                checkpoint.read_state(path)
+
+
 def test_pretrained_and_checkpoint_together_are_refused() -> None:
     with pytest.raises(UserError, match="set only one"):
         build_config(["model.pretrained=true", "model.checkpoint=ck.pt"])
@@ -121,7 +146,7 @@ def _write_bad(kind: str, path: Path) -> None:
     elif kind == "another_class_count":
         torch.save({"state_dict": tiny_model(num_classes=5).state_dict()}, path)
     elif kind == "not_a_checkpoint":
-        path.write_bytes(os.urandom(4096))
+        path.write_bytes(random.Random(0).randbytes(4096))
     elif kind == "text_file":
         path.write_text("weights: none\n")
     elif kind == "pickled_module":  # torch.save(model): needs code to unpickle
@@ -130,6 +155,11 @@ def _write_bad(kind: str, path: Path) -> None:
         torch.save({"epoch": 3, "optimizer": {"lr": 1e-3}}, path)
     elif kind == "folder":
         path.mkdir()
+    elif kind == "truncated_safetensors":
+        from safetensors.torch import save_file
+
+        save_file(tiny_model().state_dict(), path)
+        path.write_bytes(path.read_bytes()[:-1000])
 
 
 BAD = {
@@ -141,6 +171,7 @@ BAD = {
     "pickled_module": "holds Python objects, not only tensors",
     "no_state_dict": "holds no state_dict (keys: epoch, optimizer",
     "folder": "is not a file",
+    "truncated_safetensors": "is not a readable safetensors file",
     "missing": "does not exist",
 }
 
