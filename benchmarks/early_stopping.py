@@ -56,6 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sweeper import journal  # noqa: E402
+from sweeper.config import layered  # noqa: E402
 from sweeper.hardware import cpu_model, isa_summary  # noqa: E402
 from sweeper.hv_history import finished, history  # noqa: E402
 
@@ -68,9 +69,9 @@ QUICK_SPACE = str(ROOT / "tests" / "spaces" / "rungs_cheap.yaml")
 def sweep(out: Path, space: str, seed: int, mode: str, extra: list[str]) -> Path:
     """One real sweep; its folder."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    args = [sys.executable, "-m", "sweeper", "launch", f"space={space}", f"search.seed={seed}",
-            f"search.early_stop={mode}", f"output_dir={out}", "registry=false", "quiet=true",
-            *extra]
+    args = [sys.executable, "-m", "sweeper", "launch", *layered(
+        "registry=false", "quiet=true", *extra, f"space={space}", f"search.seed={seed}",
+        f"search.early_stop={mode}", f"output_dir={out}")]
     proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"sweep failed ({' '.join(args[3:])}):\n{proc.stderr[-3000:]}")

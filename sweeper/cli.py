@@ -131,11 +131,22 @@ def cmd_spaces() -> int:
     return 0
 
 
+def given_once(overrides: list[str]) -> None:
+    """A key given twice on one command line is a mistake, not "the last one wins"."""
+    seen: dict[str, str] = {}
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        if key in seen:
+            raise UserError(f"{key} is given twice ({seen[key]} and {item}); give each key once")
+        seen[key] = item
+
+
 def main(argv: list[str] | None = None) -> int:
     """Exit status 2 and one `error:` line for bad input, 1 and a traceback for our bugs."""
     quiet_third_party()
     try:
         args = _parser().parse_args(argv)
+        given_once(getattr(args, "overrides", []))
         if args.command == "launch":
             return cmd_launch(args.overrides)
         if args.command == "resume":

@@ -398,6 +398,13 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     return cfg
 
 
+def layered(*overrides: str) -> list[str]:
+    """Defaults followed by what replaces them: each key once, where it was last given (a
+    command line refuses a key given twice; scripts layer their own defaults under it)."""
+    last = {item.partition("=")[0].strip(): i for i, item in enumerate(overrides)}
+    return [item for i, item in enumerate(overrides) if last[item.partition("=")[0].strip()] == i]
+
+
 def build_config(overrides: list[str], base: Config | None = None) -> Config:
     return apply_overrides(base or Config(), overrides)
 

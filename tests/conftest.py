@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import torch
 
-from sweeper.config import Config, build_config
+from sweeper.config import Config, build_config, layered
 from sweeper.data import Splits, load_splits
 from sweeper.models import Baseline, load_or_train_baseline
 from sweeper.preflight import driver_threads
@@ -52,7 +52,9 @@ SHARED_CACHE = Path(tempfile.gettempdir()) / f"sweeper-test-cache-{os.getuid()}"
 
 
 def tiny_overrides(tmp: Path, *extra: str) -> list[str]:
-    return [*TINY, f"output_dir={tmp}", f"cache_dir={SHARED_CACHE}", *extra]
+    """The tiny settings with `extra` on top; a key in `extra` replaces the tiny one (the CLI
+    refuses a key given twice)."""
+    return layered(*TINY, f"output_dir={tmp}", f"cache_dir={SHARED_CACHE}", *extra)
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,8 @@ CASES = {
     "cli-unknown-command": Case(("frobnicate",)),
     "cli-override-without-equals": launch("search"),
     "cli-unknown-key": launch("search.trialz=2"),
+    "cli-key-given-twice": launch("space=nystrom_m", "space=hybrid"),
+    "select-key-given-twice": command("select", "tome-sweep", "prefer=size", "prefer=latency"),
     "cli-not-an-integer": launch("search.trials=x"),
     "cli-not-a-boolean": launch("dashboard=maybe"),
     "cli-unknown-space": launch("space=nope"),

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from sweeper.cli import main
+from sweeper.config import layered
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,3 +48,9 @@ def test_no_user_string_reaches_a_shell_and_checkpoints_load_weights_only() -> N
         for line in text.splitlines():
             if "torch.load(" in line and not line.strip().startswith("#"):
                 assert "weights_only=True" in line, f"{path}: {line.strip()}"
+
+
+def test_a_key_given_twice_is_refused_but_scripts_can_layer_defaults() -> None:
+    assert main(["launch", "space=nystrom_m", " space =hybrid"]) == 2
+    assert layered("search.trials=8", "space=hybrid", "search.trials=3") == [
+        "space=hybrid", "search.trials=3"]

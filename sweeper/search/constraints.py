@@ -11,20 +11,18 @@ from ray.tune.search.optuna import OptunaSearch
 from sweeper.early_stop import STOPPED
 from sweeper.objectives import METRICS
 
+CONSTRAINT = "accuracy_drop_over_budget"  # points of val accuracy beyond max_accuracy_drop
+
 
 def feasible(result: dict[str, Any], max_drop: float | None) -> bool:
     """Within the accuracy budget? `max_drop` is in points, val_acc_drop a fraction."""
     return max_drop is None or 100.0 * result.get("val_acc_drop", 0.0) <= max_drop
 
 
-def constraint_values(trial: optuna.trial.FrozenTrial) -> list[float]:
-    """Optuna's convention: feasible when every value is <= 0."""
-    return trial.user_attrs.get("constraint", [0.0])
-
-
 class ConstrainedOptunaSearch(OptunaSearch):
-    """OptunaSearch that stores the accuracy-drop constraint on the Optuna trial before
-    telling its result, so constraint-aware samplers steer away from infeasible regions."""
+    """OptunaSearch that sets the accuracy-drop constraint on the Optuna trial before telling
+    its result (`Trial.set_constraint`: feasible when <= 0), so NSGA-II, TPE and GP, which
+    read a trial's constraints from the study, steer away from infeasible regions."""
 
     def __init__(self, *args: Any, max_drop: float | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -34,9 +32,10 @@ class ConstrainedOptunaSearch(OptunaSearch):
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
         ot_trial = self._reopen(trial_id)
-        if self.max_drop is not None and result and ot_trial is not None:
+        if (self.max_drop is not None and result and ot_trial is not None
+                and CONSTRAINT not in ot_trial.constraints):  # set: a resumed sweep's repeat
             excess = 100.0 * result.get("val_acc_drop", 0.0) - self.max_drop
-            ot_trial.set_user_attr("constraint", [excess])
+            ot_trial.set_constraint(CONSTRAINT, excess)
         if result and STOPPED in result and ot_trial is not None:
             # PRUNED, not the rung's values: a partial accuracy told as final would rank the
             # configuration below what it reaches (README, early stopping)

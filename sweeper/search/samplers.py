@@ -9,7 +9,6 @@ from typing import Any
 import optuna
 
 from sweeper.config import Config
-from sweeper.search.constraints import constraint_values
 
 
 def make_sampler(
@@ -18,19 +17,16 @@ def make_sampler(
     """The sweep's Optuna sampler; given the space's define-by-run function, wrapped in
     `NoRepeatSampler` so no trial repeats a configuration another trial already has."""
     s = cfg.search
-    constraints = constraint_values if cfg.max_accuracy_drop is not None else None
+    # the accuracy budget reaches the samplers as constraints set on each trial
+    # (ConstrainedOptunaSearch); Optuna 5 reads them from the study, no constraints_func
     sampler: optuna.samplers.BaseSampler
     if s.sampler == "nsga2":
         population = s.population or max(4, min(50, s.trials // 4))
-        sampler = optuna.samplers.NSGAIISampler(
-            population_size=population, seed=s.seed, constraints_func=constraints
-        )
+        sampler = optuna.samplers.NSGAIISampler(population_size=population, seed=s.seed)
     elif s.sampler == "tpe":
-        sampler = optuna.samplers.TPESampler(
-            seed=s.seed, multivariate=True, constraints_func=constraints
-        )
+        sampler = optuna.samplers.TPESampler(seed=s.seed, multivariate=True)
     elif s.sampler == "gp":
-        sampler = optuna.samplers.GPSampler(seed=s.seed, constraints_func=constraints)
+        sampler = optuna.samplers.GPSampler(seed=s.seed)
     else:
         sampler = optuna.samplers.RandomSampler(seed=s.seed)
     return sampler if define is None else NoRepeatSampler(sampler, define, seed=s.seed)
