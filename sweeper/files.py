@@ -51,6 +51,20 @@ def exclusive(path: str | os.PathLike[str]) -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
+@contextlib.contextmanager
+def claimed(path: str | os.PathLike[str]) -> Iterator[None]:
+    """`exclusive` that never waits: BlockingIOError when another process holds the lock. The
+    holder's pid is written into the file, for the message of whoever finds it held."""
+    fd = os.open(Path(path), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
 def write_text(path: str | os.PathLike[str], text: str) -> None:
     atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
 

@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from sweeper.errors import UserError
+
 TRIALS = "trials.jsonl"
 
 
@@ -33,3 +35,25 @@ def read(path: Path) -> list[dict[str, Any]]:
         except ValueError:
             continue
     return records
+
+
+def cut_partial_tail(path: Path, every_line_json: bool) -> int:
+    """Before a resume appends to `path`: drop a last record cut short by a kill mid-write
+    (no newline; appending after it would glue the next record to it, and Optuna then refuses
+    the whole file). With `every_line_json`, a complete line that is not JSON is a UserError,
+    found before anything is cut. Returns the bytes dropped."""
+    if not path.is_file():
+        return 0
+    data = path.read_bytes()
+    complete = data.rfind(b"\n") + 1
+    if every_line_json:
+        for number, line in enumerate(data[:complete].splitlines(), start=1):
+            try:
+                json.loads(line)
+            except ValueError:
+                raise UserError(f"{path} is damaged at line {number} (not a JSON record), so "
+                                f"the study cannot be replayed to resume; the finished trials "
+                                f"are in {path.parent / TRIALS} and MLflow") from None
+    if complete < len(data):
+        os.truncate(path, complete)
+    return len(data) - complete

@@ -6,22 +6,23 @@ first file is written.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from sweeper import checkpoint, hardware, preflight
+from sweeper import checkpoint, hardware, journal, preflight
 from sweeper.config import Config
 from sweeper.data import Splits, load_splits
 from sweeper.errors import UserError
-from sweeper.files import write_json
+from sweeper.files import claimed, write_json
 from sweeper.front import SweepOutcome, finish
 from sweeper.measure import serialized_size
 from sweeper.models import create_model, load_or_train_baseline
@@ -115,6 +116,9 @@ def _inputs(cfg: Config, splits: Splits, log: Log) -> tuple[TrialInputs, Any]:
     return inputs, base
 
 
+DRIVER_LOCK = "driver.lock"  # held by the process driving the sweep (launch or resume)
+
+
 def launch(prep: Prepared, log: Log = print) -> SweepOutcome:
     """A new sweep: its folder, baseline, MLflow parent run, then Tune."""
     from sweeper.tracking import Tracker
@@ -143,10 +147,12 @@ def launch(prep: Prepared, log: Log = print) -> SweepOutcome:
     if prep.data_source != "config":  # the API's own datasets: resume needs them again
         meta["data_source"] = prep.data_source
     sweep = Sweep(cfg, space, prep.splits, inputs, folder, meta, tracker, log, started)
-    sweep.save_meta(status="RUNNING")
-    log(f"sweep {sweep.name}: {cfg.search.trials} trials of space '{space.name}', concurrency "
-        f"{cfg.search.concurrency}, sampler {cfg.search.sampler}, MLflow run {parent}")
-    return drive(sweep, restore=False)
+    with claimed(folder / DRIVER_LOCK):  # a new folder: no one else holds it
+        sweep.save_meta(status="RUNNING")
+        log(f"sweep {sweep.name}: {cfg.search.trials} trials of space '{space.name}', "
+            f"concurrency {cfg.search.concurrency}, sampler {cfg.search.sampler}, MLflow run "
+            f"{parent}")
+        return drive(sweep, restore=False)
 
 
 def new_sweep_dir(sweeps: Path, space: str, stamp: str) -> Path:
@@ -205,15 +211,45 @@ def resume(ref: str, output_dir: str, log: Log = print, splits: Splits | None = 
                         "resume it with sweeper.resume(..., train=, val=, test=)")
     prep = prepare(cfg, meta["tracking_uri"], splits)
     preflight.check_cluster(cfg, log)
-    started = time.perf_counter()
-    inputs, _ = _inputs(cfg, prep.splits, log)
-    tracker = Tracker(meta["tracking_uri"], cfg.experiment, Path(cfg.output_dir) / "mlartifacts")
-    tracker.reopen(meta["parent_run_id"])
-    sweep = Sweep(cfg, prep.space, prep.splits, inputs, folder, meta, tracker, log, started)
-    sweep.save_meta(status="RUNNING", resumed=int(meta.get("resumed", 0)) + 1)
-    log(f"resuming sweep {sweep.name} (MLflow run {sweep.parent_run_id})")
-    _say_if_other_machine(meta.get("machine"), log)
-    return drive(sweep, restore=True)
+    with _driving(folder, meta["name"]):
+        _cut_partial_records(folder, log)
+        started = time.perf_counter()
+        inputs, _ = _inputs(cfg, prep.splits, log)
+        tracker = Tracker(meta["tracking_uri"], cfg.experiment,
+                          Path(cfg.output_dir) / "mlartifacts")
+        tracker.reopen(meta["parent_run_id"])
+        sweep = Sweep(cfg, prep.space, prep.splits, inputs, folder, meta, tracker, log, started)
+        sweep.save_meta(status="RUNNING", resumed=int(meta.get("resumed", 0)) + 1)
+        log(f"resuming sweep {sweep.name} (MLflow run {sweep.parent_run_id})")
+        _say_if_other_machine(meta.get("machine"), log)
+        return drive(sweep, restore=True)
+
+
+@contextlib.contextmanager
+def _driving(folder: Path, name: str) -> Iterator[None]:
+    """The sweep's driver lock, or a UserError while another driver holds it (its `launch`
+    or an earlier `resume` still running): two drivers would run one Tune experiment twice
+    and interleave the study's journal. The kernel drops a killed driver's lock."""
+    lock, held = folder / DRIVER_LOCK, contextlib.ExitStack()
+    try:
+        held.enter_context(claimed(lock))
+    except BlockingIOError:
+        holder = lock.read_text().strip() or "?"
+        raise UserError(f"sweep {name} is still being driven (process {holder} on this "
+                        f"machine); stop it (Ctrl-C) before resuming") from None
+    with held:
+        yield
+
+
+def _cut_partial_records(folder: Path, log: Log) -> None:
+    """A driver killed mid-write can leave a record cut short at the end of the study's
+    journal or of trials.jsonl; a resume appends after it, so it goes first."""
+    from sweeper.search import OPTUNA_JOURNAL
+
+    for name, strict in ((OPTUNA_JOURNAL, True), (journal.TRIALS, False)):
+        if dropped := journal.cut_partial_tail(folder / name, every_line_json=strict):
+            log(f"note: {name} ended in a record cut short ({dropped} bytes, never complete); "
+                "dropped it")
 
 
 def _say_if_other_machine(launched_on: dict[str, str] | None, log: Log) -> None:

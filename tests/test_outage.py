@@ -23,6 +23,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from sweeper import journal
+from sweeper.files import claimed
+from sweeper.search import OPTUNA_JOURNAL
+from sweeper.sweep import DRIVER_LOCK
 from sweeper.tracking import PENDING, Mirror
 from tests.cluster import (
     ROOT,
@@ -306,9 +309,20 @@ def test_ctrl_c_stops_cleanly_and_resume_completes(tmp_path: Path) -> None:
     states = optuna_states(folder, meta["name"])
     assert states["RUNNING"] == 0 and states["COMPLETE"] == len(finished_before)
 
+    # a second driver is refused while one holds the sweep, before it writes anything
+    with claimed(folder / DRIVER_LOCK):
+        busy = resume(tmp_path, meta["name"], timeout=120)
+    assert busy.returncode == 2 and "is still being driven (process" in busy.stderr, \
+        busy.stdout[-2000:] + busy.stderr[-2000:]
+    assert sweep_folder(tmp_path)[1]["status"] == "KILLED"
+    # a record a killed driver cut short: appending after it would break the journal
+    with (folder / OPTUNA_JOURNAL).open("ab") as journal_file:
+        journal_file.write(b'{"op_code": 6, "worker_id": "cut-')
+
     resumed = resume(tmp_path, meta["name"], timeout=400)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
     assert "Pareto front (" in resumed.stdout and "of 4 trials" in resumed.stdout
+    assert "note: optuna.journal ended in a record cut short (33 bytes" in resumed.stdout
     _, meta = sweep_folder(tmp_path)
     assert meta["status"] == "FINISHED"
     runs = children(client, meta["parent_run_id"])
