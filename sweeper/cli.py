@@ -11,7 +11,7 @@ import sys
 import traceback
 from typing import TYPE_CHECKING, NoReturn
 
-from sweeper.config import Config, build_config, redact, valid_keys
+from sweeper.config import Config, build_config, given_once, redact, valid_keys
 from sweeper.errors import UserError
 from sweeper.quiet import quiet_third_party
 from sweeper.startup import heavy_imports
@@ -129,16 +129,6 @@ def cmd_spaces() -> int:
     for name in available():
         print(f"{name:16s} {load_space(name).description.strip()}")
     return 0
-
-
-def given_once(overrides: list[str]) -> None:
-    """A key given twice on one command line is a mistake, not "the last one wins"."""
-    seen: dict[str, str] = {}
-    for item in overrides:
-        key = item.partition("=")[0].strip()
-        if key in seen:
-            raise UserError(f"{key} is given twice ({seen[key]} and {item}); give each key once")
-        seen[key] = item
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -393,16 +393,30 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     for item in overrides:
         if "=" not in item:
             raise UserError(f"override {item!r} must look like key=value")
-        key, text = item.split("=", 1)
-        cfg = _set(cfg, key.strip().split("."), text.strip(), key.strip())
+        key = override_key(item)
+        cfg = _set(cfg, key.split("."), item.split("=", 1)[1].strip(), key)
     return cfg
+
+
+def override_key(item: str) -> str:
+    """The key of a `key=value` override."""
+    return item.partition("=")[0].strip()
+
+
+def given_once(overrides: list[str]) -> None:
+    """A key given twice on one command line is a mistake, not "the last one wins"."""
+    seen: dict[str, str] = {}
+    for item in overrides:
+        if (key := override_key(item)) in seen:
+            raise UserError(f"{key} is given twice ({seen[key]} and {item}); give each key once")
+        seen[key] = item
 
 
 def layered(*overrides: str) -> list[str]:
     """Defaults followed by what replaces them: each key once, where it was last given (a
     command line refuses a key given twice; scripts layer their own defaults under it)."""
-    last = {item.partition("=")[0].strip(): i for i, item in enumerate(overrides)}
-    return [item for i, item in enumerate(overrides) if last[item.partition("=")[0].strip()] == i]
+    last = {override_key(item): i for i, item in enumerate(overrides)}
+    return [item for i, item in enumerate(overrides) if last[override_key(item)] == i]
 
 
 def build_config(overrides: list[str], base: Config | None = None) -> Config:

@@ -37,29 +37,20 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None
 
 
 @contextlib.contextmanager
-def exclusive(path: str | os.PathLike[str]) -> Iterator[None]:
+def exclusive(path: str | os.PathLike[str], wait: bool = True) -> Iterator[None]:
     """Hold an exclusive lock on the file `path` (created if missing) for the block: one
     process at a time, across processes on this machine. The kernel drops it when the holder
-    dies, so a killed holder leaves nothing to clean up."""
+    dies, so a killed holder leaves nothing to clean up. `wait=False`: BlockingIOError at once
+    while another process holds it, and the holder writes its pid into the file, for the
+    message of whoever finds it held."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(target, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
-
-
-@contextlib.contextmanager
-def claimed(path: str | os.PathLike[str]) -> Iterator[None]:
-    """`exclusive` that never waits: BlockingIOError when another process holds the lock. The
-    holder's pid is written into the file, for the message of whoever finds it held."""
-    fd = os.open(Path(path), os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if not wait:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
         yield
     finally:
         os.close(fd)  # closing releases the lock

@@ -22,7 +22,7 @@ from sweeper import checkpoint, hardware, journal, preflight
 from sweeper.config import Config
 from sweeper.data import Splits, load_splits
 from sweeper.errors import UserError
-from sweeper.files import claimed, write_json
+from sweeper.files import exclusive, write_json
 from sweeper.front import SweepOutcome, finish
 from sweeper.measure import serialized_size
 from sweeper.models import create_model, load_or_train_baseline
@@ -147,7 +147,7 @@ def launch(prep: Prepared, log: Log = print) -> SweepOutcome:
     if prep.data_source != "config":  # the API's own datasets: resume needs them again
         meta["data_source"] = prep.data_source
     sweep = Sweep(cfg, space, prep.splits, inputs, folder, meta, tracker, log, started)
-    with claimed(folder / DRIVER_LOCK):  # a new folder: no one else holds it
+    with exclusive(folder / DRIVER_LOCK, wait=False):  # a new folder: no one else holds it
         sweep.save_meta(status="RUNNING")
         log(f"sweep {sweep.name}: {cfg.search.trials} trials of space '{space.name}', "
             f"concurrency {cfg.search.concurrency}, sampler {cfg.search.sampler}, MLflow run "
@@ -232,7 +232,7 @@ def _driving(folder: Path, name: str) -> Iterator[None]:
     and interleave the study's journal. The kernel drops a killed driver's lock."""
     lock, held = folder / DRIVER_LOCK, contextlib.ExitStack()
     try:
-        held.enter_context(claimed(lock))
+        held.enter_context(exclusive(lock, wait=False))
     except BlockingIOError:
         holder = lock.read_text().strip() or "?"
         raise UserError(f"sweep {name} is still being driven (process {holder} on this "

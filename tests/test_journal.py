@@ -9,7 +9,7 @@ import pytest
 
 from sweeper import journal
 from sweeper.errors import UserError
-from sweeper.files import claimed
+from sweeper.files import exclusive
 
 
 def test_a_record_cut_short_is_dropped_and_the_next_append_reads_back(tmp_path: Path) -> None:
@@ -35,11 +35,11 @@ def test_a_damaged_line_in_the_study_journal_is_refused_before_anything_is_cut(
     assert journal.cut_partial_tail(path, every_line_json=False) == len(b'{"op_code": 6')
 
 
-def test_a_held_claim_is_refused_without_waiting_and_names_its_holder(tmp_path: Path) -> None:
+def test_a_held_lock_is_refused_without_waiting_and_names_its_holder(tmp_path: Path) -> None:
     lock = tmp_path / "driver.lock"
-    with claimed(lock):
-        with pytest.raises(BlockingIOError), claimed(lock):
+    with exclusive(lock, wait=False):
+        with pytest.raises(BlockingIOError), exclusive(lock, wait=False):
             pass
         assert lock.read_text().strip().isdigit()
-    with claimed(lock):  # released on exit
+    with exclusive(lock, wait=False):  # released on exit
         pass

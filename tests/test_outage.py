@@ -23,7 +23,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from sweeper import journal
-from sweeper.files import claimed
+from sweeper.files import exclusive
 from sweeper.search import OPTUNA_JOURNAL
 from sweeper.sweep import DRIVER_LOCK
 from sweeper.tracking import PENDING, Mirror
@@ -310,7 +310,7 @@ def test_ctrl_c_stops_cleanly_and_resume_completes(tmp_path: Path) -> None:
     assert states["RUNNING"] == 0 and states["COMPLETE"] == len(finished_before)
 
     # a second driver is refused while one holds the sweep, before it writes anything
-    with claimed(folder / DRIVER_LOCK):
+    with exclusive(folder / DRIVER_LOCK, wait=False):
         busy = resume(tmp_path, meta["name"], timeout=120)
     assert busy.returncode == 2 and "is still being driven (process" in busy.stderr, \
         busy.stdout[-2000:] + busy.stderr[-2000:]
