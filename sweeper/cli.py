@@ -15,6 +15,7 @@ from sweeper.config import Config, build_config, given_once, redact, valid_keys
 from sweeper.errors import UserError
 from sweeper.quiet import quiet_third_party
 from sweeper.startup import heavy_imports
+from sweeper.stop_signal import sigterm_as_ctrl_c
 
 if TYPE_CHECKING:
     from sweeper.front import SweepOutcome
@@ -137,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
         given_once(getattr(args, "overrides", []))
+        if args.command in ("launch", "resume"):
+            sigterm_as_ctrl_c()
         if args.command == "launch":
             return cmd_launch(args.overrides)
         if args.command == "resume":

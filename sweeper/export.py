@@ -34,7 +34,7 @@ from sweeper.checkpoint import safe_load
 from sweeper.config import Config, ModelConfig, config_from_dict
 from sweeper.data import CIFAR_MEAN, CIFAR_STD, DIGITS_STATS
 from sweeper.errors import UserError
-from sweeper.files import MODEL_FILE
+from sweeper.files import MODEL_FILE, atomic_write, write_text
 from sweeper.models import create_model
 from sweeper.preflight import read_sweep_meta, writable_folder
 from sweeper.preprocess import Preprocessing
@@ -157,21 +157,24 @@ def export_onnx(art: TrialArtifact, path: Path, model: nn.Module | None = None) 
     from sweeper.runtime import onnx_bytes
 
     graph, _report = onnx_bytes(model if model is not None else art.model(), art.prep.img_size)
-    path.write_bytes(graph)
     info = {**art.preprocessing(), "trial": art.trial, "pipeline": art.pipeline}
-    Path(f"{path}.json").write_text(json.dumps(info, indent=2) + "\n")
+    # each file whole or not at all: an export stopped midway keeps no torn model (nor
+    # spoils the one it was replacing)
+    atomic_write(path, lambda fh: fh.write(graph))
+    write_text(f"{path}.json", json.dumps(info, indent=2) + "\n")
     return len(graph)
 
 
 def export_torch(art: TrialArtifact, path: Path) -> int:
-    torch.save({
+    payload = {
         "format": TORCH_FORMAT,
         "model": dataclasses.asdict(art.config.model),
         "num_classes": art.num_classes,
         "pipeline": art.pipeline,
         "preprocessing": art.preprocessing(),
         "state_dict": art.state(),
-    }, path)
+    }
+    atomic_write(path, lambda fh: torch.save(payload, fh))
     return path.stat().st_size
 
 

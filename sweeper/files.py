@@ -9,7 +9,7 @@ import contextlib
 import fcntl
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -24,7 +24,10 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None
     creates the parent folder."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    tmp = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
+    # created as open() creates a file (0666 less the umask), not mkstemp's 0600: an exported
+    # model or a front.csv must be readable by whoever could read a plain write of it
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)

@@ -4,7 +4,8 @@ DIR/train/<class>/* is required; DIR/val/<class>/* and DIR/test/<class>/* are us
 present, and what is missing is carved from train by `data.seed` (`data.val_fraction`,
 `data.test_fraction`), class by class, disjoint. Classes are train/'s sub-folders in sorted
 order (torchvision's ImageFolder convention), one mapping for every split. JPEG, PNG and WebP
-files are read (by extension, any case); other files are ignored.
+files are read (by extension, any case); other files, and dot-named files and folders, are
+ignored.
 
 Everything is checked before a sweep writes anything: the layout, and every image decoded
 once by DataLoader workers (a corrupt file fails here, not in trial 37). Only the file list
@@ -35,13 +36,20 @@ SPLITS = ("train", "val", "test")
 Files = list[tuple[str, int]]  # (path, class index)
 
 
+def hidden(relative: Path) -> bool:
+    """A dot name on the way (`._x.jpg`, macOS's AppleDouble twin of `x.jpg` on a non-Mac
+    disk; `.ipynb_checkpoints/`): not the user's image, as `ls` and Finder treat it."""
+    return any(part.startswith(".") for part in relative.parts)
+
+
 def class_folders(split_dir: Path) -> dict[str, list[Path]]:
     """class name -> its image files, sorted; a class folder without images is an error."""
     classes = sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     out = {}
     for folder in classes:
         images = sorted(p for p in folder.rglob("*")
-                        if p.suffix.lower() in EXTENSIONS and p.is_file())
+                        if p.suffix.lower() in EXTENSIONS and p.is_file()
+                        and not hidden(p.relative_to(folder)))
         if not images:
             raise UserError(f"class folder {folder} holds no images "
                             f"({', '.join(EXTENSIONS)})")

@@ -29,6 +29,7 @@ from sweeper.search import (
     optuna_storage,
 )
 from sweeper.spaces import Space
+from sweeper.stop_signal import sigterm_as_ctrl_c
 from sweeper.trial_records import MlflowChildren, pipeline_params
 from sweeper.worker import trainable
 
@@ -71,6 +72,7 @@ def init_ray(cfg: Config, log: Callable[[str], None]) -> str | None:
             **kwargs,
         )
     _owned = True
+    sigterm_as_ctrl_c()  # ray.init made SIGTERM a bare exit
     url = getattr(ctx, "dashboard_url", None)
     _dashboard_url = (url if url.startswith("http") else f"http://{url}") if url else None
     return _dashboard_url

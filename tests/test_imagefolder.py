@@ -103,6 +103,21 @@ def test_bad_folders_are_user_errors(tmp_path: Path, layout: str, message: str) 
         load_splits(folder_cfg(root, **fractions), model=MODEL)
 
 
+def test_dot_named_files_and_folders_are_not_images(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "pets", {"train": {"cat": 4, "dog": 4}})
+    # what a Mac leaves on a non-Mac disk: an AppleDouble twin that is not a JPEG at all
+    (root / "train" / "cat" / "._000.png").write_bytes(b"\x00\x05\x16\x07" + bytes(60))
+    (root / "train" / "dog" / ".ipynb_checkpoints").mkdir()
+    write_image(root / "train" / "dog" / ".ipynb_checkpoints" / "000-checkpoint.png",
+                (0, 0, 0), 1)
+    (root / "train" / ".thumbnails").mkdir()  # not a class either
+    write_image(root / "train" / ".thumbnails" / "a.png", (0, 0, 0), 1)
+    s = load_splits(folder_cfg(root, val_fraction=0.25, test_fraction=0.25), model=MODEL)
+    assert s.classes == ("cat", "dog")
+    every = [p for name in ("train", "val", "test") for p in paths(getattr(s, name))]
+    assert len(every) == 8 and not any("/." in p for p in every)
+
+
 def test_png_jpeg_and_webp_are_decoded_and_fitted_as_the_preprocessing_says(
         tmp_path: Path) -> None:
     root = tmp_path / "mixed"

@@ -272,8 +272,10 @@ def trial_processes(driver: int) -> list[int]:
     return [p for p in descendants(driver) if "ray::ImplicitFunc" in cmdline(p)]
 
 
-@pytest.mark.slow
-def test_ctrl_c_stops_cleanly_and_resume_completes(tmp_path: Path) -> None:
+def stop_mid_trial(tmp_path: Path, sig: signal.Signals) -> tuple[Path, dict, set[str]]:
+    """Launch a 4-trial sweep, send `sig` to its driver while trial 2 trains, and check that
+    it stopped as Ctrl-C stops it: exit 130, the resume line, Ray gone, the sweep KILLED
+    everywhere. Returns its folder, sweep.json and the trials finished before the stop."""
     space = write_space(tmp_path, epochs=10)  # trial 2 still trains 2 s after it starts
     log = tmp_path / "sweep.log"
     args = tiny_overrides(tmp_path, f"space={space}", "search.trials=4", "search.concurrency=1")
@@ -283,7 +285,7 @@ def test_ctrl_c_stops_cleanly_and_resume_completes(tmp_path: Path) -> None:
         assert wait_for(lambda: trial_processes(proc.pid), 60), tail(log)
         time.sleep(2)  # trial 2 under way
         ray_pids = descendants(proc.pid)
-        os.kill(proc.pid, signal.SIGINT)
+        os.kill(proc.pid, sig)
         rc = proc.wait(timeout=180)
     finally:
         kill_tree([proc.pid])
@@ -308,6 +310,20 @@ def test_ctrl_c_stops_cleanly_and_resume_completes(tmp_path: Path) -> None:
     assert finished_before and finished_before <= set(results(tmp_path))
     states = optuna_states(folder, meta["name"])
     assert states["RUNNING"] == 0 and states["COMPLETE"] == len(finished_before)
+    return folder, meta, finished_before
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_sweep_as_ctrl_c_does(tmp_path: Path) -> None:
+    """What Slurm, Kubernetes or `timeout` send: before, Ray's handler exited at once and
+    the sweep ended FAILED, its trials' runs left RUNNING."""
+    stop_mid_trial(tmp_path, signal.SIGTERM)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_and_resume_completes(tmp_path: Path) -> None:
+    folder, meta, _ = stop_mid_trial(tmp_path, signal.SIGINT)
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
 
     # a second driver is refused while one holds the sweep, before it writes anything
     with exclusive(folder / DRIVER_LOCK, wait=False):

@@ -202,6 +202,19 @@ def test_failed_write_leaves_old_file_and_no_temp(tmp_path: Path) -> None:
     assert os.listdir(tmp_path) == ["front.json"]
 
 
+def test_an_atomic_write_is_as_readable_as_a_plain_one(tmp_path: Path) -> None:
+    umask = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "model.onnx", lambda fh: fh.write(b"x"))
+        (tmp_path / "plain").write_bytes(b"x")
+        os.umask(0o077)
+        atomic_write(tmp_path / "private", lambda fh: fh.write(b"x"))
+    finally:
+        os.umask(umask)
+    mode = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert mode == {"model.onnx": 0o644, "plain": 0o644, "private": 0o600}  # mkstemp's: 0o600
+
+
 def test_plot_writes_png(tmp_path: Path) -> None:
     results = make_results()
     results.append({"trial": "t0099", "val_acc": None, "feasible": True})  # failed trial
