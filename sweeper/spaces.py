@@ -124,7 +124,8 @@ def resolve_path(name: str) -> Path:
     if name.endswith((".yaml", ".yml")):
         path = Path(name)
         if not path.is_file():
-            raise UserError(f"space file {name} does not exist")
+            what = "is not a file" if path.exists() else "does not exist"
+            raise UserError(f"space file {name} {what}")
         return path
     path = SPACE_DIR / f"{name}.yaml"
     if not path.is_file():

@@ -107,6 +107,8 @@ CASES = {
         launch().args, env=(("MLFLOW_TRACKING_URI", f"http://me:{SECRET}@127.0.0.1:5000"),)),
     # -- space files --------------------------------------------------------------------------
     "space-missing-file": launch("space={tmp}/spaces/absent.yaml"),
+    "space-a-folder": launch("space={tmp}/spaces/folder.yaml"),
+    "space-a-fifo": launch("space={tmp}/spaces/fifo.yaml"),  # reading one would block
     **{f"space-{name.replace('_', '-')}": space(name) for name in SPACES},
     # -- folders, data and checkpoints --------------------------------------------------------
     "dir-output-is-a-file": launch("output_dir={tmp}/afile"),
@@ -226,6 +228,8 @@ def make_inputs(tmp: Path, port: int) -> None:
     for name, body in SPACES.items():
         path = tmp / "spaces" / f"{name}.yaml"
         path.write_bytes(body if isinstance(body, bytes) else body.encode())
+    (tmp / "spaces" / "folder.yaml").mkdir()
+    os.mkfifo(tmp / "spaces" / "fifo.yaml")
     (tmp / "afile").write_text("a regular file\n")
     (tmp / "foreign").mkdir()
     (tmp / "foreign" / "notes.txt").write_text("not a sweep\n")

@@ -80,6 +80,14 @@ def test_unknown_space_lists_valid_ones() -> None:
     assert "nystrom_m" in available()
 
 
+def test_a_space_path_that_is_no_file_says_which(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="absent.yaml does not exist"):
+        load_space(str(tmp_path / "absent.yaml"))
+    (tmp_path / "folder.yaml").mkdir()
+    with pytest.raises(UserError, match="folder.yaml is not a file"):
+        load_space(str(tmp_path / "folder.yaml"))
+
+
 def _vit(img_size: int, depth: int) -> VisionTransformer:
     return VisionTransformer(img_size=img_size, patch_size=4, embed_dim=32, depth=depth,
                              num_heads=2, num_classes=10)
