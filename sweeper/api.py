@@ -57,6 +57,8 @@ def launch(
     default the config's data. `overrides`: the CLI's key=value strings."""
     from sweeper import sweep
 
+    if isinstance(overrides, str):  # else each character would be read as an override
+        raise UserError(f"overrides= takes a list of key=value strings, e.g. [{overrides!r}]")
     cfg = build_config([f"space={space}", *overrides])
     say = _logger(cfg, log)
     if model is not None:  # its architecture first: the data's preprocessing depends on it

@@ -1,7 +1,8 @@
 """`splits_from_datasets`: a user's torch Datasets as the sweep's splits (the Python API).
 
 Each dataset yields (image, label): image a PIL image, a uint8 [C,H,W] tensor or a float one
-in 0..1 (before normalising: the sweep normalises with its preprocessing), label an int.
+in 0..1 (before normalising: the sweep normalises with its preprocessing), label a class
+index (an int, a numpy integer or a one-element tensor).
 They are streamed like an image folder: a DataLoader with workers reads batches on demand.
 
 One pass over every dataset at the start reads the labels, checks each image and hashes the
@@ -13,6 +14,7 @@ Ray's workers) and deterministic (the same index, the same image).
 from __future__ import annotations
 
 import hashlib
+import math
 from typing import Any
 
 import torch
@@ -46,10 +48,36 @@ class _Scan(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor | None, int, str]:
         try:
-            image, label = self.dataset[i]
-            return self.prep.fit_image(to_uint8(image)), int(label), ""
+            item = self.dataset[i]
+        except Exception as exc:  # the user's code: any failure is theirs to see, by item
+            return None, -1, f"item {i} could not be read ({type(exc).__name__}: {exc})"
+        try:
+            image, label = pair(item)
+            return self.prep.fit_image(to_uint8(image)), label_of(label), ""
         except (ValueError, TypeError, RuntimeError, OSError) as exc:
             return None, -1, f"item {i}: {exc}"
+
+
+def pair(item: Any) -> tuple[Any, Any]:
+    """(image, label) of one item; anything else (a dict, a triple) is named."""
+    if not isinstance(item, tuple | list) or len(item) != 2:
+        shape = f"{len(item)} values" if isinstance(item, tuple | list) else type(item).__name__
+        raise ValueError(f"an item must be an (image, label) pair, got {shape}")
+    return item[0], item[1]
+
+
+def label_of(label: Any) -> int:
+    """A class index: an int, a numpy integer or a one-element tensor holding a whole number
+    (not a class name, a one-hot vector or a fraction, which int() would silently floor)."""
+    value = label
+    if hasattr(label, "item") and hasattr(label, "shape"):  # a tensor, a numpy value
+        if math.prod(label.shape) != 1:
+            raise ValueError(f"a label must be a class index (0, 1, ...), got a tensor of "
+                             f"shape {tuple(label.shape)}")
+        value = label.item()
+    if not isinstance(value, int | float) or not float(value).is_integer():
+        raise ValueError(f"a label must be a class index (0, 1, ...), got {label!r}")
+    return int(value)
 
 
 def _collate(items: list[tuple[torch.Tensor | None, int, str]]) -> list:

@@ -149,8 +149,10 @@ def to_uint8(image: Any) -> torch.Tensor:
     """A PIL image, a uint8 [C,H,W] tensor or a float one in 0..1 -> uint8 [3,H,W] RGB."""
     if isinstance(image, torch.Tensor):
         if image.dim() != 3 or image.shape[0] not in (1, 3):
+            hint = ": an [H,W,C] image needs .permute(2, 0, 1)" if (
+                image.dim() == 3 and image.shape[-1] in (1, 3)) else ""
             raise ValueError(f"an image tensor must be [C,H,W] with C 1 or 3, got "
-                             f"{tuple(image.shape)}")
+                             f"{tuple(image.shape)}{hint}")
         if image.dtype.is_floating_point:
             lo, hi = float(image.min()), float(image.max())
             if lo < 0 or hi > 1:
@@ -164,8 +166,10 @@ def to_uint8(image: Any) -> torch.Tensor:
         from torchvision.transforms.v2.functional import pil_to_tensor
 
         return pil_to_tensor(image.convert("RGB"))
+    hint = (" (an [H,W,C] array: torch.from_numpy(a).permute(2, 0, 1))"
+            if type(image).__module__ == "numpy" else "")
     raise ValueError(f"an image must be a PIL image or a [C,H,W] tensor, got "
-                     f"{type(image).__name__}")
+                     f"{type(image).__name__}{hint}")
 
 
 def decode_file(path: str) -> torch.Tensor:

@@ -116,6 +116,8 @@ def test_bad_overrides_raise_user_error_not_system_exit(tmp_path: Path) -> None:
         sweeper.resume("nothing-here", output_dir=str(tmp_path))
     with pytest.raises(sweeper.UserError, match="need train="):
         sweeper.launch("quant_bits", val=[], overrides=[f"output_dir={tmp_path}"])
+    with pytest.raises(sweeper.UserError, match=r"a list of key=value .*\['search.trials=4'\]"):
+        sweeper.launch("quant_bits", overrides="search.trials=4")  # not 's', 'e', ... one each
 
 
 def test_resume_of_a_sweep_given_its_own_datasets_asks_for_them_again(tmp_path: Path) -> None:

@@ -246,6 +246,53 @@ def test_user_datasets_become_streamed_splits(tmp_path: Path) -> None:
         splits_from_datasets(zeros, zeros, zeros, preprocessing=prep, workers=0)
 
 
+class Items(torch.utils.data.Dataset):
+    """Eight items, the odd ones class 1, each as `make(i)` builds it."""
+
+    def __init__(self, make: object) -> None:
+        self.make = make
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, i: int) -> object:
+        return self.make(i)  # type: ignore[operator]
+
+
+def _image(i: int) -> torch.Tensor:
+    return torch.full((3, 16, 16), 40 * (i % 2), dtype=torch.uint8)
+
+
+def _missing(i: int) -> object:
+    raise KeyError(i)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda i: (_image(i), "cat"), r"item 0: a label must be a class index .*'cat'"),
+    (lambda i: (_image(i), i % 2 + 0.5), r"a label must be a class index .*got 0.5"),  # not 0
+    (lambda i: (_image(i), torch.eye(2)[i % 2]), r"class index .*tensor of shape \(2,\)"),
+    (lambda i: {"image": _image(i), "label": i % 2}, r"an \(image, label\) pair, got dict"),
+    (lambda i: (_image(i), i % 2, "path"), r"an \(image, label\) pair, got 3 values"),
+    (_missing, r"item 0 could not be read \(KeyError: 0\)"),  # the user's code raised
+    (lambda i: (_image(i).permute(1, 2, 0), i % 2), r"\[H,W,C\] image needs .permute"),
+    (lambda i: (_image(i).permute(1, 2, 0).numpy(), i % 2), r"ndarray .*torch.from_numpy"),
+])
+def test_a_bad_dataset_item_is_one_user_error_naming_it(make: object, message: str) -> None:
+    prep = Preprocessing(16, (0.5,) * 3, (0.5,) * 3, "bicubic", 0.9)
+    good = Items(lambda i: (_image(i), i % 2))
+    with pytest.raises(UserError, match=message):
+        splits_from_datasets(Items(make), good, good, preprocessing=prep, workers=0)
+
+
+def test_labels_may_be_any_whole_number_type() -> None:
+    prep = Preprocessing(16, (0.5,) * 3, (0.5,) * 3, "bicubic", 0.9)
+    kinds = [int, np.int64, torch.tensor, lambda v: torch.tensor([v]), float]
+    for kind in kinds:
+        items = Items(lambda i, kind=kind: (_image(i), kind(i % 2)))
+        s = splits_from_datasets(items, items, items, preprocessing=prep, workers=0)
+        assert s.train.labels.tolist() == [0, 1] * 4
+
+
 @pytest.mark.slow
 def test_a_sweep_streams_an_image_folder_through_ray_and_exports_its_preprocessing(
         tmp_path: Path, shared: Shared) -> None:
