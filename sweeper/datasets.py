@@ -14,6 +14,7 @@ Ray's workers) and deterministic (the same index, the same image).
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 from typing import Any
 
@@ -84,6 +85,30 @@ def _collate(items: list[tuple[torch.Tensor | None, int, str]]) -> list:
     return items
 
 
+class _Discard(io.RawIOBase):
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        return len(data)
+
+
+def travels(name: str, dataset: Any) -> None:
+    """Ray sends the datasets to its workers with cloudpickle. One that cannot be pickled (an
+    open file, a lock, a database connection held from __init__) is named here, before
+    anything is written, not by Ray once the sweep has begun. The bytes are discarded as they
+    are made: a dataset held in memory costs a pass, not a copy."""
+    from ray import cloudpickle
+
+    try:
+        cloudpickle.CloudPickler(_Discard(), protocol=5).dump(dataset)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:160]
+        raise UserError(f"the {name} dataset cannot be sent to Ray's workers "
+                        f"({type(exc).__name__}: {first}): a Dataset must pickle; open files, "
+                        "locks and connections in __getitem__, not __init__") from None
+
+
 def scan(name: str, dataset: Any, prep: Preprocessing, workers: int) -> tuple[torch.Tensor, str]:
     """Labels and content hash of one dataset, every item read once."""
     try:
@@ -92,6 +117,7 @@ def scan(name: str, dataset: Any, prep: Preprocessing, workers: int) -> tuple[to
         raise UserError(f"{name}: a dataset needs a length (a map-style torch Dataset)") from None
     if n == 0:
         raise UserError(f"{name}: the dataset is empty")
+    travels(name, dataset)
     h = hashlib.sha256(repr(prep).encode())
     labels: list[int] = []
     loader = torch.utils.data.DataLoader(_Scan(dataset, prep), batch_size=64,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -282,6 +283,16 @@ def test_a_bad_dataset_item_is_one_user_error_naming_it(make: object, message: s
     good = Items(lambda i: (_image(i), i % 2))
     with pytest.raises(UserError, match=message):
         splits_from_datasets(Items(make), good, good, preprocessing=prep, workers=0)
+
+
+def test_a_dataset_ray_cannot_send_is_refused_before_its_items_are_read() -> None:
+    prep = Preprocessing(16, (0.5,) * 3, (0.5,) * 3, "bicubic", 0.9)
+    good = Items(lambda i: (_image(i), i % 2))  # a lambda pickles (cloudpickle)
+    locked = Items(lambda i: (_image(i), i % 2))
+    locked.lock = threading.Lock()  # type: ignore[attr-defined]
+    with pytest.raises(UserError, match=r"the val dataset cannot be sent to Ray's workers "
+                                        r"\(TypeError: cannot pickle '_thread.lock'"):
+        splits_from_datasets(good, locked, good, preprocessing=prep, workers=0)
 
 
 def test_labels_may_be_any_whole_number_type() -> None:
