@@ -16,6 +16,7 @@ Errors are `sweeper.UserError` (the CLI's one-line errors), never SystemExit.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import io
@@ -71,6 +72,12 @@ def launch(
     prep = sweep.prepare(cfg, splits=splits)
     if model is not None:
         prep = dataclasses.replace(prep, cfg=adopt_model(cfg, model, prep.splits))
+        other = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()}
+                       - {"float32"})
+        if other:
+            say(f"note: the model's weights are {', '.join(other)}; they are swept in float32 "
+                "(the baseline every ratio is measured against), as the techniques and CPU "
+                "kernels take them")
     return sweep.launch(prep, say)
 
 
@@ -122,7 +129,9 @@ def adopt_model(cfg: Config, model: VisionTransformer, splits: Splits) -> Config
         raise UserError(f"model has {outputs} outputs but the data has {splits.num_classes} "
                         "classes")
     model_cfg = model_config(model, cfg.model)
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    # float16 / bfloat16 weights widen to float32 exactly: the baseline the workers rebuild
+    state = {k: v.detach().cpu().clone().float() if v.is_floating_point()
+             else v.detach().cpu().clone() for k, v in model.state_dict().items()}
     rebuilt = _rebuild(model_cfg, state, splits.num_classes)
     _same_function(model, rebuilt, model_cfg)
     path = _save(state, cfg.resolved_cache_dir())
@@ -183,9 +192,11 @@ def _same_function(model: VisionTransformer, rebuilt: VisionTransformer,
     gen = torch.Generator().manual_seed(PROBE_SEED)
     size = model_cfg.img_size
     x = torch.randn(PROBE_BATCH, 3, size, size, generator=gen)
-    was_training, device = model.training, next(model.parameters()).device
+    was_training, first = model.training, next(model.parameters())
+    if first.dtype != torch.float32:  # compared as swept: in float32 (`adopt_model`)
+        model, was_training = copy.deepcopy(model).float(), False
     try:
-        got = model.eval()(x.to(device)).float().cpu()
+        got = model.eval()(x.to(first.device)).float().cpu()
     finally:
         model.train(was_training)
     want = rebuilt(x)

@@ -70,6 +70,19 @@ def test_a_plain_vision_transformer_is_rebuilt_from_its_dimensions(tmp_path: Pat
     assert model.training  # the user's instance is left as it was given
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_half_precision_model_is_swept_as_its_exact_float32_widening(
+        tmp_path: Path, dtype: torch.dtype) -> None:
+    model = plain_vit().to(dtype).train()
+    cfg = build_config(tiny_overrides(tmp_path, f"cache_dir={tmp_path / 'cache'}",
+                                      "space=quant_bits"))
+    adopted = adopt_model(cfg, model, load_splits(cfg.data))  # before: a dtype RuntimeError
+    saved = torch.load(adopted.model.checkpoint, weights_only=True)
+    for key, value in model.state_dict().items():
+        assert saved[key].dtype == torch.float32 and torch.equal(saved[key], value.float()), key
+    assert model.training and next(model.parameters()).dtype == dtype  # the user's, untouched
+
+
 REFUSED = {  # model -> what the one error says
     "other_class_count": (lambda: plain_vit(num_classes=5), "model has 5 outputs but the data "
                           "has 10 classes"),
