@@ -5,8 +5,10 @@ Accepted: a safetensors file (Hugging Face's and timm's hub format), a bare `sta
 training checkpoint holding one under `state_dict` /
 `model` (timm's train.py, torchvision's references) or, when only that is there, `model_ema` /
 `state_dict_ema`; `module.` (DataParallel/DDP) and `_orig_mod.` (torch.compile) prefixes are
-stripped. timm's checkpoints also hold its `argparse.Namespace` of arguments: that one class is
-allowed through `weights_only` loading (it only carries attributes).
+stripped. A Hugging Face transformers ViT (`ViTForImageClassification`, as `Trainer` saves it)
+is renamed to timm's layout (sweeper.hf_vit). timm's checkpoints also hold its
+`argparse.Namespace` of arguments: that one class is allowed through `weights_only` loading
+(it only carries attributes).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sweeper import hf_vit
 from sweeper.errors import UserError
 
 # where training scripts keep the weights, in order of preference (EMA only when alone)
@@ -40,8 +43,10 @@ def read_state(path: str | Path) -> dict[str, torch.Tensor]:
     if not p.is_file():
         raise UserError(f"{where} is not a file")
     if _is_safetensors(p):
-        return _strip(_read_safetensors(p, where))
-    return _strip(_unwrap(safe_load(p, where), where))
+        state = _strip(_read_safetensors(p, where))
+    else:
+        state = _strip(_unwrap(safe_load(p, where), where))
+    return hf_vit.to_timm(state) if hf_vit.is_transformers_vit(state) else state
 
 
 def safe_load(path: Path, where: str, unreadable: str = "is not a PyTorch checkpoint") -> Any:

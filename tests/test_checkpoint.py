@@ -119,6 +119,32 @@ def test_a_safetensors_file_loads_the_same_weights(tmp_path: Path) -> None:
         assert torch.equal(target.state_dict()[key], value), key
 
 
+@pytest.mark.parametrize("head", [True, False])
+def test_a_hugging_face_transformers_vit_loads_as_timms(tmp_path: Path, head: bool) -> None:
+    """What `Trainer.save_model()` writes for a fine-tuned ViTForImageClassification: a real
+    one, its model.safetensors read into the timm ViT of the same shape, the same logits."""
+    from transformers import ViTConfig, ViTForImageClassification, ViTModel
+
+    # timm's LayerNorm epsilon: transformers' 1e-12 would differ here only because a fresh
+    # model's activations are tiny (std 0.02 weights), not in the names this test checks
+    config = ViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                       intermediate_size=128, image_size=32, patch_size=4, num_labels=10,
+                       layer_norm_eps=1e-6)
+    torch.manual_seed(3)
+    hf = (ViTForImageClassification(config) if head else ViTModel(config)).eval()
+    hf.save_pretrained(tmp_path / "hf")
+    path = tmp_path / "hf" / "model.safetensors"
+    if not head:  # a backbone alone: every weight but the classifier's
+        with pytest.raises(UserError, match="missing head.weight, head.bias$"):
+            checkpoint.load_into(tiny_model(), path, 10, "vit_digits")
+        return
+    timm_vit = checkpoint.load_into(tiny_model(), path, 10, "vit_digits").eval()
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want, got = hf(pixel_values=x).logits, timm_vit(x)
+    assert torch.allclose(got, want, atol=1e-5, rtol=1e-4), (got - want).abs().max()
+
+
 def test_any_junk_file_is_a_user_error_without_warnings(tmp_path: Path) -> None:
     """Random bytes fail anywhere in torch's unpickler (IndexError for one file in ~15 here)
     and can make it warn; every one must be the one error line, nothing else on stderr."""
