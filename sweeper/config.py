@@ -20,6 +20,7 @@ from sweeper.errors import UserError
 
 SAMPLERS = ("nsga2", "tpe", "random", "gp")
 DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")  # resize modes (preprocess.py)
 DEVICES = ("auto", "cpu", "cuda")
 RUNTIMES = ("torch", "onnxruntime")
 SEED_MAX = 2**32 - 1  # numpy's and Optuna's samplers take seeds in 0..2**32-1
@@ -45,6 +46,10 @@ class DataConfig:
     # normalisation; None: the dataset's own, else the model's pretrained config (preprocess.py)
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    # resizing; None: the model's pretrained config (image files: the short side to
+    # img_size / crop_pct, then the centre crop; crop_pct=1 keeps the whole short side)
+    interpolation: str | None = None
+    crop_pct: float | None = None
     workers: int = 2  # imagefolder: DataLoader processes decoding images, per loop
 
     def __post_init__(self) -> None:
@@ -55,6 +60,10 @@ class DataConfig:
                 object.__setattr__(self, key, tuple(value))
                 _rgb(f"data.{key}", getattr(self, key), *((0.0, 1.0) if key == "mean"
                                                           else (1e-6, 10.0)))
+        if self.interpolation is not None:
+            check_choice("data.interpolation", self.interpolation, INTERPOLATIONS)
+        if self.crop_pct is not None:
+            check_float("data.crop_pct", self.crop_pct, 0.05, 1.0)
         check_int("data.workers", self.workers, 0, 64)
         check_float("data.val_fraction", self.val_fraction, 0.01, 0.5)
         check_float("data.test_fraction", self.test_fraction, 0.01, 0.5)

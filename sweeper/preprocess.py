@@ -6,7 +6,7 @@ The fields are timm's `resolve_data_config` ones: input size, mean, std, interpo
 crop_pct.
 
 Where the numbers come from, first match wins:
-1. `data.mean` / `data.std` when given;
+1. `data.mean` / `data.std` / `data.interpolation` / `data.crop_pct` when given;
 2. the dataset's own statistics (digits, CIFAR): the values baselines were always trained with;
 3. the timm model's pretrained config (`timm.data.resolve_data_config`), for image folders;
 4. timm's defaults (ImageNet mean/std) when the model has no pretrained config.
@@ -22,11 +22,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from sweeper.config import DataConfig, ModelConfig
+from sweeper.config import INTERPOLATIONS, DataConfig, ModelConfig
 from sweeper.errors import UserError
 
 RGB = tuple[float, float, float]
-INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 
 
 @dataclass(frozen=True)
@@ -119,7 +118,8 @@ def resolve(
     whose pretrained config to use instead of `model.name`'s."""
     if dataset_stats is not None:
         return Preprocessing(model.img_size, data.mean or dataset_stats[0],
-                             data.std or dataset_stats[1])
+                             data.std or dataset_stats[1], data.interpolation or "bilinear",
+                             data.crop_pct or 1.0)
     timm_cfg = model_config(instance, model.name)
     if not timm_cfg:  # timm's defaults: ImageNet statistics, its default crop
         from timm.data import DEFAULT_CROP_PCT, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
@@ -131,8 +131,8 @@ def resolve(
             img_size=model.img_size,
             mean=data.mean or _rgb(timm_cfg["mean"]),
             std=data.std or _rgb(timm_cfg["std"]),
-            interpolation=str(timm_cfg.get("interpolation", "bicubic")),
-            crop_pct=float(timm_cfg.get("crop_pct", 1.0)),
+            interpolation=data.interpolation or str(timm_cfg.get("interpolation", "bicubic")),
+            crop_pct=data.crop_pct or float(timm_cfg.get("crop_pct", 1.0)),
         )
     except ValueError as exc:
         raise UserError(f"model {model.name!r}: unusable preprocessing ({exc})") from None

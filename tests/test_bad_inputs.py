@@ -133,6 +133,8 @@ CASES = {
     "model-not-a-vit": launch("model.name=resnet18"),
     "data-folder-mean-not-rgb": launch("data.name=imagefolder", "data.root={tmp}/folders/ok",
                                        "data.mean=0.5,0.5"),
+    "data-crop-pct-above-1": launch("data.crop_pct=1.5"),
+    "data-interpolation-unknown": launch("data.interpolation=lanczos"),
     "data-folder-std-zero": launch("data.name=imagefolder", "data.root={tmp}/folders/ok",
                                    "data.std=0.2,0,0.2"),
     # -- services and cluster (subprocesses: these used to hang or retry for minutes) ---------

@@ -159,6 +159,17 @@ def test_timm_pretrained_config_and_overrides_decide_the_preprocessing(tmp_path:
     assert own.fingerprint() != s.fingerprint()  # the baseline is keyed by what it saw
     digits = load_splits(DataConfig())  # built-in data keeps its own numbers
     assert digits.preprocessing == Preprocessing(32, (0.5,) * 3, (0.5,) * 3, "bilinear", 1.0)
+    # a model fine-tuned with another resize (transformers' ViTImageProcessor: bilinear, the
+    # whole image) is evaluated as it was trained
+    squash = load_splits(folder_cfg(root, interpolation="bilinear", crop_pct=1.0),
+                         model=timm_model)
+    assert squash.preprocessing == Preprocessing(32, (0.5,) * 3, (0.5,) * 3, "bilinear", 1.0)
+    assert squash.fingerprint() != s.fingerprint()
+    edge = torch.zeros(3, 40, 40, dtype=torch.uint8)
+    edge[:, :, :4] = 255  # a white band at the left edge: a 0.9 crop cuts part of it off
+    kept = [p.fit_image(edge)[0].float().mean().item()
+            for p in (s.preprocessing, squash.preprocessing)]
+    assert kept[0] < kept[1]
 
 
 def test_batches_are_streamed_in_the_in_memory_order(tmp_path: Path) -> None:
