@@ -74,6 +74,12 @@ def check_tracking(uri: str) -> None:
     elif scheme == "sqlite":
         sqlite_folder("tracking_uri", uri)
     elif scheme == "file":
+        # MLflow 3 refuses its file store unless told to; it would do so after the baseline
+        if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").strip().lower() not in ("true", "1"):
+            raise UserError(f"tracking_uri={redact(uri)}: MLflow keeps its file store in "
+                            "maintenance mode and refuses it; use sqlite:///PATH/mlflow.db "
+                            "(`mlflow migrate-filestore` moves existing runs) or set "
+                            "MLFLOW_ALLOW_FILE_STORE=true")
         writable_folder("tracking_uri", urlsplit(uri).path)
     elif scheme in DB_PORTS:
         check_database("tracking_uri", uri)

@@ -99,6 +99,7 @@ CASES = {
     "cli-empty-experiment": launch("experiment="),
     "cli-ray-address-garbage": launch("ray.address=nohost"),
     "cli-tracking-uri-not-uri": launch("tracking_uri=foo"),
+    "cli-tracking-uri-file-store": launch("tracking_uri=file://{tmp}/mlruns"),  # MLflow 3 refuses
     "cli-tracking-uri-password": launch(f"tracking_uri=http://me:{SECRET}@127.0.0.1:5000"),
     "cli-storage-password": launch(
         f"search.storage=postgresql+psycopg2://me:{SECRET}@127.0.0.1/optuna"),
@@ -282,6 +283,7 @@ def test_bad_input_is_one_error_line_exit_2_and_writes_nothing(
     if "/proc/" in " ".join(case.args) and not Path("/proc/self").exists():
         pytest.skip("needs Linux /proc as a folder nothing can be created in")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
     for key, value in case.env:
         monkeypatch.setenv(key, value)
     port = closed_port()
