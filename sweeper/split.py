@@ -178,4 +178,9 @@ def decode_file(path: str) -> torch.Tensor:
 
     with warnings.catch_warnings():  # torchvision 0.29 flags its decoders for a later move
         warnings.simplefilter("ignore", DeprecationWarning)
-        return decode_image(path, mode=ImageReadMode.RGB)
+        image = decode_image(path, mode=ImageReadMode.RGB)
+    if image.dtype != torch.uint8:  # a 16-bit PNG decodes to uint16: scaled, not clipped
+        from torchvision.transforms.v2.functional import to_dtype
+
+        image = to_dtype(image, torch.uint8, scale=True)
+    return image

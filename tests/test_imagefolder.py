@@ -139,6 +139,23 @@ def test_png_jpeg_and_webp_are_decoded_and_fitted_as_the_preprocessing_says(
     assert torch.equal(decode_file(paths(s.train)[0]), pil.permute(2, 0, 1))
 
 
+def test_every_png_mode_decodes_to_uint8_rgb(tmp_path: Path) -> None:
+    """Grey, palette, alpha and 16-bit PNGs (scientific and medical images): all RGB uint8,
+    a 16-bit one scaled to 0..255, not read as values up to 65535."""
+    deep = np.full((6, 6), 65535, np.uint16)
+    deep[0, :3] = (0, 257 * 128, 257 * 64)
+    Image.fromarray(deep).save(tmp_path / "deep.png")
+    grey = Image.fromarray(np.arange(36, dtype=np.uint8).reshape(6, 6))
+    grey.save(tmp_path / "grey.png")
+    grey.convert("P").save(tmp_path / "palette.png")
+    grey.convert("RGBA").save(tmp_path / "alpha.png")
+    decoded = {p.stem: decode_file(str(p)) for p in tmp_path.iterdir()}
+    assert all(t.dtype == torch.uint8 and t.shape == (3, 6, 6) for t in decoded.values())
+    assert decoded["deep"][:, 0, :4].tolist() == [[0, 128, 64, 255]] * 3
+    for name in ("grey", "palette", "alpha"):
+        assert torch.equal(decoded[name][0], torch.arange(36, dtype=torch.uint8).view(6, 6))
+
+
 def test_fit_image_is_timms_eval_transform() -> None:
     """Short side to img_size / crop_pct, then the centre: the pretrained config's crop."""
     prep = Preprocessing(8, (0.5,) * 3, (0.5,) * 3, "bilinear", crop_pct=0.5)
