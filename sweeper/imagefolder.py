@@ -20,6 +20,7 @@ detected; touch the file or clear the cache after such an edit.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from pathlib import Path
 
@@ -36,10 +37,25 @@ SPLITS = ("train", "val", "test")
 Files = list[tuple[str, int]]  # (path, class index)
 
 
-def hidden(relative: Path) -> bool:
-    """A dot name on the way (`._x.jpg`, macOS's AppleDouble twin of `x.jpg` on a non-Mac
-    disk; `.ipynb_checkpoints/`): not the user's image, as `ls` and Finder treat it."""
-    return any(part.startswith(".") for part in relative.parts)
+def images_under(folder: Path) -> list[Path]:
+    """The image files below `folder`, sorted. Symlinked folders are followed, as
+    torchvision's ImageFolder follows them (`os.walk(followlinks=True)`), each real folder
+    once, so a link loop ends. Dot-named files and folders are skipped: macOS's `._x.jpg`
+    AppleDouble twin of `x.jpg` on a non-Mac disk is no image, `.ipynb_checkpoints/` a copy."""
+    seen: set[tuple[int, int]] = set()
+    found = []
+    for top, dirs, files in os.walk(folder, followlinks=True):
+        st = os.stat(top)
+        if (st.st_dev, st.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            path = Path(top) / name
+            if not name.startswith(".") and path.suffix.lower() in EXTENSIONS and path.is_file():
+                found.append(path)
+    return sorted(found)
 
 
 def class_folders(split_dir: Path) -> dict[str, list[Path]]:
@@ -47,9 +63,7 @@ def class_folders(split_dir: Path) -> dict[str, list[Path]]:
     classes = sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     out = {}
     for folder in classes:
-        images = sorted(p for p in folder.rglob("*")
-                        if p.suffix.lower() in EXTENSIONS and p.is_file()
-                        and not hidden(p.relative_to(folder)))
+        images = images_under(folder)
         if not images:
             raise UserError(f"class folder {folder} holds no images "
                             f"({', '.join(EXTENSIONS)})")

@@ -119,6 +119,27 @@ def test_dot_named_files_and_folders_are_not_images(tmp_path: Path) -> None:
     assert len(every) == 8 and not any("/." in p for p in every)
 
 
+def test_symlinked_folders_are_followed_as_torchvision_does_and_a_loop_ends(
+        tmp_path: Path) -> None:
+    from torchvision.datasets import ImageFolder
+
+    store = make_folder(tmp_path / "store", {"x": {"dog": 3, "owl": 2}}) / "x"
+    root = make_folder(tmp_path / "pets", {"train": {"cat": 2}})
+    (root / "train" / "dog").symlink_to(store / "dog")  # a class kept elsewhere
+    (root / "train" / "cat" / "more").symlink_to(store / "owl")  # part of one
+    seen = load_splits(folder_cfg(root, val_fraction=0.2, test_fraction=0.2), model=MODEL)
+    ours = sorted((Path(p).relative_to(root / "train").as_posix(), label) for name in
+                  ("train", "val", "test") for p, label in
+                  zip(paths(getattr(seen, name)), getattr(seen, name).labels.tolist(),
+                      strict=True))
+    theirs = sorted((Path(p).relative_to(root / "train").as_posix(), label)
+                    for p, label in ImageFolder(str(root / "train")).samples)
+    assert ours == theirs and len(ours) == 7
+    (store / "owl" / "back").symlink_to(root / "train" / "cat")  # cat/more/back -> cat: a loop
+    again = load_splits(folder_cfg(root, val_fraction=0.2, test_fraction=0.2), model=MODEL)
+    assert sum(len(getattr(again, n)) for n in ("train", "val", "test")) == 7
+
+
 def test_png_jpeg_and_webp_are_decoded_and_fitted_as_the_preprocessing_says(
         tmp_path: Path) -> None:
     root = tmp_path / "mixed"
