@@ -183,8 +183,9 @@ def cmd_select(run: str, args: list[str]) -> int:
     print(table(ok, chosen))
     print(f"picked {chosen.trial} (prefer={opts.prefer}): {chosen.description}")
     if written is None:
+        where = "" if opts.output_dir == "outputs" else f" output_dir={opts.output_dir}"
         print(f"export it with: python -m sweeper export {meta['name']} {chosen.trial} "
-              f"out=PATH  (or select ... export=PATH)")
+              f"out=PATH{where}  (or select ... export=PATH)")
     else:
         from sweeper.export import print_written
 

@@ -86,6 +86,17 @@ def test_select_lists_exactly_the_members_within_each_limit(
                                                                   -members[t]["acc"]))
 
 
+def test_the_export_command_select_suggests_runs_as_printed(
+    sweep: Path, capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    out_dir = sweep.parents[1]  # not ./outputs: the command must say where the sweep is
+    code, out, _ = run(capsys, "select", sweep.name, f"output_dir={out_dir}")
+    (line,) = [ln for ln in out.splitlines() if ln.startswith("export it with: ")]
+    command = line.removeprefix("export it with: python -m sweeper ").split("  (")[0]
+    args = command.replace("out=PATH", f"out={tmp_path / 'hinted.onnx'}").split()
+    assert run(capsys, *args)[0] == 0 and (tmp_path / "hinted.onnx").is_file()
+
+
 def test_select_exports_its_pick_as_export_does(
     sweep: Path, capsys: pytest.CaptureFixture, tmp_path: Path
 ) -> None:
