@@ -45,6 +45,21 @@ def flatten(data: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def client(uri: str) -> MlflowClient:
+    """A client whose Model Registry is the tracking store, unless MLFLOW_REGISTRY_URI says
+    otherwise. MLflow's own default is that store too, except for a `file:` one, whose
+    registry it puts in `mlflow.db` of the working directory, the front's versions landing
+    wherever the command ran. Its file registry also reads logged models through MLflow's
+    global tracking URI (a TODO in MLflow 3.17), so with a file store that global is set to
+    the store when nobody set it, else it creates that `mlflow.db` all the same."""
+    import mlflow
+
+    if uri.startswith("file:") and not mlflow.tracking.is_tracking_uri_set():
+        mlflow.set_tracking_uri(uri)
+    return MlflowClient(tracking_uri=uri,
+                        registry_uri=os.environ.get("MLFLOW_REGISTRY_URI") or uri)
+
+
 class Tracker:
     def __init__(self, uri: str, experiment: str, artifact_root: Path | None = None) -> None:
         os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
@@ -57,7 +72,7 @@ class Tracker:
         # the trial lines; the sweep prints the parent run's page once, at the end
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
+        self.client = client(uri)
         exp = self.client.get_experiment_by_name(experiment)
         if exp is None:
             # A tracking server stores artifacts where it is configured to; a local store
@@ -77,7 +92,7 @@ class Tracker:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.uri = state["uri"]
         self.experiment_id = state["experiment_id"]
-        self.client = MlflowClient(tracking_uri=self.uri)
+        self.client = client(self.uri)
 
     # -- parent ---------------------------------------------------------------------------
     def reopen(self, run_id: str) -> None:

@@ -176,3 +176,25 @@ def test_registry_on_an_http_tracking_server(sweep: Path, tmp_path: Path) -> Non
         assert len(tracker.client.search_model_versions(f"name='{sweep.name}'")) == len(entries)
     finally:
         server.stop()
+
+
+def test_registry_in_a_file_store_stays_in_it(sweep: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow 3.17 puts a file store's registry, and its logged-model reads, in mlflow.db of
+    the working directory unless told otherwise: the versions must land in the store."""
+    from mlflow.tracking._tracking_service import utils
+
+    from sweeper.tracking import SweepRuns, Tracker
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr(utils, "_tracking_uri", None)  # as a fresh process; restored after
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")  # not the store's parent: MLflow's default looks there
+    uri = (tmp_path / "mlruns").as_uri()
+    tracker = Tracker(uri, "sweeper")
+    runs = SweepRuns(tracker, tracker.start_sweep(sweep.name, {}, {}), print)
+    runs.register_models(sweep.name, registry.prepare(sweep, print))
+    assert not list((tmp_path / "cwd").iterdir())  # no mlflow.db where the command ran
+    assert (tmp_path / "mlruns" / "models" / sweep.name).is_dir()
+    assert set(_aliases_run(uri, sweep.name, sweep).values()) <= set(front(sweep))
