@@ -210,15 +210,19 @@ def run_export(run: str, trial: str, overrides: list[str]) -> tuple[Path, int, T
     suffix = ".onnx" if opts["format"] == "onnx" else ".pt"
     path = Path(opts["out"]) if opts["out"] else art.checkpoint.parents[3] / "export" / (
         trial + suffix)
-    if path.is_dir():
-        raise UserError(f"out={path} is a folder; give a file name")
+    for target in (path, Path(f"{path}.json")) if opts["format"] == "onnx" else (path,):
+        if target.is_dir():
+            raise UserError(f"{target} is a folder; give out= a file name")
     writable_folder("out" if opts["out"] else "the export folder", path.parent)
     model = art.model()  # reads and checks the checkpoint before anything is written
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if opts["format"] == "onnx":
-        size = export_onnx(art, path, model)
-    else:
-        size = export_torch(art, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if opts["format"] == "onnx":
+            size = export_onnx(art, path, model)
+        else:
+            size = export_torch(art, path)
+    except OSError as exc:  # a full disk, a folder where the .json goes: nothing torn is left
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
     return path, size, art
 
 

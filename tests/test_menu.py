@@ -97,6 +97,17 @@ def test_the_export_command_select_suggests_runs_as_printed(
     assert run(capsys, *args)[0] == 0 and (tmp_path / "hinted.onnx").is_file()
 
 
+def test_export_writes_both_files_or_neither(
+    sweep: Path, capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    trial = next(iter(front(sweep)))
+    (tmp_path / "m.onnx.json").mkdir()  # where the preprocessing would go
+    code, out, err = run(capsys, "export", str(sweep), trial, f"out={tmp_path / 'm.onnx'}")
+    assert code == 2 and err.strip() == f"error: {tmp_path / 'm.onnx.json'} is a folder; give " \
+        "out= a file name", err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx.json"]  # no model alone
+
+
 def test_select_exports_its_pick_as_export_does(
     sweep: Path, capsys: pytest.CaptureFixture, tmp_path: Path
 ) -> None:
