@@ -177,7 +177,9 @@ def one_line(message: str) -> str:
 def _interrupted(exc: KeyboardInterrupt) -> str:
     name = getattr(exc, "name", None)  # sweep.SweepInterrupted: the sweep's state is saved
     if name:
-        return f"interrupted: sweep {name} stopped; continue it with `{exc.command}`"
+        from sweeper.sweep import interrupted_line
+
+        return interrupted_line(name, exc.command)  # type: ignore[attr-defined]
     return "interrupted"
 
 

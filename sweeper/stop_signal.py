@@ -1,16 +1,57 @@
 """SIGTERM is the Ctrl-C of job schedulers: Slurm at a job's time limit, Kubernetes, systemd
 and `timeout` stop a sweep with it. Left alone, Python dies at once, and once Ray is up its
 handler (`sys.exit`) skips Tune's last save and ends the sweep as FAILED. Handled here as
-Ctrl-C: trials stop, Tune saves its state, the sweep is KILLED and `resume` continues it."""
+Ctrl-C: trials stop, Tune saves its state, the sweep is KILLED and `resume` continues it.
+
+Slurm (and `timeout`, and `kill -- -PGID`) signal every process of the job, Ray's own GCS
+and raylet too. The driver's graceful stop then waits on a dead GCS (60 s, then Ray ends the
+process from C++, with nothing closed). So a stop that has not ended after
+`SWEEPER_STOP_GRACE_S` (default 20 s, within Slurm's default 30 s before its SIGKILL) runs
+the sweep's last words (`last_words`: the sweep KILLED in its folder and in MLflow, the
+resume line) and exits 130. What Tune saved every 2 s is what `resume` continues from, as
+after a killed driver.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import threading
+import time
+from collections.abc import Callable, Iterator
 from types import FrameType
+
+_last_words: list[Callable[[], None]] = []
+_watching = threading.Event()
+
+
+def grace_s() -> float:
+    return float(os.environ.get("SWEEPER_STOP_GRACE_S", "20"))
+
+
+@contextlib.contextmanager
+def last_words(say: Callable[[], None]) -> Iterator[None]:
+    """While the block runs, `say` is what a stop that hangs does before the process ends."""
+    _last_words.append(say)
+    try:
+        yield
+    finally:
+        _last_words.remove(say)
+
+
+def _watch() -> None:
+    time.sleep(grace_s())
+    for say in reversed(list(_last_words)):
+        with contextlib.suppress(BaseException):  # best effort: the process ends regardless
+            say()
+    os._exit(130)
 
 
 def _as_ctrl_c(signum: int, frame: FrameType | None) -> None:
+    if not _watching.is_set():
+        _watching.set()
+        threading.Thread(target=_watch, name="stop-watchdog", daemon=True).start()
     ctrl_c = signal.getsignal(signal.SIGINT)  # Tune's own while it runs trials
     if callable(ctrl_c):
         ctrl_c(signal.SIGINT, frame)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from sweeper import checkpoint, hardware, journal, preflight
+from sweeper import checkpoint, hardware, journal, preflight, stop_signal
 from sweeper.config import Config
 from sweeper.data import Splits, load_splits
 from sweeper.errors import UserError
@@ -289,6 +289,11 @@ def drive(sweep: Sweep, restore: bool) -> SweepOutcome:
     for op in load_pending(sweep.folder):  # what MLflow missed before, minus the old end mark
         if op[0] != "end_sweep":
             sweep.mirror.submit(*op)
+    with stop_signal.last_words(lambda: _stop_hung(sweep)):
+        return _drive(sweep, restore, orchestrate)
+
+
+def _drive(sweep: Sweep, restore: bool, orchestrate: Any) -> SweepOutcome:
     status = "FAILED"
     try:
         url = orchestrate.init_ray(sweep.cfg, sweep.log)
@@ -310,7 +315,18 @@ def drive(sweep: Sweep, restore: bool) -> SweepOutcome:
             _close_mlflow(sweep, status)
 
 
-def _close_mlflow(sweep: Sweep, status: str) -> None:
+def _stop_hung(sweep: Sweep) -> None:
+    """A stop that hung (stop_signal): what the end of `drive` would have written."""
+    sweep.save_meta(status="KILLED")
+    _close_mlflow(sweep, "KILLED", grace=5.0)
+    print(interrupted_line(sweep.name, sweep.resume_command()), file=sys.stderr, flush=True)
+
+
+def interrupted_line(name: str, command: str) -> str:
+    return f"interrupted: sweep {name} stopped; continue it with `{command}`"
+
+
+def _close_mlflow(sweep: Sweep, status: str, grace: float | None = None) -> None:
     """End the parent run, wait a while for the writes still queued, and keep in the sweep
     folder those an unreachable store did not take, with a warning (the sweep's results are
     all in its folder either way)."""
@@ -322,7 +338,7 @@ def _close_mlflow(sweep: Sweep, status: str) -> None:
         mirror.submit("close_orphans", _STOPPED[status])
     mirror.submit("end_sweep", status)
     save_pending(sweep.folder, mirror.queued())  # in case the driver dies while waiting
-    left = mirror.close(final_grace_s())
+    left = mirror.close(final_grace_s() if grace is None else grace)
     save_pending(sweep.folder, left)
     for refusal in mirror.refused:
         print(f"warning: MLflow refused a write: {refusal}", file=sys.stderr, flush=True)
