@@ -7,12 +7,13 @@ children from Tune callbacks while the parent stays open.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,16 +49,28 @@ def flatten(data: dict[str, Any]) -> dict[str, str]:
 def client(uri: str) -> MlflowClient:
     """A client whose Model Registry is the tracking store, unless MLFLOW_REGISTRY_URI says
     otherwise. MLflow's own default is that store too, except for a `file:` one, whose
-    registry it puts in `mlflow.db` of the working directory, the front's versions landing
-    wherever the command ran. Its file registry also reads logged models through MLflow's
-    global tracking URI (a TODO in MLflow 3.17), so with a file store that global is set to
-    the store when nobody set it, else it creates that `mlflow.db` all the same."""
-    import mlflow
-
-    if uri.startswith("file:") and not mlflow.tracking.is_tracking_uri_set():
-        mlflow.set_tracking_uri(uri)
+    registry it puts in `mlflow.db` of the working directory: the front's versions would land
+    wherever the command ran."""
     return MlflowClient(tracking_uri=uri,
                         registry_uri=os.environ.get("MLFLOW_REGISTRY_URI") or uri)
+
+
+@contextlib.contextmanager
+def default_store(uri: str) -> Iterator[None]:
+    """MLflow 3.17's file registry reads logged models through the default tracking URI
+    (a TODO in its code), which, when nobody set one, is `mlflow.db` in the working
+    directory, created on the spot. For a `file:` store that default is the store while the
+    block runs, and nothing is left set after it."""
+    import mlflow
+
+    if not uri.startswith("file:") or mlflow.tracking.is_tracking_uri_set():
+        yield
+        return
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    try:
+        yield
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 class Tracker:
@@ -289,7 +302,8 @@ class SweepRuns:
         """The front in the Model Registry (sweeper.registry)."""
         from sweeper import registry
 
-        registry.write(self.tracker.client, model_name, entries, self._run_id, model_name)
+        with default_store(self.tracker.uri):
+            registry.write(self.tracker.client, model_name, entries, self._run_id, model_name)
 
     def log_front(self, hypervolume: float, files: list[str], metrics: dict[str, float]) -> None:
         self.tracker.log_front(self.parent_id, hypervolume, [Path(f) for f in files], metrics)

@@ -198,7 +198,8 @@ def test_registry_in_a_file_store_stays_in_it(sweep: Path, tmp_path: Path,
     from sweeper.tracking import SweepRuns, Tracker
 
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")  # recorded, so restored as it was after
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
     monkeypatch.setattr(utils, "_tracking_uri", None)  # as a fresh process; restored after
     (tmp_path / "cwd").mkdir()
     monkeypatch.chdir(tmp_path / "cwd")  # not the store's parent: MLflow's default looks there
@@ -207,5 +208,6 @@ def test_registry_in_a_file_store_stays_in_it(sweep: Path, tmp_path: Path,
     runs = SweepRuns(tracker, tracker.start_sweep(sweep.name, {}, {}), print)
     runs.register_models(sweep.name, registry.prepare(sweep, print))
     assert not list((tmp_path / "cwd").iterdir())  # no mlflow.db where the command ran
+    assert "MLFLOW_TRACKING_URI" not in os.environ and utils._tracking_uri is None  # nothing set
     assert (tmp_path / "mlruns" / "models" / sweep.name).is_dir()
     assert set(_aliases_run(uri, sweep.name, sweep).values()) <= set(front(sweep))
