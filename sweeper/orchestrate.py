@@ -18,7 +18,7 @@ import ray
 from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 
-from sweeper import early_stop, journal, objectives, tune_fixes
+from sweeper import early_stop, journal, objectives, stop_signal, tune_fixes
 from sweeper.config import Config
 from sweeper.errors import UserError
 from sweeper.search import (
@@ -29,7 +29,6 @@ from sweeper.search import (
     optuna_storage,
 )
 from sweeper.spaces import Space
-from sweeper.stop_signal import sigterm_as_ctrl_c
 from sweeper.trial_records import MlflowChildren, pipeline_params
 from sweeper.worker import trainable
 
@@ -72,7 +71,7 @@ def init_ray(cfg: Config, log: Callable[[str], None]) -> str | None:
             **kwargs,
         )
     _owned = True
-    sigterm_as_ctrl_c()  # ray.init made SIGTERM a bare exit
+    stop_signal.sigterm_as_ctrl_c()  # ray.init made SIGTERM a bare exit
     url = getattr(ctx, "dashboard_url", None)
     _dashboard_url = (url if url.startswith("http") else f"http://{url}") if url else None
     return _dashboard_url
@@ -145,7 +144,8 @@ def run_tune(sweep: Sweep, restore: bool = False) -> SweepRun:
     # Tune's own Ctrl-C notices point to Tuner.restore; the driver says how to resume
     logging.getLogger("ray.tune.tune").setLevel(logging.ERROR)
     start = time.perf_counter()
-    grid = tuner.fit()
+    with stop_signal.handlers_kept():
+        grid = tuner.fit()
     wall = time.perf_counter() - start
     fail_orphans(storage, sweep.name)
     if _ended(grid) < cfg.search.trials:

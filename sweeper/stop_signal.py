@@ -59,6 +59,23 @@ def _as_ctrl_c(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
 
+@contextlib.contextmanager
+def handlers_kept() -> Iterator[None]:
+    """Ctrl-C and SIGUSR1 handle as before once the block ends. Tune's fit sets its own and
+    leaves them set when it ends normally: the caller's next Ctrl-C would only set the flag
+    of a Tune run that is over (in a notebook, or a script that goes on after `launch`)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    kept = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGUSR1)}
+    try:
+        yield
+    finally:
+        for sig, handler in kept.items():
+            if handler is not None:  # None: set outside Python, cannot be put back
+                signal.signal(sig, handler)
+
+
 def sigterm_as_ctrl_c() -> None:
     """From now on SIGTERM does what Ctrl-C does. Call it again after `ray.init`, which sets
     its own handler; only the main thread may set one."""

@@ -4,6 +4,7 @@ sweep, raise `sweeper.UserError`, and take a timm VisionTransformer instance as 
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import pytest
@@ -162,6 +163,7 @@ def test_launch_with_a_model_instance_and_datasets_sweeps_them(tmp_path: Path) -
     (tmp_path / "quick.yaml").write_text(QUICK_SPACE)
     logs: list[str] = []
     ray.init(address="local", include_dashboard=False, log_to_driver=False)
+    handlers = [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGUSR1)]
     try:
         outcome = sweeper.launch(
             str(tmp_path / "quick.yaml"), model=trained, train=train, val=val, test=test,
@@ -171,6 +173,8 @@ def test_launch_with_a_model_instance_and_datasets_sweeps_them(tmp_path: Path) -
                                      "search.concurrency=1"),
             log=logs.append)
         assert ray.is_initialized()
+        # Tune's fit leaves its own Ctrl-C handler set: the caller's would be swallowed
+        assert [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGUSR1)] == handlers
     finally:
         ray.shutdown()
     assert any("used as is (train.epochs=0)" in m for m in logs)

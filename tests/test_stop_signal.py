@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import signal
+import threading
 from collections.abc import Iterator
 
 import pytest
 
+from sweeper import stop_signal
 from sweeper.stop_signal import sigterm_as_ctrl_c
 
 
 @pytest.fixture()
-def handlers() -> Iterator[None]:
+def handlers(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Python's own Ctrl-C whatever earlier tests of this worker left, and no watchdog: a real
+    one would end this pytest worker SWEEPER_STOP_GRACE_S after the first SIGTERM."""
     saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    watching = threading.Event()
+    watching.set()
+    monkeypatch.setattr(stop_signal, "_watching", watching)
     try:
         yield
     finally:
@@ -31,3 +39,18 @@ def test_sigterm_is_ctrl_c_whatever_handles_ctrl_c(handlers: None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a job started with `&`: still a stop
     with pytest.raises(KeyboardInterrupt):
         signal.raise_signal(signal.SIGTERM)
+
+
+def test_a_stop_that_hangs_says_its_last_words_then_exits_130(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    said: list[str] = []
+    exits: list[int] = []
+    monkeypatch.setenv("SWEEPER_STOP_GRACE_S", "0")
+    monkeypatch.setattr(stop_signal.os, "_exit", exits.append)
+    with stop_signal.last_words(lambda: said.append("outer")):
+        with stop_signal.last_words(lambda: 1 / 0):  # a failing one does not silence the rest
+            with stop_signal.last_words(lambda: said.append("inner")):
+                stop_signal._watch()
+    assert said == ["inner", "outer"]
+    assert exits == [130]
+    assert stop_signal._last_words == []
