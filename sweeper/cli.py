@@ -6,6 +6,7 @@ Bad input is one line on stderr and exit status 2, before anything is written.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 import traceback
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from sweeper.front import SweepOutcome
 
 USAGE_EPILOG = "overrides: dotted key=value, e.g. search.trials=8 resources.cpus=1\nkeys: "
+# a full or read-only disk is the machine's state, not a bug: one error line, as bad input
+_THE_MACHINES = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 BUG_LINE = "this is a bug in sweeper: please report it with the traceback above"
 
 
@@ -163,7 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         print(_interrupted(exc), file=sys.stderr, flush=True)
         return 130  # 128 + SIGINT, as a shell reports it
-    except Exception:
+    except Exception as exc:
+        if isinstance(exc, OSError) and exc.errno in _THE_MACHINES:
+            print(f"error: {one_line(str(exc))}", file=sys.stderr, flush=True)
+            return 2
         traceback.print_exc()
         print(BUG_LINE, file=sys.stderr, flush=True)
         return 1

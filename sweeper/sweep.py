@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -120,39 +121,63 @@ DRIVER_LOCK = "driver.lock"  # held by the process driving the sweep (launch or 
 
 
 def launch(prep: Prepared, log: Log = print) -> SweepOutcome:
-    """A new sweep: its folder, baseline, MLflow parent run, then Tune."""
-    from sweeper.tracking import Tracker
+    """A new sweep: its baseline, folder, MLflow parent run, then Tune."""
 
     cfg, space = prep.cfg, prep.space
     preflight.check_cluster(cfg, log)  # an attached cluster: before the folder exists
     started = time.perf_counter()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
     out = Path(cfg.output_dir)
-    folder = new_sweep_dir(out / "sweeps", space.name, time.strftime("%Y%m%d-%H%M%S"))
-
+    # the baseline first: a Ctrl-C or a failure while it trains (hours on a real model) leaves
+    # no sweep folder behind, only the cache once it is trained
     inputs, base = _inputs(cfg, prep.splits, log)
-    tracker = Tracker(cfg.resolved_tracking_uri(), cfg.experiment, out / "mlartifacts")
-    parent = tracker.start_sweep(
-        folder.name,
-        {"config": cfg.to_dict(), "space": space.name},
-        {"sweeper.space": space.name, "baseline.cache": str(base.path)},
-    )
-    tracker.log_metrics(parent, {"baseline_val_acc": base.val_acc,
-                                 "baseline_size_mb": inputs.baseline_size_bytes / 1e6})
-    meta = {"name": folder.name, "space": space.name, "parent_run_id": parent,
-            "tracking_uri": cfg.resolved_tracking_uri(), "experiment_id": tracker.experiment_id,
-            "config": cfg.to_dict(),
-            "machine": hardware.machine(), "num_classes": prep.splits.num_classes,
-            "preprocessing": prep.splits.preprocessing.to_dict(),  # read back by export
-            "classes": list(prep.splits.classes)}
-    if prep.data_source != "config":  # the API's own datasets: resume needs them again
-        meta["data_source"] = prep.data_source
-    sweep = Sweep(cfg, space, prep.splits, inputs, folder, meta, tracker, log, started)
+    folder = new_sweep_dir(out / "sweeps", space.name, stamp)
     with exclusive(folder / DRIVER_LOCK, wait=False):  # a new folder: no one else holds it
-        sweep.save_meta(status="RUNNING")
+        sweep = _start(prep, inputs, base, folder, log, started)
         log(f"sweep {sweep.name}: {cfg.search.trials} trials of space '{space.name}', "
             f"concurrency {cfg.search.concurrency}, sampler {cfg.search.sampler}, MLflow run "
-            f"{parent}")
+            f"{sweep.parent_run_id}")
         return drive(sweep, restore=False)
+
+
+def _start(prep: Prepared, inputs: TrialInputs, base: Any, folder: Path, log: Log,
+           started: float) -> Sweep:
+    """The MLflow parent run and sweep.json (RUNNING). Should either fail or be stopped, the
+    launch leaves nothing half-made: the folder goes, and a parent run already started ends
+    FAILED (KILLED for a Ctrl-C)."""
+    from sweeper.tracking import Tracker
+
+    cfg, space = prep.cfg, prep.space
+    tracker, parent = None, None
+    try:
+        tracker = Tracker(cfg.resolved_tracking_uri(), cfg.experiment,
+                          Path(cfg.output_dir) / "mlartifacts")
+        parent = tracker.start_sweep(
+            folder.name,
+            {"config": cfg.to_dict(), "space": space.name},
+            {"sweeper.space": space.name, "baseline.cache": str(base.path)},
+        )
+        tracker.log_metrics(parent, {"baseline_val_acc": base.val_acc,
+                                     "baseline_size_mb": inputs.baseline_size_bytes / 1e6})
+        meta = {"name": folder.name, "space": space.name, "parent_run_id": parent,
+                "tracking_uri": cfg.resolved_tracking_uri(),
+                "experiment_id": tracker.experiment_id, "config": cfg.to_dict(),
+                "machine": hardware.machine(), "num_classes": prep.splits.num_classes,
+                "preprocessing": prep.splits.preprocessing.to_dict(),  # read back by export
+                "classes": list(prep.splits.classes)}
+        if prep.data_source != "config":  # the API's own datasets: resume needs them again
+            meta["data_source"] = prep.data_source
+        sweep = Sweep(cfg, space, prep.splits, inputs, folder, meta, tracker, log, started)
+        sweep.save_meta(status="RUNNING")
+        return sweep
+    except BaseException as exc:
+        if parent is not None:
+            status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+            with contextlib.suppress(Exception):  # the store may be what failed
+                tracker.end_sweep(parent, status)  # type: ignore[union-attr]
+        (folder / "sweep.json").unlink(missing_ok=True)
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 def new_sweep_dir(sweeps: Path, space: str, stamp: str) -> Path:

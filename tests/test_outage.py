@@ -85,6 +85,11 @@ def children(client: MlflowClient, parent: str) -> list:
     return client.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{parent}'")
 
 
+def all_runs(out: Path) -> list:
+    client = MlflowClient(f"sqlite:///{out}/mlflow.db")
+    return client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
 def optuna_states(folder: Path, name: str) -> collections.Counter:
     study = optuna.load_study(study_name=name, storage=sweep_study_storage(folder))
     return collections.Counter(t.state.name for t in study.trials)
@@ -374,3 +379,46 @@ def test_ctrl_c_stops_cleanly_and_resume_completes(tmp_path: Path) -> None:
     assert states["COMPLETE"] == 4 and states["RUNNING"] == 0
     front = {r["trial"] for r in json.loads((folder / "front.json").read_text())}
     assert front - {"baseline"} <= {r.info.run_name for r in runs}
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_the_baseline_trains_leaves_no_sweep_behind(tmp_path: Path) -> None:
+    """The baseline trains before the sweep's folder and MLflow run exist: a stop during a
+    fine-tune of hours leaves nothing to resume or clean up, and says so in one line."""
+    log = tmp_path / "launch.log"
+    args = tiny_overrides(tmp_path, "space=nystrom_m", "train.epochs=500",
+                          f"cache_dir={tmp_path / 'cache'}")  # its own: it must train
+    proc = start(["launch", *args], log, env())
+    try:
+        assert wait_for(lambda: "baseline: training" in log.read_text(), 120), tail(log)
+        time.sleep(3)  # a few epochs in
+        os.kill(proc.pid, signal.SIGINT)
+        rc = proc.wait(timeout=60)
+    finally:
+        kill_tree([proc.pid])
+    text = log.read_text()
+    assert rc == 130 and text.splitlines()[-1] == "interrupted", text[-3000:]
+    assert "Traceback" not in text, text[-3000:]
+    assert not (tmp_path / "sweeps").exists() or not list((tmp_path / "sweeps").iterdir())
+    assert not (tmp_path / "mlflow.db").exists() or not all_runs(tmp_path)
+
+
+def test_a_launch_that_fails_before_its_sweep_exists_leaves_nothing_half_made(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """A failure after the MLflow parent run started but before sweep.json (here the disk
+    filling up as it is written) ends that run FAILED and removes the sweep's folder; a full
+    disk is the machine's state, not a bug: one error line, exit 2."""
+    from sweeper import cli
+    from sweeper.sweep import Sweep
+
+    def disk_full(self: Sweep, **changes: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Sweep, "save_meta", disk_full)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr(cli, "sigterm_as_ctrl_c", lambda: None)  # pytest's own stays
+    assert cli.main(["launch", *tiny_overrides(tmp_path, "space=nystrom_m", "quiet=true")]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == \
+        "error: [Errno 28] No space left on device"
+    assert list((tmp_path / "sweeps").iterdir()) == []
+    assert [r.info.status for r in all_runs(tmp_path)] == ["FAILED"]
