@@ -42,7 +42,9 @@ def read_state(path: str | Path) -> dict[str, torch.Tensor]:
         raise UserError(f"{where} does not exist")
     if not p.is_file():
         raise UserError(f"{where} is not a file")
-    if _is_safetensors(p):
+    if p.stat().st_size == 0:
+        raise UserError(f"{where} is empty (0 bytes)")
+    if _is_safetensors(p) or p.suffix == ".safetensors":
         state = _strip(_read_safetensors(p, where))
     else:
         state = _strip(_unwrap(safe_load(p, where), where))
@@ -65,7 +67,10 @@ def safe_load(path: Path, where: str, unreadable: str = "is not a PyTorch checkp
                             "save model.state_dict() instead") from None
         raise UserError(f"{where} {unreadable} (torch.load cannot read it)") from None
     except Exception as exc:  # noqa: BLE001 - junk bytes fail anywhere in the unpickler
-        raise UserError(f"{where} {unreadable} ({_first_line(exc)})") from None
+        why = _first_line(exc)
+        if isinstance(exc, LookupError) or len(why) < 12:  # e.g. KeyError: 101, from junk
+            why = "torch.load cannot read it"
+        raise UserError(f"{where} {unreadable} ({why})") from None
 
 
 def _is_safetensors(path: Path) -> bool:

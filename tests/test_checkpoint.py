@@ -173,8 +173,10 @@ def _write_bad(kind: str, path: Path) -> None:
         torch.save({"state_dict": tiny_model(num_classes=5).state_dict()}, path)
     elif kind == "not_a_checkpoint":
         path.write_bytes(random.Random(0).randbytes(4096))
-    elif kind == "text_file":
+    elif kind in ("text_file", "junk_named_safetensors"):
         path.write_text("weights: none\n")
+    elif kind == "empty_file":
+        path.touch()
     elif kind == "pickled_module":  # torch.save(model): needs code to unpickle
         torch.save(tiny_model(), path)
     elif kind == "no_state_dict":
@@ -193,7 +195,9 @@ BAD = {
     "another_vit_size": "does not fit model.name=vit_digits: other shapes",
     "another_class_count": "has a 5-class head but the data has 10 classes",
     "not_a_checkpoint": "is not a PyTorch checkpoint",
-    "text_file": "is not a PyTorch checkpoint",
+    "text_file": "is not a PyTorch checkpoint (torch.load cannot read it)",
+    "junk_named_safetensors": "is not a readable safetensors file",
+    "empty_file": "is empty (0 bytes)",
     "pickled_module": "holds Python objects, not only tensors",
     "no_state_dict": "holds no state_dict (keys: epoch, optimizer",
     "folder": "is not a file",
@@ -208,7 +212,7 @@ def test_bad_checkpoint_is_one_error_line_exit_2_and_writes_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    path = tmp_path / "ck.pt"
+    path = tmp_path / ("ck.safetensors" if "safetensors" in kind else "ck.pt")
     _write_bad(kind, path)
     before = {str(p) for p in tmp_path.rglob("*")}
     out = tmp_path / "out"
