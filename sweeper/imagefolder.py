@@ -30,9 +30,9 @@ import torch
 from sweeper.config import DataConfig
 from sweeper.errors import UserError
 from sweeper.preprocess import Preprocessing
-from sweeper.split import StreamedSplit, decode_file
+from sweeper.split import PIL_ONLY, StreamedSplit, decode_file
 
-EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
+EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", *PIL_ONLY)  # torchvision ImageFolder's list
 SPLITS = ("train", "val", "test")
 Files = list[tuple[str, int]]  # (path, class index)
 
@@ -153,7 +153,7 @@ class _Check(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> str:
         try:
             image = decode_file(self.paths[i])
-        except (RuntimeError, OSError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever a decoder says of a user's file
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             first = re.sub(r"^\w+\(\), \S+:\d+, ", "", first)[:160]  # C++ location
             return f"cannot read image {self.paths[i]} ({first})"

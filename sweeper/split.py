@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 
 from sweeper import node_lock
@@ -172,8 +173,16 @@ def to_uint8(image: Any) -> torch.Tensor:
                      f"{type(image).__name__}{hint}")
 
 
+# what torchvision's ImageFolder reads besides these: Pillow decodes them (torchvision's own
+# decoders read only JPEG, PNG, WebP, GIF and AVIF/HEIC)
+PIL_ONLY = (".bmp", ".ppm", ".pgm", ".tif", ".tiff")
+
+
 def decode_file(path: str) -> torch.Tensor:
-    """JPEG, PNG or WebP file -> uint8 [3,H,W] RGB, with torchvision's decoders."""
+    """An image file -> uint8 [3,H,W] RGB: JPEG, PNG and WebP with torchvision's decoders,
+    BMP, PPM/PGM and TIFF with Pillow. A 16-bit image is scaled to 0..255, not clipped."""
+    if path.lower().endswith(PIL_ONLY):
+        return _decode_with_pillow(path)
     from torchvision.io import ImageReadMode, decode_image
 
     with warnings.catch_warnings():  # torchvision 0.29 flags its decoders for a later move
@@ -184,3 +193,17 @@ def decode_file(path: str) -> torch.Tensor:
 
         image = to_dtype(image, torch.uint8, scale=True)
     return image
+
+
+def _decode_with_pillow(path: str) -> torch.Tensor:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        if img.mode.startswith("I;16") or img.mode == "I":  # 16-bit grey (TIFF, PGM)
+            deep = np.asarray(img, dtype=np.int64).clip(0, 65535)
+            grey = torch.from_numpy((deep >> 8).astype(np.uint8))  # as torchvision scales
+            return grey.unsqueeze(0).expand(3, -1, -1).contiguous()
+        if img.mode == "F":
+            raise ValueError("a floating-point image; save it as 8- or 16-bit")
+        rgb = np.asarray(img.convert("RGB"))
+    return torch.from_numpy(rgb.copy()).permute(2, 0, 1).contiguous()

@@ -385,3 +385,32 @@ def test_a_sweep_streams_an_image_folder_through_ray_and_exports_its_preprocessi
     info = json.loads((tmp_path / "m.onnx.json").read_text())
     assert info["classes"] == ["cat", "dog", "owl"] and info["num_classes"] == 3
     assert {k: info[k] for k in meta["preprocessing"]} == meta["preprocessing"]
+
+
+def test_bmp_tiff_and_netpbm_are_read_as_torchvision_imagefolder_reads_them(
+        tmp_path: Path) -> None:
+    """ImageFolder's other extensions (BMP, PPM/PGM, TIFF, 16-bit TIFF from microscopes and
+    scanners) decode through Pillow to the same uint8 RGB, and a folder of them loads."""
+    rgb = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    expected = torch.from_numpy(rgb).permute(2, 0, 1)
+    for ext in ("bmp", "ppm", "tif", "TIFF"):
+        Image.fromarray(rgb).save(tmp_path / f"x.{ext}")
+        assert torch.equal(decode_file(str(tmp_path / f"x.{ext}")), expected), ext
+    grey = rgb[..., 0]
+    Image.fromarray(grey).save(tmp_path / "g.pgm")
+    assert torch.equal(decode_file(str(tmp_path / "g.pgm")),
+                       torch.from_numpy(grey).expand(3, -1, -1))
+    deep = np.full((4, 4), 65535, np.uint16)
+    deep[0, :3] = (0, 257 * 128, 257 * 64)
+    Image.fromarray(deep).save(tmp_path / "deep.tif")
+    assert decode_file(str(tmp_path / "deep.tif"))[:, 0, :4].tolist() == [[0, 128, 64, 255]] * 3
+    (tmp_path / "broken.bmp").write_bytes(b"BM not really")
+    with pytest.raises(OSError):
+        decode_file(str(tmp_path / "broken.bmp"))
+
+    root = tmp_path / "folder"
+    for i, ext in enumerate(("bmp", "tif", "ppm", "png")):
+        write_image(root / "train" / "cat" / f"{i}.{ext}", (200, 40, 40), i, size=(20, 20))
+        write_image(root / "train" / "dog" / f"{i}.{ext}", (40, 200, 40), 10 + i, size=(20, 20))
+    s = load_splits(folder_cfg(root, val_fraction=0.25, test_fraction=0.25), model=MODEL)
+    assert sum(len(getattr(s, n)) for n in ("train", "val", "test")) == 8
