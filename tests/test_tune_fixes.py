@@ -64,6 +64,24 @@ def running_trial(tmp_path: Path, max_failures: int = 3) -> tuple[TuneController
 _actor_ids = iter(range(1, 1_000_000))
 
 
+def holding(controller: TuneController) -> list[Callable[[Exception], None]]:
+    """From now on the actor manager holds each task's failure callback instead of sending
+    the task (the stop Tune sends to an actor it drops has none, and never fails)."""
+    held: list[Callable[[Exception], None]] = []
+
+    def hold(tracked_actor: TrackedActor, method_name: str, args: Any = None,
+             kwargs: Any = None, on_result: Any = None, on_error: Any = None,
+             _return_future: bool = False) -> None:
+        if on_error is not None:
+            held.append(lambda exc: on_error(tracked_actor, exc))
+
+    controller._actor_manager.schedule_actor_task = hold  # type: ignore[method-assign]
+    # the test's actors are not the manager's: dropping one is only Tune's own bookkeeping
+    controller._actor_manager.remove_actor = (  # type: ignore[method-assign]
+        lambda tracked_actor, kill=False, stop_future=None: True)
+    return held
+
+
 def tasks_on_an_actor(controller: TuneController, trial: Trial, *methods: str
                       ) -> list[Callable[[Exception], None]]:
     """Schedule the trial's tasks on a new actor as Tune does, then lose the actor as a dead
@@ -71,18 +89,27 @@ def tasks_on_an_actor(controller: TuneController, trial: Trial, *methods: str
     actor = TrackedActor(next(_actor_ids))
     controller._trial_to_actor[trial] = actor
     controller._actor_to_trial[actor] = trial
-    held: list[Callable[[Exception], None]] = []
-
-    def hold(tracked_actor: TrackedActor, method_name: str, args: Any, kwargs: Any,
-             on_result: Any, on_error: Any, _return_future: bool) -> None:
-        held.append(lambda exc: on_error(tracked_actor, exc))
-
-    controller._actor_manager.schedule_actor_task = hold  # type: ignore[method-assign]
+    held = holding(controller)
     for method in methods:
         controller._schedule_trial_task(trial, method, on_result=lambda *_: None,
                                         on_error=controller._trial_task_failure)
     del controller._trial_to_actor[trial], controller._actor_to_trial[actor]
     return held
+
+
+def resetting_on_a_cached_actor(controller: TuneController, trial: Trial
+                                ) -> tuple[TrackedActor, Callable[[Exception], None]]:
+    """Hand the pending trial a cached actor as Tune's _maybe_reuse_cached_actor does (staged,
+    mapped to the actor, its reset scheduled); the actor and its reset's failure."""
+    actor = TrackedActor(next(_actor_ids))
+    controller._staged_trials.add(trial)
+    controller._actor_cache.increase_max(trial.placement_group_factory)
+    controller._trial_to_actor[trial] = actor
+    controller._actor_to_trial[actor] = trial
+    held = holding(controller)
+    controller._schedule_trial_reset(trial, trial.config, trial.experiment_tag)
+    assert trial in controller._resetting_trials
+    return actor, held[0]
 
 
 def dead_node() -> RayActorError:
@@ -125,14 +152,12 @@ def test_other_failures_take_tunes_own_path(tmp_path: Path, fixed: None) -> None
     (train,) = tasks_on_an_actor(controller, trial, "train")
     train(dead_node())
     assert trial.status == Trial.ERROR
-    # a reused actor that fails the reset scheduled after the requeue: Tune errors the
-    # pending trial, as before
-    controller, trial = running_trial(tmp_path / "reset")
+    # a reused actor that fails its reset with no retry left: the trial errors
+    controller, trial = running_trial(tmp_path / "reset", max_failures=1)
     (train,) = tasks_on_an_actor(controller, trial, "train")
     train(dead_node())
     assert trial.status == Trial.PENDING
-    controller._resetting_trials.add(trial)
-    (reset,) = tasks_on_an_actor(controller, trial, "reset")
+    _actor, reset = resetting_on_a_cached_actor(controller, trial)
     reset(dead_node())
     assert trial.status == Trial.ERROR
     # after a requeue, a failure of an earlier task that is not an actor's death still
@@ -145,3 +170,39 @@ def test_other_failures_take_tunes_own_path(tmp_path: Path, fixed: None) -> None
     earlier(trial, RuntimeError("not an actor"))
     earlier(trial, dead_node())
     assert [type(exc) for exc in seen] == [RuntimeError]
+
+
+def reused_actor_dies(controller: TuneController, trial: Trial, news_first: str) -> None:
+    """The trial, requeued once, is being reset onto a cached actor when that actor's node
+    dies; Tune hears of it from the reset task or from the actor itself."""
+    (train,) = tasks_on_an_actor(controller, trial, "train")
+    train(dead_node())
+    assert trial.status == Trial.PENDING and trial.run_metadata.num_failures == 1
+    actor, reset = resetting_on_a_cached_actor(controller, trial)
+    if news_first == "reset":
+        reset(dead_node())
+    else:
+        controller._actor_failed(actor, dead_node())
+
+
+@pytest.mark.parametrize("news_first", ["reset", "actor"])
+def test_without_the_fix_a_reused_actors_death_loses_the_trial(
+        tmp_path: Path, unfixed: None, news_first: str) -> None:
+    """What the fix is for: the trial errored with retries left, or stayed resetting (never
+    started again: the sweep hung, tests/test_faults.py's dead-node test now and then)."""
+    controller, trial = running_trial(tmp_path)
+    reused_actor_dies(controller, trial, news_first)
+    if news_first == "reset":
+        assert trial.status == Trial.ERROR
+    else:
+        assert trial.status == Trial.PENDING and trial in controller._resetting_trials
+
+
+@pytest.mark.parametrize("news_first", ["reset", "actor"])
+def test_a_reused_actor_that_dies_in_its_reset_is_one_failed_attempt(
+        tmp_path: Path, fixed: None, news_first: str) -> None:
+    controller, trial = running_trial(tmp_path)
+    reused_actor_dies(controller, trial, news_first)
+    assert trial.status == Trial.PENDING and trial.run_metadata.num_failures == 2
+    assert trial not in controller._resetting_trials  # Tune starts it again
+    assert trial not in controller._trial_to_actor and not controller._staged_trials
