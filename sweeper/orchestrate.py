@@ -4,7 +4,6 @@ its results. What runs in a worker is sweeper/worker.py."""
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 import warnings
@@ -141,8 +140,7 @@ def run_tune(sweep: Sweep, restore: bool = False) -> SweepRun:
         tuner = _new_tuner(sweep, job, storage, experiment_dir, callback)
     callback.mirror, callback.journal = mirror, sweep.folder / journal.TRIALS
     callback.baseline_val_acc = sweep.inputs.baseline_val_acc
-    # Tune's own Ctrl-C notices point to Tuner.restore; the driver says how to resume
-    logging.getLogger("ray.tune.tune").setLevel(logging.ERROR)
+    stop_signal.announce_stops()
     start = time.perf_counter()
     with stop_signal.handlers_kept():
         grid = tuner.fit()

@@ -15,8 +15,10 @@ after a killed driver.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -74,6 +76,30 @@ def handlers_kept() -> Iterator[None]:
         for sig, handler in kept.items():
             if handler is not None:  # None: set outside Python, cannot be put back
                 signal.signal(sig, handler)
+
+
+STOPPING = ("stopping: unfinished trials are closed and the sweep's state saved "
+            "(Ctrl-C again skips the wait)")
+
+
+class _TuneStopNotice(logging.Filter):
+    """Tune's notice of a first Ctrl-C points to Tuner.restore, which is not how a sweep
+    resumes (the driver prints its resume line once stopped): one line of what happens now
+    instead, printed as the stop begins. Tune's other warnings stay hidden."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith("Stop signal received"):
+            print(STOPPING, file=sys.stderr, flush=True)
+            return False
+        return record.levelno >= logging.ERROR
+
+
+def announce_stops() -> None:
+    """Say at once that a Ctrl-C (or SIGTERM) was heard: stopping takes seconds. Idempotent."""
+    tune_log = logging.getLogger("ray.tune.tune")
+    tune_log.setLevel(logging.WARNING)
+    if not any(isinstance(f, _TuneStopNotice) for f in tune_log.filters):
+        tune_log.addFilter(_TuneStopNotice())
 
 
 def sigterm_as_ctrl_c() -> None:

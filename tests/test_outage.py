@@ -25,6 +25,7 @@ from mlflow.tracking import MlflowClient
 from sweeper import journal
 from sweeper.files import exclusive
 from sweeper.search import OPTUNA_JOURNAL
+from sweeper.stop_signal import STOPPING
 from sweeper.sweep import DRIVER_LOCK
 from sweeper.tracking import PENDING, Mirror
 from tests.cluster import (
@@ -309,6 +310,9 @@ def stop_mid_trial(tmp_path: Path, sig: signal.Signals, group: bool = False
     assert "Traceback" not in text, text[-3000:]
     said = [ln for ln in text.splitlines() if ln.startswith("interrupted:")]
     assert len(said) == 1 and "python -m sweeper resume" in said[0], text[-3000:]
+    # heard at once (stopping takes seconds), said once, before the end
+    assert text.count(STOPPING) == 1 and text.index(STOPPING) < text.index(said[0]), \
+        text[-3000:]
     # Ray went down with the driver: none of its processes, nor any of its session's, is left
     assert wait_for(lambda: not [p for p in ray_pids if cmdline(p)], 30), \
         [cmdline(p) for p in ray_pids if cmdline(p)]

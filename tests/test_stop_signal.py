@@ -54,3 +54,16 @@ def test_a_stop_that_hangs_says_its_last_words_then_exits_130(
     assert said == ["inner", "outer"]
     assert exits == [130]
     assert stop_signal._last_words == []
+
+
+def test_tunes_stop_notice_becomes_one_line_saying_what_happens(
+        capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    stop_signal.announce_stops()
+    stop_signal.announce_stops()  # idempotent: one filter, one line
+    tune_log = logging.getLogger("ray.tune.tune")
+    tune_log.warning("Stop signal received (e.g. via SIGINT/Ctrl+C), ending Ray Tune run.")
+    tune_log.warning("another of Tune's warnings")
+    assert capsys.readouterr().err.splitlines() == [stop_signal.STOPPING]
+    assert not [r for r in caplog.records if r.name == "ray.tune.tune"]  # neither reached a log
