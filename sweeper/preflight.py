@@ -39,6 +39,8 @@ def check_launch(cfg: Config, tracking_uri: str | None = None) -> None:
         if not cfg.tracking_uri and os.environ.get("MLFLOW_TRACKING_URI"):
             check_tracking_uri("MLFLOW_TRACKING_URI", tracking_uri)
     check_tracking(tracking_uri)
+    if tracking_uri == cfg.resolved_tracking_uri():  # a launch; a resume keeps its experiment
+        check_experiment(tracking_uri, cfg.experiment)
     if cfg.search.storage:
         check_database("search.storage", cfg.search.storage)
     if cfg.ray.address and cfg.ray.address != "auto":  # 'auto' is resolved by orchestrate
@@ -85,6 +87,27 @@ def check_tracking(uri: str) -> None:
         check_database("tracking_uri", uri)
 
 
+def check_experiment(uri: str, name: str) -> None:
+    """An experiment deleted in the MLflow UI takes no runs: said before the baseline trains.
+    A store not there yet is left alone (checking would create it)."""
+    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower()
+    if scheme == "sqlite":
+        path = sqlite_path(uri)
+        if path in ("", ":memory:") or not Path(path).is_file():
+            return
+    elif scheme == "file" and not Path(urlsplit(uri).path).is_dir():
+        return
+    from mlflow.exceptions import MlflowException
+
+    from sweeper.tracking import client, live_experiment
+
+    try:
+        live_experiment(client(uri), name, uri)
+    except MlflowException as exc:
+        raise UserError(f"MLflow at {redact(uri)} refused to look up experiment={name}: "
+                        f"{exc.message}") from None
+
+
 def check_database(key: str, url: str) -> None:
     scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
     if scheme == "sqlite":
@@ -99,9 +122,13 @@ def check_database(key: str, url: str) -> None:
         tcp_reachable(f"the database of {key}", parts.hostname, port)
 
 
+def sqlite_path(url: str) -> str:
+    return url.split(":///", 1)[1].split("?", 1)[0] if ":///" in url else ""
+
+
 def sqlite_folder(key: str, url: str) -> None:
     """The folder of a SQLite file must be creatable (SQLAlchemy creates the file in it)."""
-    path = url.split(":///", 1)[1].split("?", 1)[0] if ":///" in url else ""
+    path = sqlite_path(url)
     if path in ("", ":memory:"):
         return
     if Path(path).is_dir():

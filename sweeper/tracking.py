@@ -21,6 +21,8 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from sweeper.errors import UserError
+
 MAX_PARAM_LEN = 500
 # The experiment tag MLflow 3's UI reads to pick its view (the UI bundle of MLflow 3.17 names
 # the values genai_development and custom_model_development); without it the UI opens an
@@ -73,6 +75,20 @@ def default_store(uri: str) -> Iterator[None]:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
+def live_experiment(mlflow_client: MlflowClient, name: str, uri: str) -> Any:
+    """The experiment called `name`, None if there is none; one deleted in the MLflow UI (in
+    its trash, where its name stays taken) cannot take runs, which is a UserError."""
+    exp = mlflow_client.get_experiment_by_name(name)
+    if exp is not None and exp.lifecycle_stage == "deleted":
+        from sweeper.config import redact
+
+        raise UserError(
+            f"experiment={name} is deleted in MLflow at {redact(uri)} (in its trash): restore "
+            f"it with `MLFLOW_TRACKING_URI={redact(uri)} mlflow experiments restore "
+            f"--experiment-id {exp.experiment_id}`, or give another name with experiment=NAME")
+    return exp
+
+
 class Tracker:
     def __init__(self, uri: str, experiment: str, artifact_root: Path | None = None) -> None:
         os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
@@ -86,7 +102,7 @@ class Tracker:
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         self.uri = uri
         self.client = client(uri)
-        exp = self.client.get_experiment_by_name(experiment)
+        exp = live_experiment(self.client, experiment, uri)
         if exp is None:
             # A tracking server stores artifacts where it is configured to; a local store
             # keeps them beside the sweep's outputs instead of in the working directory.

@@ -334,3 +334,36 @@ def test_passwords_in_urls_are_refused_without_echo_and_redacted() -> None:
     cfg = build_config(["search.storage=postgresql+psycopg2://me@host/optuna",
                         "tracking_uri=http://me@host:5000"])
     assert ":***@" not in json.dumps(cfg.to_dict()) and SECRET not in json.dumps(cfg.to_dict())
+
+
+def test_an_experiment_deleted_in_mlflow_is_one_line_with_the_command_that_restores_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deleted in the MLflow UI, the experiment sits in its trash and takes no runs: said
+    before the baseline trains (its own cache stays empty), and the command it gives works."""
+    import shlex
+
+    from mlflow.tracking import MlflowClient
+
+    from sweeper.preflight import check_experiment
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    uri = f"sqlite:///{out / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    client.delete_experiment(client.create_experiment("sweeper"))
+    capsys.readouterr()  # MLflow's notes on creating the store
+    code = main(["launch", *tiny_overrides(out, "space=nystrom_m",
+                                           f"cache_dir={tmp_path / 'cache'}")])
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("error: experiment=sweeper is deleted in MLflow at"), lines
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())
+    assert not (out / "sweeps").exists()
+    env_var, *restore = shlex.split(lines[0].split("`")[1])
+    restore[0] = str(Path(sys.executable).with_name(restore[0]))  # the venv's mlflow
+    key, value = env_var.split("=", 1)
+    subprocess.run(restore, env={**os.environ, key: value}, check=True, capture_output=True,
+                   timeout=120)
+    check_experiment(uri, "sweeper")  # restored: the launch would go ahead
