@@ -137,8 +137,9 @@ def sqlite_folder(key: str, url: str) -> None:
 
 
 def http_reachable(uri: str) -> None:
-    """One GET of MLflow's /health, bounded: any HTTP answer means the server is there (what
-    it allows is for MLflow to say); no answer in time is the error."""
+    """One GET of MLflow's /health, bounded: an HTTP answer means the server is there (what
+    it allows is for MLflow to say), except a 404: some other web server, or a wrong path.
+    No answer in time is the error."""
     parts = urlsplit(uri)
     host = parts.hostname or ""
     netloc = f"[{host}]" if ":" in host else host
@@ -149,7 +150,10 @@ def http_reachable(uri: str) -> None:
     url = f"{parts.scheme}://{netloc}{parts.path.rstrip('/')}/health"
     try:
         urllib.request.urlopen(url, timeout=SERVICE_TIMEOUT_S).close()  # noqa: S310
-    except urllib.error.HTTPError:
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:  # every MLflow server since 1.x answers /health
+            raise UserError(f"tracking_uri {redact(uri)} is not an MLflow tracking server "
+                            f"({url} answers 404); check its host, port and path") from None
         return
     except (OSError, http.client.HTTPException, ValueError) as exc:
         reason = getattr(exc, "reason", None) or exc

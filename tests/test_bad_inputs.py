@@ -367,3 +367,36 @@ def test_an_experiment_deleted_in_mlflow_is_one_line_with_the_command_that_resto
     subprocess.run(restore, env={**os.environ, key: value}, check=True, capture_output=True,
                    timeout=120)
     check_experiment(uri, "sweeper")  # restored: the launch would go ahead
+
+
+def test_a_web_server_that_is_not_mlflow_is_refused_before_the_baseline(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tracking_uri at some other web server (another app on the port, a wrong path) used to
+    pass the reachability check and fail after the baseline had trained."""
+    import http.server
+    import threading
+
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self.send_error(404)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        code = main(["launch", *tiny_overrides(tmp_path / "out", "space=nystrom_m",
+                                               f"tracking_uri=http://127.0.0.1:{port}/mlflow",
+                                               f"cache_dir={tmp_path / 'cache'}")])
+    finally:
+        server.shutdown()
+        server.server_close()
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert code == 2 and lines == [
+        f"error: tracking_uri http://127.0.0.1:{port}/mlflow is not an MLflow tracking server "
+        f"(http://127.0.0.1:{port}/mlflow/health answers 404); check its host, port and path"]
+    assert not (tmp_path / "cache").exists()
