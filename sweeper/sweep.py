@@ -175,7 +175,6 @@ def _start(prep: Prepared, inputs: TrialInputs, base: Any, folder: Path, log: Lo
             status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
             with contextlib.suppress(Exception):  # the store may be what failed
                 tracker.end_sweep(parent, status)  # type: ignore[union-attr]
-        (folder / "sweep.json").unlink(missing_ok=True)
         shutil.rmtree(folder, ignore_errors=True)
         raise
 
