@@ -127,6 +127,19 @@ def _load_cached(path: Path, model: nn.Module) -> dict | None:
         return None
 
 
+def _untrained_part(cfg: Config, num_classes: int) -> str:
+    """What of a baseline used as is (train.epochs=0) holds initial weights: '' when nothing."""
+    if cfg.model.checkpoint:
+        return ""
+    if not cfg.model.pretrained:
+        return "whole network"
+    import timm
+
+    pretrained = timm.models.get_pretrained_cfg(cfg.model.name)
+    head = getattr(pretrained, "num_classes", None)
+    return "" if head == num_classes else f"classifier head ({num_classes} classes, new)"
+
+
 def _train(model: nn.Module, cfg: Config, splits: Splits, device: torch.device,
            log: Callable[[str], None]) -> None:
     """The baseline's training (train.epochs=0: the weights as they are), logging 8 times."""
@@ -142,6 +155,11 @@ def _train(model: nn.Module, cfg: Config, splits: Splits, device: torch.device,
 
     if t.epochs == 0:
         log(f"baseline: {cfg.model.checkpoint or 'initial weights'} used as is (train.epochs=0)")
+        untrained = _untrained_part(cfg, splits.num_classes)
+        if untrained:
+            log(f"warning: the baseline's {untrained} was never trained, so it and every trial "
+                "score at chance: give your fine-tuned weights (model.checkpoint=PATH) or "
+                "fine-tune first (train.epochs=N)")
     else:
         log(f"baseline: training {cfg.model.name} for {t.epochs} epochs on {device}")
     fit(model, splits.train, settings, splits.preprocessing, device, on_epoch=on_epoch)

@@ -14,6 +14,7 @@ from sweeper.data import load_splits
 from sweeper.errors import UserError
 from sweeper.models import (
     _hub_retries_quiet,
+    _untrained_part,
     baseline_key,
     create_model,
     load_or_train_baseline,
@@ -136,3 +137,22 @@ def test_pretrained_weights_that_cannot_be_fetched_are_one_error_with_a_way_out(
     assert logging.getLogger("huggingface_hub").level == level  # restored
     vit = create_model(dataclasses.replace(cfg, pretrained=False), 3)
     assert type(vit).__name__ == "VisionTransformer" and vit.head.out_features == 3
+
+
+def test_a_baseline_used_as_is_with_untrained_weights_is_warned_about(tmp_path: Path) -> None:
+    """train.epochs=0 without model.checkpoint sweeps initial weights: the whole network, or
+    a pretrained one's new head (not when the data has the pretrained head's classes)."""
+    cfg = build_config(tiny_overrides(tmp_path, "train.epochs=0", f"cache_dir={tmp_path}"))
+    logs: list[str] = []
+    load_or_train_baseline(cfg, load_splits(cfg.data), torch.device("cpu"), logs.append)
+    (warning,) = [m for m in logs if m.startswith("warning:")]
+    assert "the baseline's whole network was never trained" in warning
+    assert "model.checkpoint=PATH" in warning
+
+    def untrained(*overrides: str, classes: int = 10) -> str:
+        return _untrained_part(build_config(["train.epochs=0", *overrides]), classes)
+
+    vit = ("model.name=vit_small_patch16_224", "model.pretrained=true")
+    assert untrained(*vit) == "classifier head (10 classes, new)"
+    assert untrained(*vit, classes=1000) == ""  # ImageNet's own head, kept
+    assert untrained("model.checkpoint=ft.pt") == ""
