@@ -99,8 +99,9 @@ def check_experiment(uri: str, name: str) -> None:
         return
     from mlflow.exceptions import MlflowException
 
-    from sweeper.tracking import client, live_experiment
+    from sweeper.tracking import client, client_settings, live_experiment
 
+    client_settings()  # bounded retries: a server that fails answers within a minute
     try:
         live_experiment(client(uri), name, uri)
     except MlflowException as exc:

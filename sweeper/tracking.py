@@ -89,17 +89,22 @@ def live_experiment(mlflow_client: MlflowClient, name: str, uri: str) -> Any:
     return exp
 
 
+def client_settings() -> None:
+    """How sweeper's MLflow clients behave, unless the user's environment says otherwise."""
+    os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+    # MLflow's own HTTP retries take ~4 min per call against a store that is down; the
+    # sweep's writes are retried by `Mirror` instead, without holding anything up.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    # against a server MLflow prints two "View run ... at" lines per closed run, between
+    # the trial lines; the sweep prints the parent run's page once, at the end
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+
+
 class Tracker:
     def __init__(self, uri: str, experiment: str, artifact_root: Path | None = None) -> None:
-        os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
-        # MLflow's own HTTP retries take ~4 min per call against a store that is down; the
-        # sweep's writes are retried by `Mirror` instead, without holding anything up.
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
-        # against a server MLflow prints two "View run ... at" lines per closed run, between
-        # the trial lines; the sweep prints the parent run's page once, at the end
-        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+        client_settings()
         self.uri = uri
         self.client = client(uri)
         exp = live_experiment(self.client, experiment, uri)

@@ -7,12 +7,16 @@ export run as real subprocesses, each well within its timeout (none may hang).
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
 import os
 import random
 import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -369,34 +373,67 @@ def test_an_experiment_deleted_in_mlflow_is_one_line_with_the_command_that_resto
     check_experiment(uri, "sweeper")  # restored: the launch would go ahead
 
 
+class QuietHandler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def http_server(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[int]:
+    """A real HTTP server on 127.0.0.1 for the block; its port."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_a_web_server_that_is_not_mlflow_is_refused_before_the_baseline(
         tmp_path: Path, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A tracking_uri at some other web server (another app on the port, a wrong path) used to
     pass the reachability check and fail after the baseline had trained."""
-    import http.server
-    import threading
-
-    class NotFound(http.server.BaseHTTPRequestHandler):
+    class NotFound(QuietHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
             self.send_error(404)
 
-        def log_message(self, *args: object) -> None:
-            pass
-
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    port = server.server_address[1]
-    try:
+    with http_server(NotFound) as port:
         code = main(["launch", *tiny_overrides(tmp_path / "out", "space=nystrom_m",
                                                f"tracking_uri=http://127.0.0.1:{port}/mlflow",
                                                f"cache_dir={tmp_path / 'cache'}")])
-    finally:
-        server.shutdown()
-        server.server_close()
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert code == 2 and lines == [
         f"error: tracking_uri http://127.0.0.1:{port}/mlflow is not an MLflow tracking server "
         f"(http://127.0.0.1:{port}/mlflow/health answers 404); check its host, port and path"]
+    assert not (tmp_path / "cache").exists()
+
+
+def test_an_mlflow_server_that_refuses_the_user_is_one_line_before_the_baseline(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server with authentication (`mlflow server --app-name basic-auth`) answers /health to
+    anyone and 401 to the API without credentials: one line before the baseline trains, not a
+    traceback after it."""
+    class NeedsLogin(QuietHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            if self.path.endswith("/health"):
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"OK")
+            else:
+                self.send_error(401, "You are not authenticated.")
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with http_server(NeedsLogin) as port:
+        code = main(["launch", *tiny_overrides(tmp_path / "out", "space=nystrom_m",
+                                               f"tracking_uri=http://127.0.0.1:{port}",
+                                               f"cache_dir={tmp_path / 'cache'}")])
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith(f"error: MLflow at http://127.0.0.1:{port} refused to look up "
+                               "experiment=sweeper:"), lines
+    assert "401" in lines[0], lines
     assert not (tmp_path / "cache").exists()
