@@ -316,8 +316,13 @@ def redact(text: str) -> str:
     return re.sub(r"(://[^/@\s:]*):[^/@\s]*@", r"\1:***@", text)
 
 
+def url_scheme(url: str) -> str:
+    """'postgresql' of postgresql+psycopg2://..., 'sqlite' of sqlite:///...: the store kind."""
+    return url.split(":", 1)[0].split("+", 1)[0].lower()
+
+
 def check_tracking_uri(key: str, uri: str) -> None:
-    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower()
+    scheme = url_scheme(uri)
     if scheme not in TRACKING_SCHEMES or (scheme != "databricks" and ":" not in uri):
         raise UserError(f"{key}={redact(uri)!r} is not an MLflow tracking URI; e.g. "
                         "http://HOST:5000 or sqlite:///PATH/mlflow.db")

@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from sweeper.config import Config, check_tracking_uri, config_from_dict, redact
+from sweeper.config import (
+    Config,
+    check_tracking_uri,
+    config_from_dict,
+    redact,
+    url_scheme,
+)
 from sweeper.errors import UserError
 
 SERVICE_TIMEOUT_S = 3.0
@@ -34,12 +40,13 @@ def check_launch(cfg: Config, tracking_uri: str | None = None) -> None:
     writable_folder("output_dir", cfg.output_dir)
     writable_folder("cache_dir", cfg.resolved_cache_dir())
     check_local_resources(cfg)
+    launching = tracking_uri is None  # a resume keeps its sweep's store and experiment
     if tracking_uri is None:
         tracking_uri = cfg.resolved_tracking_uri()
         if not cfg.tracking_uri and os.environ.get("MLFLOW_TRACKING_URI"):
             check_tracking_uri("MLFLOW_TRACKING_URI", tracking_uri)
     check_tracking(tracking_uri)
-    if tracking_uri == cfg.resolved_tracking_uri():  # a launch; a resume keeps its experiment
+    if launching:
         check_experiment(tracking_uri, cfg.experiment)
     if cfg.search.storage:
         check_database("search.storage", cfg.search.storage)
@@ -70,7 +77,7 @@ def writable_folder(key: str, path: str | os.PathLike[str]) -> None:
 
 # -- services ---------------------------------------------------------------------------------
 def check_tracking(uri: str) -> None:
-    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower()
+    scheme = url_scheme(uri)
     if scheme in ("http", "https"):
         http_reachable(uri)
     elif scheme == "sqlite":
@@ -90,7 +97,7 @@ def check_tracking(uri: str) -> None:
 def check_experiment(uri: str, name: str) -> None:
     """An experiment deleted in the MLflow UI takes no runs: said before the baseline trains.
     A store not there yet is left alone (checking would create it)."""
-    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower()
+    scheme = url_scheme(uri)
     if scheme == "sqlite":
         path = sqlite_path(uri)
         if path in ("", ":memory:") or not Path(path).is_file():
@@ -110,7 +117,7 @@ def check_experiment(uri: str, name: str) -> None:
 
 
 def check_database(key: str, url: str) -> None:
-    scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
+    scheme = url_scheme(url)
     if scheme == "sqlite":
         sqlite_folder(key, url)
         return

@@ -390,6 +390,15 @@ def http_server(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[i
         server.server_close()
 
 
+def launch_tracked_at(uri: str, tmp: Path, capsys: pytest.CaptureFixture[str]
+                      ) -> tuple[int, list[str]]:
+    """`launch` with tracking_uri=uri and a cache of its own (tmp/cache: a baseline trained
+    would be there); its exit status and stderr lines."""
+    code = main(["launch", *tiny_overrides(tmp / "out", "space=nystrom_m",
+                                           f"tracking_uri={uri}", f"cache_dir={tmp / 'cache'}")])
+    return code, [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+
+
 def test_a_web_server_that_is_not_mlflow_is_refused_before_the_baseline(
         tmp_path: Path, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -401,10 +410,7 @@ def test_a_web_server_that_is_not_mlflow_is_refused_before_the_baseline(
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     with http_server(NotFound) as port:
-        code = main(["launch", *tiny_overrides(tmp_path / "out", "space=nystrom_m",
-                                               f"tracking_uri=http://127.0.0.1:{port}/mlflow",
-                                               f"cache_dir={tmp_path / 'cache'}")])
-    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+        code, lines = launch_tracked_at(f"http://127.0.0.1:{port}/mlflow", tmp_path, capsys)
     assert code == 2 and lines == [
         f"error: tracking_uri http://127.0.0.1:{port}/mlflow is not an MLflow tracking server "
         f"(http://127.0.0.1:{port}/mlflow/health answers 404); check its host, port and path"]
@@ -428,10 +434,7 @@ def test_an_mlflow_server_that_refuses_the_user_is_one_line_before_the_baseline(
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     with http_server(NeedsLogin) as port:
-        code = main(["launch", *tiny_overrides(tmp_path / "out", "space=nystrom_m",
-                                               f"tracking_uri=http://127.0.0.1:{port}",
-                                               f"cache_dir={tmp_path / 'cache'}")])
-    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+        code, lines = launch_tracked_at(f"http://127.0.0.1:{port}", tmp_path, capsys)
     assert code == 2 and len(lines) == 1, lines
     assert lines[0].startswith(f"error: MLflow at http://127.0.0.1:{port} refused to look up "
                                "experiment=sweeper:"), lines
