@@ -55,10 +55,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sweeper import journal  # noqa: E402
-from sweeper.config import layered  # noqa: E402
-from sweeper.hardware import cpu_model, isa_summary  # noqa: E402
-from sweeper.hv_history import finished, history  # noqa: E402
+from sweeper.core import journal  # noqa: E402
+from sweeper.core.config import layered  # noqa: E402
+from sweeper.measure.hardware import cpu_model, isa_summary  # noqa: E402
+from sweeper.results.hv_history import finished, history  # noqa: E402
 
 TINY = ["model.embed_dim=64", "model.depth=2", "model.num_heads=2", "train.epochs=25",
         "train.lr=3e-3", "data.limit=600", "measure.batch_sizes=1,8", "measure.warmup=2",

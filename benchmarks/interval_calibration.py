@@ -34,10 +34,10 @@ sys.path.insert(0, str(ROOT))
 
 from sweeper.compress import TrialContext  # noqa: E402
 from sweeper.compress.prune import PruneConfig, apply  # noqa: E402
-from sweeper.config import build_config  # noqa: E402
-from sweeper.files import write_json  # noqa: E402
-from sweeper.hardware import cpu_model, isa_summary  # noqa: E402
-from sweeper.measure import (  # noqa: E402
+from sweeper.core.config import build_config  # noqa: E402
+from sweeper.core.files import write_json  # noqa: E402
+from sweeper.measure.hardware import cpu_model, isa_summary  # noqa: E402
+from sweeper.measure.latency import (  # noqa: E402
     DEFAULT_TIMING,
     _Series,
     block_length,
@@ -46,7 +46,7 @@ from sweeper.measure import (  # noqa: E402
     paired_ratios,
     torch_timer,
 )
-from sweeper.models import create_model  # noqa: E402
+from sweeper.models.vit import create_model  # noqa: E402
 
 
 def one_run(time_model: Any, time_base: Any, seconds: float) -> tuple[float, float, float]:

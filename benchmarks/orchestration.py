@@ -30,11 +30,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sweeper import orchestrate  # noqa: E402
-from sweeper.config import build_config  # noqa: E402
-from sweeper.files import write_json  # noqa: E402
-from sweeper.quiet import quiet_third_party  # noqa: E402
-from sweeper.sweep import launch, prepare  # noqa: E402
+from sweeper.cluster import orchestrate  # noqa: E402
+from sweeper.core.config import build_config  # noqa: E402
+from sweeper.core.files import write_json  # noqa: E402
+from sweeper.core.quiet import quiet_third_party  # noqa: E402
+from sweeper.sweep.driver import launch, prepare  # noqa: E402
 
 TINY = ["model.embed_dim=64", "model.depth=2", "model.num_heads=2", "train.epochs=2",
         "data.limit=200", "measure.batch_sizes=1", "measure.warmup=1", "measure.repeats=5",

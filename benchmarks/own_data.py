@@ -39,12 +39,12 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sweeper.config import build_config  # noqa: E402
-from sweeper.data import load_splits  # noqa: E402
-from sweeper.files import write_json  # noqa: E402
-from sweeper.hardware import cpu_model, isa_summary  # noqa: E402
-from sweeper.models import create_model  # noqa: E402
-from sweeper.train import accuracy  # noqa: E402
+from sweeper.core.config import build_config  # noqa: E402
+from sweeper.core.files import write_json  # noqa: E402
+from sweeper.data.loading import load_splits  # noqa: E402
+from sweeper.measure.hardware import cpu_model, isa_summary  # noqa: E402
+from sweeper.models.train import accuracy  # noqa: E402
+from sweeper.models.vit import create_model  # noqa: E402
 
 CLASSES = 10
 HELD_OUT = 150  # images in val/ and in test/, whatever the size
@@ -99,8 +99,8 @@ def sweep_peak_mb(folder: Path, out: Path, workers: int) -> tuple[float, float]:
 
 STREAM_RSS = """
 import sys
-from sweeper.config import build_config
-from sweeper.data import load_splits
+from sweeper.core.config import build_config
+from sweeper.data.loading import load_splits
 
 def rss():
     return int(open('/proc/self/status').read().split('VmRSS:')[1].split()[0]) / 1024

@@ -36,16 +36,16 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # runnable from a checkout without installing
 
-from sweeper import runtime  # noqa: E402
 from sweeper.compress import TrialContext  # noqa: E402
 from sweeper.compress.quantize import QuantizeConfig, apply  # noqa: E402
-from sweeper.config import build_config  # noqa: E402
-from sweeper.data import load_splits  # noqa: E402
-from sweeper.files import write_json  # noqa: E402
-from sweeper.measure import Timing, compare_latency, serialized_size  # noqa: E402
-from sweeper.models import load_or_train_baseline  # noqa: E402
-from sweeper.preprocess import Preprocessing  # noqa: E402
-from sweeper.train import accuracy  # noqa: E402
+from sweeper.core.config import build_config  # noqa: E402
+from sweeper.core.files import write_json  # noqa: E402
+from sweeper.data.loading import load_splits  # noqa: E402
+from sweeper.data.preprocess import Preprocessing  # noqa: E402
+from sweeper.measure import runtime  # noqa: E402
+from sweeper.measure.latency import Timing, compare_latency, serialized_size  # noqa: E402
+from sweeper.models.train import accuracy  # noqa: E402
+from sweeper.models.vit import load_or_train_baseline  # noqa: E402
 
 SCHEMES = ["dynamic8", "static8", "weight_only8", "weight_only4", "weight_only3",
            "weight_only2", "lsq8", "lsq4", "lsq3", "lsq2"]

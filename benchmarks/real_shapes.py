@@ -33,10 +33,10 @@ from sweeper.compress.nystrom import NystromConfig  # noqa: E402
 from sweeper.compress.prune import PruneConfig  # noqa: E402
 from sweeper.compress.quantize import QuantizeConfig  # noqa: E402
 from sweeper.compress.tome import ToMeConfig  # noqa: E402
-from sweeper.files import write_json  # noqa: E402
-from sweeper.hardware import cpu_model, isa_summary  # noqa: E402
-from sweeper.measure import LatencyPair, Timing, compare_latency  # noqa: E402
-from sweeper.quiet import quiet_third_party  # noqa: E402
+from sweeper.core.files import write_json  # noqa: E402
+from sweeper.core.quiet import quiet_third_party  # noqa: E402
+from sweeper.measure.hardware import cpu_model, isa_summary  # noqa: E402
+from sweeper.measure.latency import LatencyPair, Timing, compare_latency  # noqa: E402
 
 # (name, image size, pipeline)
 CASES: list[tuple[str, int, list[Any]]] = [
@@ -63,7 +63,7 @@ def build(name: str, img_size: int, quick: bool = False) -> torch.nn.Module:
 def ort_times(model: torch.nn.Module, base_graph: bytes, img: int, batches: tuple,
               threads: int, warmup: int, repeats: int) -> LatencyPair | str:
     """The compressed model exported and timed in ONNX Runtime against the float graph."""
-    from sweeper import runtime
+    from sweeper.measure import runtime
 
     try:
         graph, _ = runtime.onnx_bytes(model, img)
@@ -91,7 +91,7 @@ def run(models: list[str], batches: tuple[int, ...], warmup: int, repeats: int,
         ) -> list[dict[str, Any]]:
     """Times every case; `on_row` gets the rows so far after each one (a ViT-B run takes
     most of an hour: what was measured is kept if it is stopped)."""
-    from sweeper import runtime
+    from sweeper.measure import runtime
 
     torch.set_num_threads(threads)
     rows = []

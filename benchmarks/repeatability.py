@@ -26,9 +26,9 @@ import torch
 from sweeper.compress.prune import PruneConfig
 from sweeper.compress.quantize import QuantizeConfig
 from sweeper.compress.recover import RecoverConfig
-from sweeper.config import Config, build_config
-from sweeper.files import write_json
-from sweeper.hardware import cpu_model, isa_summary
+from sweeper.core.config import Config, build_config
+from sweeper.core.files import write_json
+from sweeper.measure.hardware import cpu_model, isa_summary
 
 CONFIGS = {"structured prune 50%": [PruneConfig(ratio=0.5, kind="structured")],
            "int8 dynamic": [QuantizeConfig.from_params(scheme="dynamic8")]}
@@ -48,7 +48,7 @@ def _load(cfg: Config) -> None:
 
 
 def _trial(job: tuple[str, bool]) -> dict[str, float]:
-    from sweeper.trial import run_trial
+    from sweeper.trial.run import run_trial
 
     name, quiet = job
     cfg = _inputs.config

@@ -57,17 +57,17 @@ import optuna  # noqa: E402
 import torch  # noqa: E402
 
 from sweeper import compress, objectives  # noqa: E402
-from sweeper.config import Config, build_config  # noqa: E402
-from sweeper.data import load_splits  # noqa: E402
-from sweeper.files import write_json  # noqa: E402
-from sweeper.front import front_of  # noqa: E402
-from sweeper.models import baseline_key  # noqa: E402
-from sweeper.pareto import normalised_hypervolume  # noqa: E402
-from sweeper.quiet import quiet_third_party  # noqa: E402
+from sweeper.core.config import Config, build_config  # noqa: E402
+from sweeper.core.files import write_json  # noqa: E402
+from sweeper.core.quiet import quiet_third_party  # noqa: E402
+from sweeper.data.loading import load_splits  # noqa: E402
+from sweeper.models.vit import baseline_key  # noqa: E402
+from sweeper.results.pareto import normalised_hypervolume  # noqa: E402
 from sweeper.search import make_sampler  # noqa: E402
-from sweeper.spaces import Space, load_space, resolve_path  # noqa: E402
-from sweeper.sweep import _inputs  # noqa: E402
-from sweeper.trial import run_trial  # noqa: E402
+from sweeper.spaces.space import Space, load_space, resolve_path  # noqa: E402
+from sweeper.sweep.driver import _inputs  # noqa: E402
+from sweeper.sweep.front import front_of  # noqa: E402
+from sweeper.trial.run import run_trial  # noqa: E402
 
 SPACE = "search_bench"
 SAMPLERS = ("nsga2", "tpe", "gp", "random")

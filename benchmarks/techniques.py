@@ -26,7 +26,8 @@ from typing import Any
 
 import torch
 
-from sweeper import compress, preflight
+from sweeper import compress
+from sweeper.cluster import resources
 from sweeper.compress.distill import DistillConfig
 from sweeper.compress.lowrank import LowRankConfig
 from sweeper.compress.nystrom import NystromConfig
@@ -34,13 +35,13 @@ from sweeper.compress.prune import PruneConfig
 from sweeper.compress.quantize import QuantizeConfig
 from sweeper.compress.recover import RecoverConfig
 from sweeper.compress.tome import ToMeConfig
-from sweeper.config import Config, build_config
-from sweeper.data import load_splits
-from sweeper.files import write_json
-from sweeper.hardware import cpu_model, isa_summary
-from sweeper.measure import serialized_size
-from sweeper.models import load_or_train_baseline
-from sweeper.trial import TrialInputs, evaluate_artifact, run_trial
+from sweeper.core.config import Config, build_config
+from sweeper.core.files import write_json
+from sweeper.data.loading import load_splits
+from sweeper.measure.hardware import cpu_model, isa_summary
+from sweeper.measure.size import serialized_size
+from sweeper.models.baseline import load_or_train_baseline
+from sweeper.trial.run import TrialInputs, evaluate_artifact, run_trial
 
 QUICK = ["model.embed_dim=32", "model.depth=2", "model.num_heads=2", "train.epochs=3",
          "data.limit=300", "measure.batch_sizes=1,8", "measure.warmup=1", "measure.repeats=5",
@@ -102,7 +103,7 @@ def pipelines(quick: bool) -> dict[str, list[Any]]:
 def trial_inputs(cfg: Config, log: Callable[[str], None]) -> TrialInputs:
     """As sweep.launch builds them: the cached (or freshly trained) baseline and the splits."""
     splits = load_splits(cfg.data, cfg.output_dir, cfg.model)
-    torch.set_num_threads(preflight.driver_threads())
+    torch.set_num_threads(resources.driver_threads())
     base = load_or_train_baseline(cfg, splits, torch.device("cpu"), log)
     model = base.model.cpu().eval()
     return TrialInputs(

@@ -34,8 +34,8 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 import sweeper
-from sweeper.export import run_export
-from sweeper.report import describe_config
+from sweeper.cli.export import run_export
+from sweeper.results.report import describe_config
 
 SHAPES = ("circle", "square", "triangle")
 TINY_SPACE = """description: two quick int8 schemes (the example's --tiny run)
@@ -102,7 +102,7 @@ def fine_tune(root: Path, name: str, size: int, epochs: int, pretrained: bool) -
     return model.eval(), classes
 
 
-def choose(outcome: sweeper.sweep.SweepOutcome, max_drop: float) -> dict:
+def choose(outcome: sweeper.sweep.state.SweepOutcome, max_drop: float) -> dict:
     """The smallest front member within `max_drop` of the baseline's validation accuracy,
     else the most accurate one (any finished trial when the baseline dominates them all)."""
     candidates = list(outcome.front) or outcome.rows

@@ -11,7 +11,7 @@ runs (MLflow by `sweeper.tracking` alone; Ray by the driver's orchestration modu
 
 from typing import Any
 
-from sweeper.errors import UserError
+from sweeper.core.errors import UserError
 
 __version__ = "0.1.0"
 __all__ = ["UserError", "launch", "resume"]

@@ -27,15 +27,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
-from sweeper import preflight
-from sweeper.config import Config, ModelConfig, build_config, config_from_dict
-from sweeper.errors import UserError
-from sweeper.files import atomic_write
-from sweeper.quiet import quiet_third_party
+from sweeper.core.config import Config, ModelConfig, build_config, config_from_dict
+from sweeper.core.errors import UserError
+from sweeper.core.files import atomic_write
+from sweeper.core.quiet import quiet_third_party
+from sweeper.core.sweep_folder import find_sweep, read_sweep_meta
 
 if TYPE_CHECKING:
-    from sweeper.data import Splits
-    from sweeper.front import SweepOutcome
+    from sweeper.data.loading import Splits
+    from sweeper.sweep.state import SweepOutcome
 
 Log = Callable[[str], None]
 PROBE_SEED = 0
@@ -56,7 +56,7 @@ def launch(
     `.parent_run_id`. `model`: a timm VisionTransformer used as the baseline (with
     `train.epochs=0`, as is). `train`/`val`/`test`: torch Datasets of (image, label);
     default the config's data. `overrides`: the CLI's key=value strings."""
-    from sweeper import sweep
+    from sweeper.sweep import driver as sweep
 
     if isinstance(overrides, str):  # else each character would be read as an override
         raise UserError(f"overrides= takes a list of key=value strings, e.g. [{overrides!r}]")
@@ -92,13 +92,13 @@ def resume(
     """Continue an interrupted sweep (parent run id, sweep name or folder). A sweep launched
     with its own datasets needs them again; its model is in its config already (the
     checkpoint `launch` saved). None when the sweep had finished (only MLflow is synced)."""
-    from sweeper import sweep
+    from sweeper.sweep import driver as sweep
 
     cfg = build_config([f"output_dir={output_dir}"])
     splits = None
     if train is not None:
-        folder = sweep.find_sweep(ref, output_dir)
-        saved = config_from_dict(preflight.read_sweep_meta(folder)["config"])
+        folder = find_sweep(ref, output_dir)
+        saved = config_from_dict(read_sweep_meta(folder)["config"])
         splits = _from_datasets(saved, None, train, val, test)
     return sweep.resume(ref, cfg.output_dir, _logger(cfg, log), splits=splits)
 
@@ -112,8 +112,8 @@ def _from_datasets(cfg: Config, model: VisionTransformer | None, train: Any, val
                    test: Any) -> Splits:
     """torch Datasets -> Splits (sweeper.datasets), with the sweep's one Preprocessing value
     (data.mean/std overrides, else the model's timm pretrained config)."""
-    from sweeper.datasets import splits_from_datasets
-    from sweeper.preprocess import resolve
+    from sweeper.data.datasets import splits_from_datasets
+    from sweeper.data.preprocess import resolve
 
     model_cfg = model_config(model, cfg.model) if model is not None else cfg.model
     return splits_from_datasets(train, val, test, resolve(cfg.data, model_cfg, instance=model),
@@ -162,7 +162,7 @@ def model_config(model: VisionTransformer, base: ModelConfig) -> ModelConfig:
 
 def _rebuild(model_cfg: ModelConfig, state: dict[str, torch.Tensor],
              num_classes: int) -> VisionTransformer:
-    from sweeper.models import create_model
+    from sweeper.models.vit import create_model
 
     rebuilt = create_model(model_cfg, num_classes)
     missing, unexpected = _key_diff(rebuilt.state_dict(), state)

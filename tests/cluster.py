@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from sweeper.stack import ray_pids
+from sweeper.cluster.stack import ray_pids
 
 ROOT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 import torch
 
-from sweeper.config import Config, build_config, layered
-from sweeper.data import Splits, load_splits
-from sweeper.models import Baseline, load_or_train_baseline
-from sweeper.preflight import driver_threads
+from sweeper.cluster.resources import driver_threads
+from sweeper.core.config import Config, build_config, layered
+from sweeper.data.loading import Splits, load_splits
+from sweeper.models.baseline import Baseline, load_or_train_baseline
 
 # pytest-xdist workers share the cores: give each its share of torch threads, here and in every
 # process it starts (sweep drivers, Ray heads and their workers inherit OMP_NUM_THREADS). With

@@ -12,12 +12,12 @@ import onnx
 import torch
 from torch import nn
 
-from sweeper import runtime
 from sweeper.compress._static import StaticInt8Linear, quiet
 from sweeper.compress._weight_only import replace_linears
-from sweeper.config import ModelConfig
-from sweeper.models import create_model
-from sweeper.onnx_lowering import to_onnx
+from sweeper.compress.onnx_lowering import to_onnx
+from sweeper.core.config import ModelConfig
+from sweeper.measure import runtime
+from sweeper.models.vit import create_model
 
 
 def _ort(model: nn.Module | onnx.ModelProto, x: torch.Tensor, img_size: int = 0) -> np.ndarray:
@@ -28,7 +28,7 @@ def _ort(model: nn.Module | onnx.ModelProto, x: torch.Tensor, img_size: int = 0)
 
 def _export_linear(layer: nn.Module, k: int) -> onnx.ModelProto:
     """The ONNX lowering of one quantized Linear (wrapped so the exporter sees an image model)."""
-    from sweeper.onnx_lowering import export_float, float_twin, lower
+    from sweeper.compress.onnx_lowering import export_float, float_twin, lower
 
     class Flat(nn.Module):
         def __init__(self) -> None:

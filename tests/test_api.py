@@ -15,10 +15,11 @@ from torch import nn
 
 import sweeper
 from sweeper.api import adopt_model
-from sweeper.config import build_config
-from sweeper.data import load_splits
-from sweeper.models import create_model, load_or_train_baseline
-from sweeper.train import accuracy
+from sweeper.core.config import build_config
+from sweeper.data.loading import load_splits
+from sweeper.models.baseline import load_or_train_baseline
+from sweeper.models.train import accuracy
+from sweeper.models.vit import create_model
 from tests.conftest import tiny_overrides
 from tests.test_checkpoint import QUICK_SPACE
 
@@ -196,7 +197,7 @@ def test_launch_with_a_model_instance_and_datasets_sweeps_them(tmp_path: Path) -
 def test_structured_pruning_of_blocks_it_cannot_handle_is_refused_at_launch() -> None:
     """A ViT whose attention carries a norm over its width (scale_attn_norm): removing heads
     would change that norm's statistics, so the prune space is refused, naming why."""
-    from sweeper.spaces import check_against_model, load_space
+    from sweeper.spaces.space import check_against_model, load_space
 
     model = VisionTransformer(num_classes=10, scale_attn_norm=True, **DIMS)  # type: ignore[arg-type]
     with pytest.raises(sweeper.UserError,

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from sweeper.cli import main
-from sweeper.config import build_config, no_password, redact
-from sweeper.errors import UserError
-from sweeper.sweep import new_sweep_dir
+from sweeper.cli.main import main
+from sweeper.core.config import build_config, no_password, redact
+from sweeper.core.errors import UserError
+from sweeper.sweep.driver import new_sweep_dir
 from tests.conftest import tiny_overrides
 from tests.imagefolders import make_folder
 
@@ -349,7 +349,7 @@ def test_an_experiment_deleted_in_mlflow_is_one_line_with_the_command_that_resto
 
     from mlflow.tracking import MlflowClient
 
-    from sweeper.preflight import check_experiment
+    from sweeper.sweep.preflight import check_experiment
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     out = tmp_path / "out"

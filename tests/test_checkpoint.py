@@ -15,13 +15,14 @@ import timm
 import torch
 from torch import nn
 
-from sweeper import checkpoint
-from sweeper.cli import main
-from sweeper.config import build_config
-from sweeper.data import load_splits
-from sweeper.errors import UserError
-from sweeper.models import baseline_key, create_model, load_or_train_baseline
-from sweeper.train import accuracy
+from sweeper.cli.main import main
+from sweeper.core.config import build_config
+from sweeper.core.errors import UserError
+from sweeper.data.loading import load_splits
+from sweeper.models import checkpoint
+from sweeper.models.baseline import baseline_key, load_or_train_baseline
+from sweeper.models.train import accuracy
+from sweeper.models.vit import create_model
 from tests.conftest import tiny_overrides
 
 # one cheap trial: dynamic int8 needs no data

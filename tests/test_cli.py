@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from sweeper.cli import main
-from sweeper.config import layered
+from sweeper.cli.main import main
+from sweeper.core.config import layered
 
 ROOT = Path(__file__).resolve().parents[1]
 

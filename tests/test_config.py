@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from sweeper.config import Config, apply_overrides, build_config, config_from_dict, valid_keys
-from sweeper.errors import UserError
+from sweeper.core.config import Config, apply_overrides, build_config, config_from_dict, valid_keys
+from sweeper.core.errors import UserError
 
 
 def test_defaults_and_dotted_overrides() -> None:

@@ -9,8 +9,8 @@ from typing import Any
 import optuna
 import pytest
 
-from sweeper import objectives
-from sweeper.config import build_config
+from sweeper.core import objectives
+from sweeper.core.config import build_config
 from sweeper.search import CONSTRAINT, ConstrainedOptunaSearch, make_sampler
 
 

@@ -15,7 +15,7 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from sweeper.compress import NAMES, TrialContext, load_all, make_config, rebuild, technique
-from sweeper.measure import serialized_size, state_bytes
+from sweeper.measure.size import serialized_size, state_bytes
 
 load_all()
 

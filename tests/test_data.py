@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from sweeper.config import DataConfig
-from sweeper.data import batches, digits_arrays, load_splits, to_input
-from sweeper.errors import UserError
+from sweeper.core.config import DataConfig
+from sweeper.core.errors import UserError
+from sweeper.data.loading import batches, digits_arrays, load_splits, to_input
 
 
 def test_digits_splits_are_fixed_disjoint_and_rgb() -> None:

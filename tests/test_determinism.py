@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from sweeper.config import build_config
-from sweeper.data import load_splits
-from sweeper.models import load_or_train_baseline
+from sweeper.core.config import build_config
+from sweeper.data.loading import load_splits
+from sweeper.models.baseline import load_or_train_baseline
 from tests.conftest import TINY
 
 pytestmark = pytest.mark.slow  # trains the tiny baseline three times (~10 s each)

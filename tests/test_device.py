@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from sweeper.compress import make_config
-from sweeper.config import build_config
-from sweeper.errors import UserError
-from sweeper.models import create_model
-from sweeper.spaces import check_against_model, load_space
+from sweeper.core.config import build_config
+from sweeper.core.errors import UserError
+from sweeper.models.vit import create_model
+from sweeper.spaces.space import check_against_model, load_space
 
 
 @pytest.mark.parametrize(
@@ -41,7 +41,7 @@ def test_int8_is_rejected_for_cuda_trials_but_not_for_cpu_ones() -> None:
 def test_onnxruntime_on_cuda_trials_needs_its_cuda_provider() -> None:
     import onnxruntime as ort
 
-    from sweeper.runtime import check_providers
+    from sweeper.measure.runtime import check_providers
 
     check_providers("cpu")
     if "CUDAExecutionProvider" in ort.get_available_providers():
@@ -52,7 +52,7 @@ def test_onnxruntime_on_cuda_trials_needs_its_cuda_provider() -> None:
 
 
 def test_fingerprint_changes_with_what_latency_depends_on() -> None:
-    from sweeper.hardware import fingerprint
+    from sweeper.measure.hardware import fingerprint
 
     tags = {"cpu": "AMD EPYC", "cpu_isa": "avx2,avx512_vnni", "threads": "1", "device": "cpu",
             "torch": "2.14.1", "timm": "1.0.31"}
@@ -64,7 +64,7 @@ def test_fingerprint_changes_with_what_latency_depends_on() -> None:
 
 
 def test_front_keeps_the_trials_of_one_fingerprint_and_names_the_others() -> None:
-    from sweeper.front import front_of, one_fingerprint
+    from sweeper.sweep.front import front_of, one_fingerprint
 
     def row(trial: str, fp: str, acc: float, ratio: float) -> dict:
         return {"trial": trial, "fingerprint": fp, "val_acc": acc, "size_mb": 1.0,

@@ -19,9 +19,9 @@ from sweeper.compress.distill import (
     teacher_logits,
     view_offsets,
 )
-from sweeper.errors import UserError
-from sweeper.measure import count_parameters, state_bytes
-from sweeper.models import token_count
+from sweeper.core.errors import UserError
+from sweeper.measure.size import state_bytes
+from sweeper.models.vit import count_parameters, token_count
 
 
 def vit() -> VisionTransformer:

@@ -21,8 +21,8 @@ import optuna
 import pytest
 import yaml
 
-from sweeper.config import build_config
-from sweeper.errors import UserError
+from sweeper.core.config import build_config
+from sweeper.core.errors import UserError
 from tests.conftest import tiny_overrides
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
-from sweeper.hv_history import history
+from sweeper.results.hv_history import history
 from tests.cluster import ROOT
 
 _spec = importlib.util.spec_from_file_location("early_stopping",

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from sweeper import journal
-from sweeper.hv_history import baseline_point, from_journal
-from sweeper.pareto import normalised_hypervolume
+from sweeper.core import journal
+from sweeper.results.hv_history import baseline_point, from_journal
+from sweeper.results.pareto import normalised_hypervolume
 
 
 def _complete(path: Path, trial: str, acc: float, size: float, speedup: float,

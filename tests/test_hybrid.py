@@ -19,9 +19,9 @@ from sweeper.compress.prune import PruneConfig
 from sweeper.compress.quantize import QuantizeConfig
 from sweeper.compress.recover import RecoverConfig
 from sweeper.compress.tome import ToMeBlock, ToMeConfig
-from sweeper.errors import UserError
-from sweeper.measure import state_bytes
-from sweeper.spaces import load_space
+from sweeper.core.errors import UserError
+from sweeper.measure.size import state_bytes
+from sweeper.spaces.space import load_space
 
 QLinear = torch.ao.nn.quantized.dynamic.Linear
 NEW_SPACES = ("prune_ratio", "kd_temperature", "token_merge", "hybrid")

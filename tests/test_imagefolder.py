@@ -13,12 +13,12 @@ import pytest
 import torch
 from PIL import Image
 
-from sweeper.config import DataConfig, ModelConfig
-from sweeper.data import load_splits
-from sweeper.datasets import splits_from_datasets
-from sweeper.errors import UserError
-from sweeper.preprocess import Preprocessing
-from sweeper.split import StreamedSplit, TensorSplit, decode_file
+from sweeper.core.config import DataConfig, ModelConfig
+from sweeper.core.errors import UserError
+from sweeper.data.datasets import splits_from_datasets
+from sweeper.data.loading import load_splits
+from sweeper.data.preprocess import Preprocessing
+from sweeper.data.split import StreamedSplit, TensorSplit, decode_file
 from tests.conftest import Shared
 from tests.imagefolders import make_folder, write_image
 
@@ -360,7 +360,7 @@ def test_a_sweep_streams_an_image_folder_through_ray_and_exports_its_preprocessi
     export writes the preprocessing the sweep recorded, with the class names."""
     import json
 
-    from sweeper.export import run_export
+    from sweeper.cli.export import run_export
     from tests.test_e2e import launch
 
     root = make_folder(tmp_path / "pets", {"train": {"cat": 12, "dog": 12, "owl": 12},

@@ -22,8 +22,8 @@ from onnx import numpy_helper
 from torch import nn
 
 from sweeper.compress._static import WEIGHT_QMAX, StaticInt8Linear
-from sweeper.hardware import cpu_flags
-from sweeper.onnx_lowering import float_twin, lower
+from sweeper.compress.onnx_lowering import float_twin, lower
+from sweeper.measure.hardware import cpu_flags
 
 ROOT = Path(__file__).resolve().parents[1]
 INT16 = (-32768, 32767)

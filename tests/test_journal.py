@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from sweeper import journal
-from sweeper.errors import UserError
-from sweeper.files import exclusive
+from sweeper.core import journal
+from sweeper.core.errors import UserError
+from sweeper.core.files import exclusive
 
 
 def test_a_record_cut_short_is_dropped_and_the_next_append_reads_back(tmp_path: Path) -> None:

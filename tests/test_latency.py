@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from sweeper.measure import (
+from sweeper.measure.latency import (
     MIN_ROUNDS,
     Timing,
     bootstrap_median_ci,
@@ -76,7 +76,7 @@ def test_block_bootstrap_covers_autocorrelated_timings_more_often() -> None:
     """Successive pairs share the machine's state: an AR(1) series around a true ratio of 0.8.
     Resampling pairs one by one treats them as independent and misses 0.8 about half the
     time; resampling runs of consecutive pairs (what paired_ratio does) misses it less."""
-    from sweeper.measure import block_length
+    from sweeper.measure.latency import block_length
 
     rng = np.random.default_rng(0)
     iid = blocks = 0

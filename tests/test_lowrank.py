@@ -13,13 +13,14 @@ import yaml
 from mlflow.tracking import MlflowClient
 from torch import nn
 
-from sweeper import runtime
-from sweeper.cli import main
+from sweeper.cli.main import main
 from sweeper.compress.lowrank import LowRankConfig, LowRankLinear, apply, rank_for
 from sweeper.compress.quantize import QuantizeConfig
 from sweeper.compress.quantize import apply as quantize
-from sweeper.measure import count_parameters, serialized_size
-from sweeper.spaces import SPACE_DIR
+from sweeper.measure import runtime
+from sweeper.measure.size import serialized_size
+from sweeper.models.vit import count_parameters
+from sweeper.spaces.space import SPACE_DIR
 from tests.conftest import Shared
 from tests.test_e2e import launch
 from tests.test_quant_packing import context, images, vit

@@ -14,9 +14,10 @@ import numpy as np
 import onnxruntime
 import pytest
 
-from sweeper import journal, registry
-from sweeper.cli import main
-from sweeper.select import members_by_alias
+from sweeper.cli.main import main
+from sweeper.core import journal
+from sweeper.deploy import registry_models as registry
+from sweeper.results.menu import members_by_alias
 from tests.conftest import Shared, tiny_overrides
 from tests.test_e2e import launch, sweep_dir
 from tests.test_outage import MlflowServer
@@ -159,7 +160,7 @@ def _aliases_run(uri: str, name: str, folder: Path) -> dict[str, str]:
 
 
 def test_registry_aliases_resolve_through_mlflow_and_run(sweep: Path) -> None:
-    from sweeper.select import front_members
+    from sweeper.results.menu import front_members
 
     expected = {a: m.trial for a, m in members_by_alias(front_members(sweep)).items()}
     uri = f"sqlite:///{sweep.parents[1]}/mlflow.db"
@@ -171,7 +172,7 @@ def test_registry_aliases_resolve_through_mlflow_and_run(sweep: Path) -> None:
 def test_registry_on_an_http_tracking_server(sweep: Path, tmp_path: Path) -> None:
     """The same writes against a real `mlflow server` (artifacts proxied by the server),
     twice: the second is a replay and changes nothing."""
-    from sweeper.tracking import SweepRuns, Tracker
+    from sweeper.tracking.client import SweepRuns, Tracker
 
     server = MlflowServer(tmp_path)
     server.start()
@@ -195,7 +196,7 @@ def test_registry_in_a_file_store_stays_in_it(sweep: Path, tmp_path: Path,
     the working directory unless told otherwise: the versions must land in the store."""
     from mlflow.tracking._tracking_service import utils
 
-    from sweeper.tracking import SweepRuns, Tracker
+    from sweeper.tracking.client import SweepRuns, Tracker
 
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "")  # recorded, so restored as it was after

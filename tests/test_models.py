@@ -9,17 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from sweeper.config import Config, ModelConfig, build_config
-from sweeper.data import load_splits
-from sweeper.errors import UserError
-from sweeper.models import (
-    _hub_retries_quiet,
-    _untrained_part,
-    baseline_key,
-    create_model,
-    load_or_train_baseline,
-    token_count,
-)
+from sweeper.core.config import Config, ModelConfig, build_config
+from sweeper.core.errors import UserError
+from sweeper.data.loading import load_splits
+from sweeper.models.baseline import baseline_key, load_or_train_baseline
+from sweeper.models.vit import _hub_retries_quiet, _untrained_part, create_model, token_count
 from tests.cluster import ROOT
 from tests.conftest import tiny_overrides
 
@@ -54,9 +48,9 @@ def test_baseline_is_trained_once_then_loaded(tmp_path: Path) -> None:
 
 TRAIN_OR_LOAD = """
 import sys, torch
-from sweeper.config import build_config
-from sweeper.data import load_splits
-from sweeper.models import load_or_train_baseline
+from sweeper.core.config import build_config
+from sweeper.data.loading import load_splits
+from sweeper.models.baseline import load_or_train_baseline
 cfg = build_config(sys.argv[1:])
 load_or_train_baseline(cfg, load_splits(cfg.data), torch.device("cpu"))
 """

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from sweeper.node_lock import NodeLock
+from sweeper.core.node_lock import NodeLock
 
 ROOT = Path(__file__).resolve().parents[1]
 HOLD = """
 import sys, time
 from pathlib import Path
-from sweeper.node_lock import NodeLock
+from sweeper.core.node_lock import NodeLock
 lock = NodeLock(Path(sys.argv[1]))
 with getattr(lock, sys.argv[2])():
     print("held", flush=True)
@@ -80,8 +80,8 @@ def test_a_killed_holder_leaves_no_lock_behind(tmp_path: Path, side: str) -> Non
 def test_every_batch_loop_yields_to_a_measurement_once_activated(tmp_path: Path) -> None:
     import torch
 
-    from sweeper import node_lock
-    from sweeper.data import batches
+    from sweeper.core import node_lock
+    from sweeper.data.loading import batches
 
     pair = (torch.zeros(8, 3, 4, 4, dtype=torch.uint8), torch.zeros(8, dtype=torch.long))
     stem = tmp_path / "node"

@@ -18,7 +18,7 @@ from sweeper.compress.nystrom import (
     iterative_pinv,
     segment_means,
 )
-from sweeper.errors import UserError
+from sweeper.core.errors import UserError
 
 N_TOKENS = 65  # 8x8 patches + class token
 DIM = 64

@@ -22,12 +22,12 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from sweeper import journal
-from sweeper.files import exclusive
+from sweeper.cluster.stop_signal import STOPPING
+from sweeper.core import journal
+from sweeper.core.files import exclusive
 from sweeper.search import OPTUNA_JOURNAL
-from sweeper.stop_signal import STOPPING
-from sweeper.sweep import DRIVER_LOCK
-from sweeper.tracking import PENDING, Mirror
+from sweeper.sweep.driver import DRIVER_LOCK
+from sweeper.tracking.client import PENDING, Mirror
 from tests.cluster import (
     ROOT,
     cmdline,
@@ -414,8 +414,8 @@ def test_a_launch_that_fails_before_its_sweep_exists_leaves_nothing_half_made(
     """A failure after the MLflow parent run started but before sweep.json (here the disk
     filling up as it is written) ends that run FAILED and removes the sweep's folder; a full
     disk is the machine's state, not a bug: one error line, exit 2."""
-    from sweeper import cli
-    from sweeper.sweep import Sweep
+    from sweeper.cli import main as cli
+    from sweeper.sweep.state import Sweep
 
     def disk_full(self: Sweep, **changes: Any) -> None:
         raise OSError(28, "No space left on device")

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from sweeper.pareto import (
+from sweeper.results.pareto import (
     NORMALISED_REFERENCE,
     OBJECTIVES,
     dominates,

@@ -18,14 +18,10 @@ from sweeper.compress._structured import check_block, prunable_params
 from sweeper.compress.prune import PruneConfig, apply
 from sweeper.compress.recover import RecoverConfig
 from sweeper.compress.recover import apply as recover
-from sweeper.errors import UserError
-from sweeper.measure import (
-    count_parameters,
-    paired_ratio,
-    serialized_size,
-    state_bytes,
-    torch_timer,
-)
+from sweeper.core.errors import UserError
+from sweeper.measure.latency import paired_ratio, torch_timer
+from sweeper.measure.size import serialized_size, state_bytes
+from sweeper.models.vit import count_parameters
 
 
 def vit(embed_dim: int = 64, num_heads: int = 4, depth: int = 2) -> VisionTransformer:
@@ -212,7 +208,7 @@ def test_structured_30_percent_with_recovery_within_one_point(default_baseline) 
     blocks' Linear parameters), recovered by distillation from the baseline, validation
     accuracy within 1 point."""
     from sweeper.compress.distill import DistillConfig
-    from sweeper.train import accuracy
+    from sweeper.models.train import accuracy
 
     cfg, splits, base = default_baseline.cfg, default_baseline.splits, default_baseline.baseline
     ctx = TrialContext(train=splits.train, preprocessing=splits.preprocessing,
@@ -230,7 +226,7 @@ def test_structured_30_percent_with_recovery_within_one_point(default_baseline) 
 
 
 def test_sparse_storage_is_labelled_as_readable_by_sweeper_only() -> None:
-    from sweeper.trial import _tags
+    from sweeper.trial.run import _tags
 
     ctx = TrialContext()
     apply(vit(), PruneConfig(ratio=0.8, kind="unstructured"), ctx)

@@ -10,11 +10,11 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from sweeper import runtime
-from sweeper.cli import main
-from sweeper.config import config_from_dict
-from sweeper.data import load_splits
-from sweeper.export import load_torch
+from sweeper.cli.main import main
+from sweeper.core.config import config_from_dict
+from sweeper.data.loading import load_splits
+from sweeper.deploy.export import load_torch
+from sweeper.measure import runtime
 from tests.conftest import Shared
 from tests.test_e2e import launch
 

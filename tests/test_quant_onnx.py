@@ -14,14 +14,15 @@ import onnx
 import pytest
 import torch
 
-from sweeper import compress, runtime
+from sweeper import compress
 from sweeper.compress.nystrom import NystromConfig
 from sweeper.compress.quantize import QuantizeConfig, apply
-from sweeper.config import build_config
-from sweeper.data import load_splits
-from sweeper.measure import serialized_size
-from sweeper.models import load_or_train_baseline
-from sweeper.trial import TrialInputs, build_baseline, run_trial
+from sweeper.core.config import build_config
+from sweeper.data.loading import load_splits
+from sweeper.measure import runtime
+from sweeper.measure.size import serialized_size
+from sweeper.models.baseline import load_or_train_baseline
+from sweeper.trial.run import TrialInputs, build_baseline, run_trial
 from tests.conftest import tiny_overrides
 from tests.test_quant_packing import context, images, vit
 
@@ -150,7 +151,7 @@ def test_weight_only_in_eager_torch_is_flagged_simulated(ort_inputs: TrialInputs
 ])
 def test_matmulnbits_block_choice(bits: int, group: int, k: int, block: int | None) -> None:
     from sweeper.compress._packing import WeightSpec
-    from sweeper.onnx_lowering import _nbits_block
+    from sweeper.compress.onnx_lowering import _nbits_block
 
     assert _nbits_block(WeightSpec(bits, group), k) == block
 

@@ -18,7 +18,7 @@ from sweeper.compress._static import StaticInt8Linear
 from sweeper.compress._weight_only import PackedLinear
 from sweeper.compress.nystrom import NystromConfig
 from sweeper.compress.quantize import QuantizeConfig, apply
-from sweeper.measure import serialized_size, state_bytes
+from sweeper.measure.size import serialized_size, state_bytes
 
 
 def vit(embed_dim: int = 64, num_heads: int = 4) -> VisionTransformer:
@@ -188,7 +188,7 @@ def test_scheme_round_trips_and_sets_method_and_bits() -> None:
 
 
 def test_quant_bits_space_sweeps_every_valid_method_and_bit_width() -> None:
-    from sweeper.spaces import load_space
+    from sweeper.spaces.space import load_space
 
     space = load_space("quant_bits")
     (param,) = [p for t in space.techniques for p in t.searched]

@@ -14,8 +14,9 @@ from sweeper.compress import TrialContext, apply_pipeline, make_config, rebuild,
 from sweeper.compress.nystrom import NystromAttention, NystromConfig
 from sweeper.compress.nystrom import apply as nystrom
 from sweeper.compress.quantize import QuantizeConfig, apply
-from sweeper.errors import UserError
-from sweeper.measure import Timing, compare_latency, serialized_size, state_bytes
+from sweeper.core.errors import UserError
+from sweeper.measure.latency import Timing, compare_latency
+from sweeper.measure.size import serialized_size, state_bytes
 
 QLinear = torch.ao.nn.quantized.dynamic.Linear
 

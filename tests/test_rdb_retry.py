@@ -17,8 +17,8 @@ import psycopg2
 import pytest
 import sqlalchemy
 
-from sweeper import stack
-from sweeper.rdb_retry import RetryingRDBStorage
+from sweeper.cluster import stack
+from sweeper.search.rdb_retry import RetryingRDBStorage
 from tests.cluster import free_port
 
 pytestmark = pytest.mark.integration

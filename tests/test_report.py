@@ -11,9 +11,9 @@ from typing import IO
 import numpy as np
 import pytest
 
-from sweeper.files import atomic_write
-from sweeper.pareto import pareto_front
-from sweeper.report import (
+from sweeper.core.files import atomic_write
+from sweeper.results.pareto import pareto_front
+from sweeper.results.report import (
     COLUMNS,
     describe_config,
     format_front_table,

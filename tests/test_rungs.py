@@ -7,13 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from sweeper import compress, early_stop, rungs
+from sweeper import compress
 from sweeper.compress.recover import RecoverConfig
-from sweeper.config import build_config
-from sweeper.models import create_model
-from sweeper.pareto import non_dominated
-from sweeper.rung_watch import RungPlan, StoppedAtRung, hook
-from sweeper.spaces import load_space
+from sweeper.core.config import build_config
+from sweeper.early_stop import board as early_stop
+from sweeper.early_stop import decide as rungs
+from sweeper.early_stop.watch import RungPlan, StoppedAtRung, hook
+from sweeper.models.vit import create_model
+from sweeper.results.pareto import non_dominated
+from sweeper.spaces.space import load_space
 
 SENSES = ["max", "min", "min"]  # (val acc, size, latency ratio)
 

@@ -8,8 +8,8 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from sweeper import compress
-from sweeper.errors import UserError
-from sweeper.spaces import available, check_against_model, load_space
+from sweeper.core.errors import UserError
+from sweeper.spaces.space import available, check_against_model, load_space
 
 
 def test_nystrom_m_space_loads_and_builds_pipelines() -> None:

@@ -28,7 +28,7 @@ import psycopg2
 import pytest
 from mlflow.tracking import MlflowClient
 
-from sweeper import stack
+from sweeper.cluster import stack
 from tests.cluster import RAY, ROOT, LoopbackCluster, free_port, kill_tree, start_sweep, wait_for
 from tests.conftest import tiny_overrides
 from tests.test_outage import children, results, sweep_folder, tail, write_space
@@ -257,7 +257,7 @@ def test_sweep_survives_a_killed_driver_server_faults_and_a_wrong_token_node(
     exported = sweeper("export", meta["parent_run_id"], trial, "format=torch", f"out={out}",
                        f"output_dir={tmp_path}", env=env)
     assert exported.returncode == 0, exported.stderr[-2000:]
-    from sweeper.export import load_torch
+    from sweeper.deploy.export import load_torch
 
     assert load_torch(out)(__import__("torch").zeros(1, 3, 32, 32)).shape == (1, 10)
     # select picks a front member of the same sweep and exports it the same way
@@ -268,7 +268,7 @@ def test_sweep_survives_a_killed_driver_server_faults_and_a_wrong_token_node(
     assert load_torch(picked)(__import__("torch").zeros(1, 3, 32, 32)).shape == (1, 10)
     # the front's models come back through the server (PostgreSQL store, proxied
     # artifacts): each registry alias resolves, downloads and runs in ONNX Runtime
-    from sweeper.select import front_members, members_by_alias
+    from sweeper.results.menu import front_members, members_by_alias
     from tests.test_menu import _aliases_run
 
     expected = {a: m.trial for a, m in members_by_alias(front_members(folder)).items()}

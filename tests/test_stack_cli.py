@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from sweeper import stack
-from sweeper.errors import UserError
+from sweeper.cluster import stack
+from sweeper.core.errors import UserError
 from tests.cluster import ROOT
 
 

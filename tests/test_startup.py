@@ -7,7 +7,7 @@ import gc
 import subprocess
 import sys
 
-from sweeper.startup import heavy_imports
+from sweeper.core.startup import heavy_imports
 
 
 def test_the_collector_pauses_inside_and_what_was_made_there_is_frozen() -> None:

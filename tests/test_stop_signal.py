@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from sweeper import stop_signal
-from sweeper.stop_signal import sigterm_as_ctrl_c
+from sweeper.cluster import stop_signal
+from sweeper.cluster.stop_signal import sigterm_as_ctrl_c
 
 
 @pytest.fixture()

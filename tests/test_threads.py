@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from sweeper import preflight
+from sweeper.cluster import resources
 from tests.cluster import ROOT
 
 
@@ -16,7 +16,7 @@ from tests.cluster import ROOT
 def test_omp_num_threads_is_honoured(value: str, expected: int,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", value)
-    assert preflight.driver_threads() == expected
+    assert resources.driver_threads() == expected
 
 
 @pytest.mark.parametrize("value", ["", "0", "two", "4,2", "-1"])
@@ -24,19 +24,20 @@ def test_an_unusable_omp_num_threads_falls_back_to_the_cpus_allowed(
         value: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", value)
     allowed = len(os.sched_getaffinity(0))
-    assert preflight.driver_threads() == min(allowed, preflight.local_cpus())
+    assert resources.driver_threads() == min(allowed, resources.local_cpus())
 
 
 def test_a_container_quota_caps_the_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(preflight, "local_cpus", lambda: 1)
-    assert preflight.driver_threads() == 1
+    monkeypatch.setattr(resources, "local_cpus", lambda: 1)
+    assert resources.driver_threads() == 1
 
 
 def test_a_process_pinned_to_one_core_trains_with_one_thread() -> None:
     """`taskset -c 0 python -m sweeper launch ...`: os.cpu_count() still says every core."""
     code = ("import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
-            "from sweeper import preflight; print(os.cpu_count(), preflight.driver_threads())")
+            "from sweeper.cluster import resources; "
+            "print(os.cpu_count(), resources.driver_threads())")
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
                          text=True, check=True).stdout.split()

@@ -15,7 +15,7 @@ from sweeper.compress.nystrom import NystromConfig
 from sweeper.compress.prune import PruneConfig
 from sweeper.compress.quantize import QuantizeConfig
 from sweeper.compress.tome import ToMeBlock, ToMeConfig, apply, tokens_per_block
-from sweeper.errors import UserError
+from sweeper.core.errors import UserError
 
 TOKENS = 65  # 8x8 patches + class token
 

@@ -9,12 +9,12 @@ import torch
 from sweeper.compress.nystrom import NystromConfig
 from sweeper.compress.quantize import QuantizeConfig
 from sweeper.compress.recover import RecoverConfig
-from sweeper.config import build_config
-from sweeper.data import load_splits
-from sweeper.hardware import cpu_model, isa_summary
-from sweeper.measure import serialized_size
-from sweeper.models import load_or_train_baseline
-from sweeper.trial import TrialInputs, evaluate_artifact, run_trial
+from sweeper.core.config import build_config
+from sweeper.data.loading import load_splits
+from sweeper.measure.hardware import cpu_model, isa_summary
+from sweeper.measure.size import serialized_size
+from sweeper.models.baseline import load_or_train_baseline
+from sweeper.trial.run import TrialInputs, evaluate_artifact, run_trial
 from tests.conftest import tiny_overrides
 
 

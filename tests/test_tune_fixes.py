@@ -23,7 +23,7 @@ from ray.tune.experiment import Trial
 from ray.tune.registry import register_trainable
 from ray.tune.search import BasicVariantGenerator
 
-from sweeper import tune_fixes
+from sweeper.cluster import tune_fixes
 
 
 @pytest.fixture(scope="module", autouse=True)

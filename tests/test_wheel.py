@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sweeper.spaces import SPACE_DIR, available
+from sweeper.spaces.space import SPACE_DIR, available
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]

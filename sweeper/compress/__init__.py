@@ -25,9 +25,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from sweeper.errors import UserError
-from sweeper.preprocess import Preprocessing
-from sweeper.split import Pair, Split, as_split
+from sweeper.core.errors import UserError
+from sweeper.data.preprocess import Preprocessing
+from sweeper.data.split import Pair, Split, as_split
 
 STAGES = ("prune", "lowrank", "token_merge", "recover", "quantize")
 # The technique modules, imported by load_all (each registers itself on import).

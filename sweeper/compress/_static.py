@@ -28,8 +28,8 @@ from torch import nn
 from torch.ao.nn.quantized.modules.linear import LinearPackedParams
 from torch.ao.quantization.observer import HistogramObserver
 
-from sweeper.preprocess import Preprocessing
-from sweeper.split import Pair, Split, as_split
+from sweeper.data.preprocess import Preprocessing
+from sweeper.data.split import Pair, Split, as_split
 
 FLOAT_OPS = "layernorm,softmax,gelu,attention_matmuls,patch_embed_conv"
 # x86 int8 GEMMs without VNNI (AVX2, AVX-512 without VNNI) multiply uint8 activations by int8

@@ -40,11 +40,11 @@ from timm.models.deit import VisionTransformerDistilled
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from sweeper.checks import check_bool, check_choice, check_float, check_int
 from sweeper.compress import TrialContext, param, register
-from sweeper.measure import count_parameters
-from sweeper.split import Split
-from sweeper.train import FitSettings, kd_loss, warmup_cosine
+from sweeper.core.checks import check_bool, check_choice, check_float, check_int
+from sweeper.data.split import Split
+from sweeper.models.train import FitSettings, kd_loss, warmup_cosine
+from sweeper.models.vit import count_parameters
 
 KINDS = ("soft", "hard", "deit")
 STUDENTS = ("self", "vit")

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sweeper.checks import check_bool, check_choice, check_float
 from sweeper.compress import TrialContext, param, register
-from sweeper.measure import count_parameters
+from sweeper.core.checks import check_bool, check_choice, check_float
+from sweeper.models.vit import count_parameters
 
 TARGETS = {"mlp": (("mlp", "fc1"), ("mlp", "fc2")),
            "all": (("mlp", "fc1"), ("mlp", "fc2"), ("attn", "qkv"), ("attn", "proj"))}

@@ -16,9 +16,9 @@ import torch
 from timm.layers.attention import Attention
 from torch import nn
 
-from sweeper.checks import check_bool, check_int
 from sweeper.compress import TrialContext, param, register
-from sweeper.models import token_count
+from sweeper.core.checks import check_bool, check_int
+from sweeper.models.vit import token_count
 
 
 @dataclass(frozen=True)

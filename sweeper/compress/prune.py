@@ -21,12 +21,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sweeper.checks import check_bool, check_choice, check_float
 from sweeper.compress import TrialContext, param, register
 from sweeper.compress._histogram import write_histogram
 from sweeper.compress._sparse import attach_sparse_hooks, magnitude_prune_, saves_bytes
 from sweeper.compress._structured import check_block, prune_block
-from sweeper.measure import count_parameters
+from sweeper.core.checks import check_bool, check_choice, check_float
+from sweeper.models.vit import count_parameters
 
 KINDS = ("structured", "unstructured")
 MAX_RATIO = 0.95

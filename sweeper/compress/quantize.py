@@ -39,9 +39,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from sweeper.checks import check_bool, check_choice, check_float, check_int
 from sweeper.compress import TrialContext, param, register
 from sweeper.compress._packing import WeightSpec
+from sweeper.core.checks import check_bool, check_choice, check_float, check_int
 
 METHODS = ("dynamic", "static", "weight_only", "lsq")
 INT8_ONLY = ("dynamic", "static")  # methods whose kernels exist for 8 bits only
@@ -150,7 +150,7 @@ def _weight_only(model: nn.Module, cfg: QuantizeConfig, ctx: TrialContext) -> in
 def _lsq(model: nn.Module, cfg: QuantizeConfig, ctx: TrialContext) -> int:
     from sweeper.compress._lsq import LsqLinear
     from sweeper.compress._weight_only import PackedLinear, check_groups, replace_linears
-    from sweeper.train import FitSettings, fit
+    from sweeper.models.train import FitSettings, fit
 
     spec = cfg.weight_spec()
     check_groups(model, spec)

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from sweeper.checks import check_float, check_int
 from sweeper.compress import TrialContext, param, register
-from sweeper.train import FitSettings, fit
+from sweeper.core.checks import check_float, check_int
+from sweeper.models.train import FitSettings, fit
 
 
 @dataclass(frozen=True)

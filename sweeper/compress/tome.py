@@ -23,10 +23,10 @@ from timm.layers.attention import Attention
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from sweeper.checks import check_bool, check_int
 from sweeper.compress import TrialContext, register
 from sweeper.compress._tome_attention import ToMeAttention, merge_tokens
-from sweeper.models import token_count
+from sweeper.core.checks import check_bool, check_int
+from sweeper.models.vit import token_count
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,15 @@
 """The search side of a sweep (Optuna): sampler, constraints, study storage. Ray Tune sees
 only `ConstrainedOptunaSearch`; everything here takes a `Config` or a study, never Ray."""
 
+import optuna
+
 from sweeper.search.constraints import CONSTRAINT, ConstrainedOptunaSearch, feasible
 from sweeper.search.samplers import NoRepeatSampler, make_sampler
 from sweeper.search.storage import OPTUNA_JOURNAL, fail_orphans, optuna_storage
+
+# Optuna resets its logger when first imported, so its study-creation chatter is quieted here,
+# where sweeper first uses it, not by sweeper.core.quiet (a trial worker never imports Optuna)
+optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 __all__ = ["CONSTRAINT", "OPTUNA_JOURNAL", "ConstrainedOptunaSearch", "NoRepeatSampler",
            "fail_orphans", "feasible", "make_sampler", "optuna_storage"]

@@ -8,8 +8,8 @@ from typing import Any
 import optuna
 from ray.tune.search.optuna import OptunaSearch
 
-from sweeper.early_stop import STOPPED
-from sweeper.objectives import METRICS
+from sweeper.core.objectives import METRICS
+from sweeper.early_stop.board import STOPPED
 
 CONSTRAINT = "accuracy_drop_over_budget"  # points of val accuracy beyond max_accuracy_drop
 

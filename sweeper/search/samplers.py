@@ -8,7 +8,7 @@ from typing import Any
 
 import optuna
 
-from sweeper.config import Config
+from sweeper.core.config import Config
 
 
 def make_sampler(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import optuna
 
-from sweeper.config import Config
+from sweeper.core.config import Config
 
 OPTUNA_JOURNAL = "optuna.journal"  # the study, in the sweep folder
 
@@ -18,7 +18,7 @@ def optuna_storage(cfg: Config, sweep_dir: Path) -> optuna.storages.BaseStorage:
     transaction (benchmarks/orchestration.py, `trivial` against `trivial-sqlite`).
     Sweeps started with the SQLite default keep their optuna.db on resume."""
     if cfg.search.storage:  # a database server: ride out its restarts (sweeper/rdb_retry.py)
-        from sweeper.rdb_retry import RetryingRDBStorage
+        from sweeper.search.rdb_retry import RetryingRDBStorage
 
         return RetryingRDBStorage(cfg.search.storage)
     legacy = sweep_dir / "optuna.db"
