@@ -37,7 +37,7 @@ def files(root: Path) -> set[str]:
 
 
 def test_the_api_is_exported_lazily_with_its_error_type() -> None:
-    assert sweeper.UserError is sweeper.errors.UserError
+    assert sweeper.UserError is sweeper.core.errors.UserError
     assert callable(sweeper.launch) and callable(sweeper.resume)
     with pytest.raises(AttributeError):
         sweeper.no_such_thing  # noqa: B018

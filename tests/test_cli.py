@@ -31,8 +31,8 @@ def test_spaces_lists_every_space(capsys) -> None:
 
 
 def test_importing_sweeper_stays_light() -> None:
-    code = ("import sys, sweeper, sweeper.cli, sweeper.config, sweeper.trial, sweeper.spaces, "
-            "sweeper.pareto, sweeper.report; "
+    code = ("import sys, sweeper, sweeper.cli.main, sweeper.core.config, sweeper.trial.run, "
+            "sweeper.spaces.space, sweeper.results.pareto, sweeper.results.report; "
             "print(sorted(m for m in ('ray', 'mlflow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=ROOT, check=True).stdout.strip()

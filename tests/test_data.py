@@ -35,8 +35,9 @@ def test_digits_are_scikit_learns_without_importing_it() -> None:
     reference = load_digits()
     assert np.array_equal(pixels, reference.images)
     assert np.array_equal(targets, reference.target)
-    probe = ("import sys; from sweeper.config import DataConfig; from sweeper.data import "
-             "load_splits; load_splits(DataConfig()); print('sklearn' in sys.modules)")
+    probe = ("import sys; from sweeper.core.config import DataConfig; "
+             "from sweeper.data.loading import load_splits; load_splits(DataConfig()); "
+             "print('sklearn' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True, cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.strip() == "False"  # the start-up cost it avoids (about 2.5 s)

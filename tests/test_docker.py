@@ -276,7 +276,7 @@ def test_image_installs_the_project_with_pyproject_pins() -> None:
             if name in pins:
                 assert word.split("==", 1)[-1] == pins[name] and "==" in word, (word, pins[name])
     copied = " ".join(a for i, a in steps if i == "COPY")
-    for path in ("pyproject.toml", "sweeper"):  # sweeper/ holds the search spaces
+    for path in ("pyproject.toml", "sweeper", "search_spaces"):
         assert re.search(rf"(^|\s){path}(\s|$)", copied), path
     assert "python3.11" in " ".join(runs)
     assert pyproject()["project"]["requires-python"] == ">=3.11,<3.12"

@@ -12,8 +12,8 @@ import torch
 from sweeper.core.config import Config, ModelConfig, build_config
 from sweeper.core.errors import UserError
 from sweeper.data.loading import load_splits
-from sweeper.models.baseline import baseline_key, load_or_train_baseline
-from sweeper.models.vit import _hub_retries_quiet, _untrained_part, create_model, token_count
+from sweeper.models.baseline import _untrained_part, baseline_key, load_or_train_baseline
+from sweeper.models.vit import _hub_retries_quiet, create_model, token_count
 from tests.cluster import ROOT
 from tests.conftest import tiny_overrides
 

@@ -42,7 +42,7 @@ def test_the_collector_comes_back_when_an_import_fails() -> None:
 def test_a_trial_worker_imports_torch_and_timm_without_the_collector() -> None:
     """A Ray worker first imports torch and timm through sweeper.trial (unpickling the trial
     inputs): in a fresh interpreter, that import leaves them frozen and the collector on."""
-    code = ("import gc, sys; import sweeper.trial; "
+    code = ("import gc, sys; import sweeper.trial.run; "
             "print(gc.isenabled(), 'torch' in sys.modules, 'timm' in sys.modules, "
             "gc.get_freeze_count())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
