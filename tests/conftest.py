@@ -76,7 +76,7 @@ class Shared:
 
     @property
     def env(self) -> dict[str, str]:
-        from tests.cluster import ray_env
+        from tests.helpers.cluster import ray_env
 
         return ray_env()
 
@@ -85,7 +85,7 @@ class Shared:
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shared]:
     from mlflow.tracking import MlflowClient
 
-    from tests.cluster import LoopbackCluster
+    from tests.helpers.cluster import LoopbackCluster
 
     db = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
     MlflowClient(f"sqlite:///{db}").search_experiments()  # creates and migrates the store
