@@ -1,1 +1,7 @@
-"""cli"""
+"""The commands (`python -m sweeper ...`): argument parsing, the one-line `error:` contract
+and exit codes. Nothing below imports this package.
+
+- `main`: launch, resume, spaces, select, export, stack; `main()` is the console script
+- `select`: the `select` command (the front as a menu, optionally exported)
+- `export`: the `export` command's options, write and report
+"""

@@ -1,1 +1,6 @@
-"""early_stop"""
+"""Successive halving of trials that train, at rung epochs.
+
+- `board`: the driver's side (the rung board actor), `enabled`, `start`
+- `watch`: the trial's side (evaluate at a rung, ask, stop)
+- `decide`: the rung decision (non-dominated rank, crowding distance)
+"""

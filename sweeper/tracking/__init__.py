@@ -1,1 +1,5 @@
-"""tracking"""
+"""Every MLflow call (nothing else in sweeper imports mlflow; an import contract checks).
+
+- `client`: `Tracker`, the background writer (`Mirror`), pending writes, experiments
+- `registry`: the Model Registry: ONNX flavor folders, versions and aliases
+"""

@@ -1,5 +1,6 @@
-"""`pip install .` (a wheel, not editable) works: the built-in search spaces ship inside the
-package, and a space given as a file path still loads."""
+"""`pip install .` (a wheel, not editable) works: the built-in search spaces (the top-level
+search_spaces/) ship inside the package, every package of sweeper/ is in the wheel, and a
+space given as a file path still loads."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import site
 import subprocess
 import sys
 import sysconfig
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -36,14 +38,19 @@ def test_wheel_in_a_fresh_venv_lists_every_builtin_space(tmp_path: Path) -> None
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
-    shutil.copytree(ROOT / "sweeper", src / "sweeper",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for folder in ("sweeper", "search_spaces"):
+        shutil.copytree(ROOT / folder, src / folder,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
         "-q", "-w", tmp_path / "dist", src, cwd=tmp_path)
     (wheel,) = (tmp_path / "dist").glob("sweeper-*.whl")
     shipped = {Path(n).stem for n in zipfile.ZipFile(wheel).namelist()
                if n.startswith("sweeper/search_spaces/") and n.endswith(".yaml")}
     assert shipped == set(available()) and shipped
+    packaged = {str(Path(n).parent) for n in zipfile.ZipFile(wheel).namelist()
+                if n.endswith("/__init__.py")}
+    assert packaged == {str(p.parent.relative_to(ROOT)) for p in
+                        (ROOT / "sweeper").rglob("__init__.py")} | {"sweeper/search_spaces"}
 
     # a fresh venv that reuses this one's installed dependencies (torch etc.) through a .pth
     # line, so only the wheel itself is installed; .pth files of that folder (this checkout's
@@ -60,7 +67,7 @@ def test_wheel_in_a_fresh_venv_lists_every_builtin_space(tmp_path: Path) -> None
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    where = run(python, "-c", "import sweeper.spaces as s; print(s.SPACE_DIR)", cwd=elsewhere)
+    where = run(python, "-c", "import sweeper.spaces.space as s; print(s.SPACE_DIR)", cwd=elsewhere)
     assert Path(where.strip()).is_relative_to(venv), where  # not this checkout
     assert not Path(where.strip()).is_relative_to(ROOT)
     listed = run(python, "-m", "sweeper", "spaces", cwd=elsewhere)
@@ -70,6 +77,17 @@ def test_wheel_in_a_fresh_venv_lists_every_builtin_space(tmp_path: Path) -> None
     # space=path/to/mine.yaml: a file of the user's, relative to where they run
     (elsewhere / "mine").mkdir()
     shutil.copy(SPACE_DIR / "quant_bits.yaml", elsewhere / "mine" / "my_space.yaml")
-    loaded = run(python, "-c", "from sweeper.spaces import load_space; "
+    loaded = run(python, "-c", "from sweeper.spaces.space import load_space; "
                  "print(load_space('mine/my_space.yaml').name)", cwd=elsewhere)
     assert loaded.strip() == "my_space"
+
+
+def test_pyproject_lists_every_package_of_the_source_tree() -> None:
+    """setuptools is given the packages by name (search_spaces/ is mapped into the wheel), so
+    a new package folder must be named there too or the wheel would leave it out."""
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        setup = tomllib.load(f)["tool"]["setuptools"]
+    on_disk = {".".join(p.parent.relative_to(ROOT).parts)
+               for p in (ROOT / "sweeper").rglob("__init__.py")}
+    assert set(setup["packages"]) == on_disk | {"sweeper.search_spaces"}
+    assert setup["package-dir"] == {"sweeper.search_spaces": "search_spaces"}
