@@ -40,8 +40,8 @@ from timm.models.deit import VisionTransformerDistilled
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from sweeper.compress import TrialContext, param, register
-from sweeper.core.checks import check_bool, check_choice, check_float, check_int
+from sweeper.compress import TechniqueConfig, TrialContext, param, register
+from sweeper.core.checks import check_choice, check_float, check_int
 from sweeper.data.split import Split
 from sweeper.models.train import FitSettings, kd_loss, warmup_cosine
 from sweeper.models.vit import count_parameters
@@ -55,7 +55,7 @@ _LOGITS: OrderedDict[str, torch.Tensor] = OrderedDict()
 
 
 @dataclass(frozen=True)
-class DistillConfig:
+class DistillConfig(TechniqueConfig):
     student: str = "self"
     depth: int = 0  # student="vit" only; 0 = the teacher's
     embed_dim: int = 0
@@ -66,9 +66,9 @@ class DistillConfig:
     epochs: int = param(10, short="ep")
     lr: float = 1e-3
     views: int = 1  # copies of the training split (1: as is; more: shifted, augmentation)
-    enabled: bool = True
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_choice("student", self.student, STUDENTS)
         check_choice("kind", self.kind, KINDS)
         check_int("depth", self.depth, 0, 48)
@@ -90,7 +90,6 @@ class DistillConfig:
         if self.kind == "deit" and self.alpha == 0:
             raise ValueError("kind='deit' with alpha=0 would leave the distillation head "
                              "untrained")
-        check_bool("enabled", self.enabled)
 
     @property
     def replaces_model(self) -> bool:

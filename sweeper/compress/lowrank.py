@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sweeper.compress import TrialContext, param, register
-from sweeper.core.checks import check_bool, check_choice, check_float
+from sweeper.compress import TechniqueConfig, TrialContext, param, register
+from sweeper.core.checks import check_choice, check_float
 from sweeper.models.vit import count_parameters
 
 TARGETS = {"mlp": (("mlp", "fc1"), ("mlp", "fc2")),
@@ -29,15 +29,14 @@ TARGETS = {"mlp": (("mlp", "fc1"), ("mlp", "fc2")),
 
 
 @dataclass(frozen=True)
-class LowRankConfig:
+class LowRankConfig(TechniqueConfig):
     rank_ratio: float = param(0.5, short="r")  # kept rank as a fraction of min(d_in, d_out)
     targets: str = "mlp"  # mlp | all (mlp plus attention qkv and proj)
-    enabled: bool = True
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_float("rank_ratio", self.rank_ratio, 0, 1, low_open=True)
         check_choice("targets", self.targets, TARGETS)
-        check_bool("enabled", self.enabled)
 
 
 class LowRankLinear(nn.Module):

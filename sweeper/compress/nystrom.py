@@ -16,21 +16,20 @@ import torch
 from timm.layers.attention import Attention
 from torch import nn
 
-from sweeper.compress import TrialContext, param, register
-from sweeper.core.checks import check_bool, check_int
+from sweeper.compress import TechniqueConfig, TrialContext, param, register
+from sweeper.core.checks import check_int
 from sweeper.models.vit import token_count
 
 
 @dataclass(frozen=True)
-class NystromConfig:
+class NystromConfig(TechniqueConfig):
     landmarks: int = param(16, short="m")
     pinv_iters: int = param(6, short="it", quiet=True)
-    enabled: bool = True
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_int("landmarks", self.landmarks, 1)
         check_int("pinv_iters", self.pinv_iters, 1)
-        check_bool("enabled", self.enabled)
 
 
 def segment_means(x: torch.Tensor, m: int) -> torch.Tensor:

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sweeper.compress import TrialContext, param, register
+from sweeper.compress import TechniqueConfig, TrialContext, param, register
 from sweeper.compress._histogram import write_histogram
 from sweeper.compress._sparse import attach_sparse_hooks, magnitude_prune_, saves_bytes
 from sweeper.compress._structured import check_block, prune_block
-from sweeper.core.checks import check_bool, check_choice, check_float
+from sweeper.core.checks import check_choice, check_float
 from sweeper.models.vit import count_parameters
 
 KINDS = ("structured", "unstructured")
@@ -33,16 +33,15 @@ MAX_RATIO = 0.95
 
 
 @dataclass(frozen=True)
-class PruneConfig:
+class PruneConfig(TechniqueConfig):
     # fraction of the blocks' Linear parameters removed (or zeroed)
     ratio: float = param(0.3, short="r")
     kind: str = "structured"
-    enabled: bool = True
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_float("ratio", self.ratio, 0, MAX_RATIO)
         check_choice("kind", self.kind, KINDS)
-        check_bool("enabled", self.enabled)
 
 
 def _structured(model: nn.Module, ratio: float, ctx: TrialContext) -> list[torch.Tensor]:

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sweeper.compress import TrialContext, param, register
+from sweeper.compress import TechniqueConfig, TrialContext, param, register
 from sweeper.compress._packing import WeightSpec
 from sweeper.core.checks import check_bool, check_choice, check_float, check_int
 
@@ -61,7 +61,7 @@ def parse_scheme(scheme: Any) -> tuple[str, int]:
 
 
 @dataclass(frozen=True)
-class QuantizeConfig:
+class QuantizeConfig(TechniqueConfig):
     method: str = param("dynamic", bare=True, quiet=True)
     bits: int = param(8, headline="int{}")
     # shorthand for method + bits, e.g. "static8", "weight_only4", "lsq2"
@@ -77,7 +77,6 @@ class QuantizeConfig:
     # keeps the quantized model closest to the one it compresses: on the embedded default at
     # 4 bits, KL to the float logits 0.0005 against 0.0044 with kd_alpha=0.5, lr=5e-4
     kd_alpha: float = param(1.0, short="kd", quiet=True)
-    enabled: bool = True
 
     @classmethod
     def from_params(cls, **params: Any) -> QuantizeConfig:
@@ -91,6 +90,7 @@ class QuantizeConfig:
         return cls(**params)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.scheme and parse_scheme(self.scheme) != (self.method, self.bits):
             raise ValueError(f"scheme={self.scheme!r} contradicts method={self.method!r}, "
                              f"bits={self.bits!r}")
@@ -106,7 +106,6 @@ class QuantizeConfig:
         check_float("lr", self.lr, 0, 1, low_open=True)
         check_float("kd_alpha", self.kd_alpha, 0, 1)
         check_bool("symmetric", self.symmetric)
-        check_bool("enabled", self.enabled)
 
     def weight_spec(self) -> WeightSpec:
         return WeightSpec(self.bits, self.group_size, self.symmetric)

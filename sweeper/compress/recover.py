@@ -7,21 +7,21 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from sweeper.compress import TrialContext, param, register
+from sweeper.compress import TechniqueConfig, TrialContext, param, register
 from sweeper.core.checks import check_float, check_int
 from sweeper.models.train import FitSettings, fit
 
 
 @dataclass(frozen=True)
-class RecoverConfig:
+class RecoverConfig(TechniqueConfig):
     epochs: int = param(0, short="ep", no_op=0)
     lr: float = param(5e-4, quiet=True)
     # 0: plain fine-tuning; >0: distil from the baseline teacher
     kd_alpha: float = param(0.0, short="kd", quiet=True)
     kd_temperature: float = param(4.0, short="T", quiet=True)
-    enabled: bool = True
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_int("epochs", self.epochs, 0, 1000)
         check_float("lr", self.lr, 0, 1, low_open=True)
         check_float("kd_alpha", self.kd_alpha, 0, 1)

@@ -23,20 +23,19 @@ from timm.layers.attention import Attention
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from sweeper.compress import TrialContext, register
+from sweeper.compress import TechniqueConfig, TrialContext, register
 from sweeper.compress._tome_attention import ToMeAttention, merge_tokens
-from sweeper.core.checks import check_bool, check_int
+from sweeper.core.checks import check_int
 from sweeper.models.vit import token_count
 
 
 @dataclass(frozen=True)
-class ToMeConfig:
+class ToMeConfig(TechniqueConfig):
     r: int = 8  # tokens merged in every block
-    enabled: bool = True
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_int("r", self.r, 0)
-        check_bool("enabled", self.enabled)
 
 
 class ToMeBlock(nn.Module):
