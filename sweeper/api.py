@@ -32,6 +32,10 @@ from sweeper.core.errors import UserError
 from sweeper.core.files import atomic_write
 from sweeper.core.quiet import quiet_third_party
 from sweeper.core.sweep_folder import find_sweep, read_sweep_meta
+from sweeper.data.datasets import splits_from_datasets
+from sweeper.data.preprocess import resolve
+from sweeper.models.vit import create_model
+from sweeper.sweep import driver as sweep
 
 if TYPE_CHECKING:
     from sweeper.data.loading import Splits
@@ -56,8 +60,6 @@ def launch(
     `.parent_run_id`. `model`: a timm VisionTransformer used as the baseline (with
     `train.epochs=0`, as is). `train`/`val`/`test`: torch Datasets of (image, label);
     default the config's data. `overrides`: the CLI's key=value strings."""
-    from sweeper.sweep import driver as sweep
-
     if isinstance(overrides, str):  # else each character would be read as an override
         raise UserError(f"overrides= takes a list of key=value strings, e.g. [{overrides!r}]")
     cfg = build_config([f"space={space}", *overrides])
@@ -92,8 +94,6 @@ def resume(
     """Continue an interrupted sweep (parent run id, sweep name or folder). A sweep launched
     with its own datasets needs them again; its model is in its config already (the
     checkpoint `launch` saved). None when the sweep had finished (only MLflow is synced)."""
-    from sweeper.sweep import driver as sweep
-
     cfg = build_config([f"output_dir={output_dir}"])
     splits = None
     if train is not None:
@@ -112,9 +112,6 @@ def _from_datasets(cfg: Config, model: VisionTransformer | None, train: Any, val
                    test: Any) -> Splits:
     """torch Datasets -> Splits (sweeper.datasets), with the sweep's one Preprocessing value
     (data.mean/std overrides, else the model's timm pretrained config)."""
-    from sweeper.data.datasets import splits_from_datasets
-    from sweeper.data.preprocess import resolve
-
     model_cfg = model_config(model, cfg.model) if model is not None else cfg.model
     return splits_from_datasets(train, val, test, resolve(cfg.data, model_cfg, instance=model),
                                 workers=cfg.data.workers)
@@ -162,8 +159,6 @@ def model_config(model: VisionTransformer, base: ModelConfig) -> ModelConfig:
 
 def _rebuild(model_cfg: ModelConfig, state: dict[str, torch.Tensor],
              num_classes: int) -> VisionTransformer:
-    from sweeper.models.vit import create_model
-
     rebuilt = create_model(model_cfg, num_classes)
     missing, unexpected = _key_diff(rebuilt.state_dict(), state)
     if missing or unexpected:

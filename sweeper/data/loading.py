@@ -177,7 +177,7 @@ def load_splits(
 
 
 def load_imagefolder(cfg: DataConfig, model: ModelConfig) -> Splits:
-    from sweeper.data import imagefolder
+    from sweeper.data import imagefolder  # Pillow and DataLoader workers: image folders only
 
     prep = resolve(cfg, model)
     parts, classes = imagefolder.load(cfg, prep)

@@ -33,7 +33,7 @@ STOPPED = "stopped_at_rung"
 def trains_always(space: Space) -> bool:
     """Whether every configuration of the space has a training stage: a technique always on
     whose epochs are above zero for every value the space allows."""
-    from sweeper import compress
+    from sweeper import compress  # torch: this module is also the search package's (STOPPED)
 
     for tech in space.techniques:
         field = TRAINING.get(tech.name)
@@ -85,7 +85,7 @@ class Rungs:
     def plan(self, trial_id: str) -> Any:
         import ray
 
-        from sweeper.early_stop.watch import RungPlan
+        from sweeper.early_stop.watch import RungPlan  # torch, as above
 
         board = self.board
 

@@ -16,13 +16,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from sweeper.core.objectives import MODES
 from sweeper.results.pareto import non_dominated
 
 
 def senses() -> list[str]:
     """The objectives' senses, in the order of a rung point (objectives.OBJECTIVES)."""
-    from sweeper.core.objectives import MODES
-
     return list(MODES)
 
 

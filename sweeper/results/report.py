@@ -73,7 +73,7 @@ def _describe_params(name: str, params: dict[str, Any]) -> list[str]:
 
 def _is_no_op(name: str, params: dict[str, Any]) -> bool:
     """A technique with a parameter at its `no_op` value does nothing (recover, 0 epochs)."""
-    from sweeper.compress import display_fields
+    from sweeper.compress import display_fields  # torch: as in describe_config
 
     return any("no_op" in meta and params.get(key) == meta["no_op"]
                for key, (_default, meta) in display_fields(name).items())

@@ -18,7 +18,7 @@ def optuna_storage(cfg: Config, sweep_dir: Path) -> optuna.storages.BaseStorage:
     transaction (benchmarks/orchestration.py, `trivial` against `trivial-sqlite`).
     Sweeps started with the SQLite default keep their optuna.db on resume."""
     if cfg.search.storage:  # a database server: ride out its restarts (sweeper/rdb_retry.py)
-        from sweeper.search.rdb_retry import RetryingRDBStorage
+        from sweeper.search.rdb_retry import RetryingRDBStorage  # SQLAlchemy: servers only
 
         return RetryingRDBStorage(cfg.search.storage)
     legacy = sweep_dir / "optuna.db"

@@ -23,6 +23,7 @@ from mlflow.tracking import MlflowClient
 
 from sweeper.core.config import redact
 from sweeper.core.errors import UserError
+from sweeper.core.files import write_json
 from sweeper.tracking import registry
 
 MAX_PARAM_LEN = 500
@@ -447,8 +448,6 @@ class BackgroundWriter:
 
 def save_pending(sweep_dir: Path, ops: list[Op]) -> None:
     """The writes MLflow missed, for `resume` to replay; no file when there are none."""
-    from sweeper.core.files import write_json
-
     path = sweep_dir / PENDING
     if ops:
         write_json(path, {"ops": ops})
