@@ -55,7 +55,7 @@ def pipelines(quick: bool) -> dict[str, list[Any]]:
 
     # A student from scratch: 40 epochs with augmentation (4 views) reaches the teacher's
     # accuracy on its own; the 30-epoch, no-augmentation pair is the regime of the test where
-    # the teacher helps (tests/test_distill.py).
+    # the teacher helps (tests/unit/compress/test_distill.py).
     student = dict(student="vit", depth=2, embed_dim=32, num_heads=2, epochs=ep(40), lr=2e-3,
                    views=4)
     short = {**student, "epochs": ep(30), "lr": 1e-3, "views": 1}

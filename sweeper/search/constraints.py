@@ -38,7 +38,7 @@ class ConstrainedOptunaSearch(OptunaSearch):
             ot_trial.set_constraint(CONSTRAINT, excess)
         if result and STOPPED in result and ot_trial is not None:
             # PRUNED, not the rung's values: a partial accuracy told as final would rank the
-            # configuration below what it reaches (README, early stopping)
+            # configuration below what it reaches (docs/early-stopping.md)
             ot_trial.set_user_attr(STOPPED, int(result[STOPPED]))
             ot_trial.set_user_attr("rung_values", [result.get(m) for m in METRICS])
             result = None  # OptunaSearch tells a result without values as PRUNED

@@ -1,4 +1,4 @@
-"""Smoke runs of the benchmark scripts (their real runs make the README's tables)."""
+"""Smoke runs of the benchmark scripts (their real runs make docs/benchmarks.md's tables)."""
 
 from __future__ import annotations
 
