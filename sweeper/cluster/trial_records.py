@@ -53,7 +53,21 @@ class MlflowChildren(tune.Callback):
     baseline_val_acc: float | None = None  # set by run_tune: the hypervolume history needs it
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks; the mirror holds a thread
-        return {k: v for k, v in self.__dict__.items() if k != "mirror"}
+        # the curve is rebuilt from trials.jsonl, once, after a restore
+        return {k: v for k, v in self.__dict__.items() if k not in ("mirror", "_curve")}
+
+    def _hypervolume(self, record: dict[str, Any]) -> hv_history.Curve | None:
+        """The hypervolume curve with `record` (just appended to trials.jsonl) in: read from
+        the journal once, then extended one record at a time."""
+        if self.journal is None or self.baseline_val_acc is None:
+            return None
+        curve = self.__dict__.get("_curve")
+        if curve is None:
+            curve = self._curve = hv_history.Curve.from_journal(self.journal,
+                                                                self.baseline_val_acc)
+        else:
+            curve.add_record(record)
+        return curve
 
     def setup(self, **info: Any) -> None:
         """Also runs after a restore: re-find the child runs earlier drivers created."""
@@ -105,18 +119,20 @@ class MlflowChildren(tune.Callback):
         checkpoint = trial.checkpoint
         files = str(Path(checkpoint.path, ARTIFACTS)) if checkpoint is not None else None
         params = pipeline_params(self.space, trial.config)
-        self._record({"trial": trial.trial_id, "event": "complete", "params": params,
-                      "metrics": metrics, "tags": tags,
-                      "checkpoint": checkpoint.path if checkpoint is not None else None})
+        record = {"trial": trial.trial_id, "event": "complete", "params": params,
+                  "metrics": metrics, "tags": tags,
+                  "checkpoint": checkpoint.path if checkpoint is not None else None}
+        self._record(record)
+        curve = self._hypervolume(record)
         # idempotent: a reused result's run may have missed its end when the driver died
         self._write("finish_trial", trial.trial_id, params, metrics, tags, files)
         if result.get("reused"):
             self.log(f"  trial {trial.trial_id} had finished before the resume; result kept")
             return
         self.done += 1
-        if self.journal is not None and self.baseline_val_acc is not None:
-            curve = hv_history.from_journal(self.journal, self.baseline_val_acc)
-            self._write("parent_metrics", {hv_history.METRIC: curve[-1]}, len(curve))
+        if curve is not None:
+            self._write("parent_metrics", {hv_history.METRIC: curve.values[-1]},
+                        len(curve.values))
         head = f"[{self.done}/{self.total}] {trial.trial_id} {describe_config(params)}: "
         if early_stop.STOPPED in metrics:
             self.log(head + f"stopped at rung {int(metrics[early_stop.STOPPED])} (epoch "
