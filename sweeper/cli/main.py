@@ -12,8 +12,9 @@ import sys
 import traceback
 from typing import TYPE_CHECKING, NoReturn
 
+from sweeper.cli.config_help import launch_epilog
 from sweeper.cluster.stop_signal import sigterm_as_ctrl_c
-from sweeper.core.config import Config, build_config, given_once, redact, valid_keys
+from sweeper.core.config import Config, build_config, given_once, redact
 from sweeper.core.errors import UserError
 from sweeper.core.quiet import quiet_third_party
 from sweeper.core.startup import heavy_imports
@@ -21,7 +22,6 @@ from sweeper.core.startup import heavy_imports
 if TYPE_CHECKING:
     from sweeper.sweep.state import SweepOutcome
 
-USAGE_EPILOG = "overrides: dotted key=value, e.g. search.trials=8 resources.cpus=1\nkeys: "
 # a full or read-only disk is the machine's state, not a bug: one error line, as bad input
 _THE_MACHINES = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 BUG_LINE = "this is a bug in sweeper: please report it with the traceback above"
@@ -39,7 +39,8 @@ def _parser() -> argparse.ArgumentParser:
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     launch = sub.add_parser("launch", help="run a sweep over a search space",
-                            epilog=USAGE_EPILOG + " ".join(valid_keys()))
+                            epilog=launch_epilog(),
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     launch.add_argument("overrides", nargs="*", metavar="key=value")
     resume = sub.add_parser("resume", help="continue a sweep whose driver died")
     resume.add_argument("run", help="MLflow parent run id, sweep name or sweep folder")

@@ -1,6 +1,10 @@
 """Typed, validated run configuration with strict dotted `key=value` overrides.
 
 Unknown keys and values of the wrong type or range raise `UserError` naming what is valid.
+Each setting is declared once, with `setting(default, meaning, lo=, hi= | choices=)`: that
+declaration is what `check_declared` enforces in every __post_init__ (beside the checks that
+involve several fields) and what sweeper.cli.config_help writes `launch --help`'s key list
+and docs/configuration.md from.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sweeper.core.checks import check_choice, check_float, check_int
+from sweeper.core.checks import check_declared, setting
 from sweeper.core.errors import UserError
 
 SAMPLERS = ("nsga2", "tpe", "random", "gp")
@@ -23,6 +27,7 @@ DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")  # resize modes (preprocess.py)
 DEVICES = ("auto", "cpu", "cuda")
 RUNTIMES = ("torch", "onnxruntime")
+EARLY_STOP = ("auto", "on", "off", "observe")
 SEED_MAX = 2**32 - 1  # numpy's and Optuna's samplers take seeds in 0..2**32-1
 MAX_PARAMS = 2e9  # a bigger ViT (8 GB of float32 weights) is a typo, not a sweep
 # MLflow tracking stores: a server, a database, a folder (`databricks` has no ://)
@@ -34,41 +39,46 @@ RAY_ADDRESS = re.compile(r"auto|(ray://)?([\w.-]+|\[[0-9a-fA-F:.]+\]):\d{1,5}")
 
 @dataclass(frozen=True)
 class DataConfig:
-    name: str = "digits"
-    # CIFAR: the torchvision dataset's folder (None: <output>/data); imagefolder: the folder
-    # holding train/<class>/* and optionally val/ and test/ (sweeper.imagefolder)
-    root: str | None = None
-    download: bool = False  # CIFAR only: fetch from the internet when missing under root
-    val_fraction: float = 0.15  # carved from the training split, fixed by seed
-    test_fraction: float = 0.2  # digits, and an image folder without test/ (CIFAR has one)
-    limit: int = 0  # keep at most this many training images (0 = all); for quick runs
-    seed: int = 0
-    # normalisation; None: the dataset's own, else the model's pretrained config (preprocess.py)
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-    # resizing; None: the model's pretrained config (image files: the short side to
-    # img_size / crop_pct, then the centre crop; crop_pct=1 keeps the whole short side)
-    interpolation: str | None = None
-    crop_pct: float | None = None
-    workers: int = 2  # imagefolder: DataLoader processes decoding images, per loop
+    """The images: which dataset, how it is split and preprocessed."""
+
+    name: str = setting("digits", "the images: digits is built in, CIFAR is read from "
+                        "data.root, imagefolder is your own folder", choices=DATASETS)
+    root: str | None = setting(None, "CIFAR: the torchvision dataset's folder (none: "
+                               "<output_dir>/data); imagefolder: the folder holding "
+                               "train/<class>/* and optionally val/ and test/")
+    download: bool = setting(False, "CIFAR only: fetch it from the internet when missing "
+                             "under data.root")
+    val_fraction: float = setting(0.15, "share of the training split held out for validation "
+                                  "(fixed by data.seed)", lo=0.01, hi=0.5)
+    test_fraction: float = setting(0.2, "share held out for testing: digits, and an image "
+                                   "folder without test/ (CIFAR has its own)", lo=0.01, hi=0.5)
+    limit: int = setting(0, "keep at most this many training images, a seeded sample "
+                         "(0: all); for quick runs", lo=0, hi=10**9)
+    seed: int = setting(0, "seed of the validation/test split and of data.limit's sample",
+                        lo=0, hi=SEED_MAX)
+    mean: tuple[float, ...] | None = setting(
+        None, "normalisation mean, three numbers R,G,B (none: the dataset's own, else the "
+        "model's pretrained config)", lo=0.0, hi=1.0)
+    std: tuple[float, ...] | None = setting(
+        None, "normalisation standard deviation, three numbers R,G,B (none: as data.mean)",
+        lo=1e-6, hi=10.0)
+    interpolation: str | None = setting(None, "resize mode of image files (none: the model's "
+                                        "pretrained config)", choices=INTERPOLATIONS)
+    crop_pct: float | None = setting(None, "image files: the short side is resized to "
+                                     "img_size / crop_pct, then centre-cropped; 1 keeps it "
+                                     "whole (none: the model's pretrained config)",
+                                     lo=0.05, hi=1.0)
+    workers: int = setting(2, "imagefolder: DataLoader processes decoding images, per loop "
+                           "(0: in the trial's own process)", lo=0, hi=64)
 
     def __post_init__(self) -> None:
-        check_choice("data.name", self.name, DATASETS)
         for key in ("mean", "std"):  # a list when read back from sweep.json
             value = getattr(self, key)
             if value is not None:
                 object.__setattr__(self, key, tuple(value))
-                _rgb(f"data.{key}", getattr(self, key), *((0.0, 1.0) if key == "mean"
-                                                          else (1e-6, 10.0)))
-        if self.interpolation is not None:
-            check_choice("data.interpolation", self.interpolation, INTERPOLATIONS)
-        if self.crop_pct is not None:
-            check_float("data.crop_pct", self.crop_pct, 0.05, 1.0)
-        check_int("data.workers", self.workers, 0, 64)
-        check_float("data.val_fraction", self.val_fraction, 0.01, 0.5)
-        check_float("data.test_fraction", self.test_fraction, 0.01, 0.5)
-        check_int("data.limit", self.limit, 0, 10**9)
-        check_int("data.seed", self.seed, 0, SEED_MAX)
+                if len(value) != 3:
+                    raise UserError(f"data.{key} takes three numbers (R,G,B), got {len(value)}")
+        check_declared(self, "data.")
         if self.name == "digits" and self.val_fraction + self.test_fraction > 0.8:
             raise UserError(f"data.val_fraction + data.test_fraction = "
                             f"{self.val_fraction + self.test_fraction:g} leaves too few "
@@ -77,22 +87,31 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """A timm VisionTransformer. name='vit_digits' builds the small embedded model from the
-    fields below; any other name goes to timm.create_model (e.g. vit_small_patch16_224)."""
+    """The model swept: a timm VisionTransformer.
 
-    name: str = "vit_digits"
-    pretrained: bool = False
-    img_size: int = 32
-    patch_size: int = 4
-    embed_dim: int = 64
-    depth: int = 4
-    num_heads: int = 4
-    mlp_ratio: float = 2.0
-    # the user's weights (state_dict or training checkpoint), see sweeper/checkpoint.py
-    checkpoint: str | None = None
+    name='vit_digits' builds the small embedded model from the fields below; any other name
+    goes to timm.create_model (e.g. vit_small_patch16_224)."""
+
+    name: str = setting("vit_digits", "vit_digits (the small built-in ViT, sized by the "
+                        "fields below) or a timm ViT name, e.g. vit_small_patch16_224")
+    pretrained: bool = setting(False, "load timm's pretrained weights (not with "
+                               "model.checkpoint)")
+    img_size: int = setting(32, "input image size in pixels", lo=8, hi=1024)
+    patch_size: int = setting(4, "vit_digits: patch size in pixels; divides model.img_size",
+                              lo=1, hi="img_size")
+    embed_dim: int = setting(64, "vit_digits: token width; divisible by model.num_heads",
+                             lo=1, hi=16_384)
+    depth: int = setting(4, "vit_digits: transformer blocks", lo=1, hi=48)
+    num_heads: int = setting(4, "vit_digits: attention heads per block", lo=1, hi=64)
+    mlp_ratio: float = setting(2.0, "vit_digits: MLP hidden width over model.embed_dim",
+                               lo=0.01, hi=64.0)
+    # absolute once set: resume and workers run from other folders (sweeper.models.checkpoint)
+    checkpoint: str | None = setting(None, "your weights (safetensors, state_dict or training "
+                                     "checkpoint) loaded into the model (none: "
+                                     "model.pretrained or random)")
 
     def __post_init__(self) -> None:
-        if self.checkpoint is not None:  # absolute: resume and workers run from other folders
+        if self.checkpoint is not None:
             if not self.checkpoint.strip():
                 raise UserError("model.checkpoint is empty; leave it unset for no checkpoint")
             if self.pretrained:
@@ -100,12 +119,7 @@ class ModelConfig:
                                 "weights; set only one")
             object.__setattr__(self, "checkpoint", str(Path(self.checkpoint).expanduser()
                                                        .absolute()))
-        check_int("model.img_size", self.img_size, 8, 1024)
-        check_int("model.patch_size", self.patch_size, 1, self.img_size)
-        check_int("model.depth", self.depth, 1, 48)
-        check_int("model.num_heads", self.num_heads, 1, 64)
-        check_int("model.embed_dim", self.embed_dim, 1, 16_384)
-        check_float("model.mlp_ratio", self.mlp_ratio, 0.01, 64.0)
+        check_declared(self, "model.")
         if not self.name.strip():
             raise UserError("model.name is empty; use vit_digits or a timm ViT name")
         if self.embed_dim % self.num_heads:
@@ -130,56 +144,53 @@ class ModelConfig:
 class TrainConfig:
     """How the baseline is trained (and the defaults for recovery fine-tuning)."""
 
-    epochs: int = 30
-    batch_size: int = 32
-    lr: float = 2e-3
-    weight_decay: float = 0.05
-    label_smoothing: float = 0.1
-    seed: int = 0
+    epochs: int = setting(30, "baseline training epochs (0: the model is swept as loaded)",
+                          lo=0, hi=10_000)
+    batch_size: int = setting(32, "training batch size", lo=1, hi=65_536)
+    lr: float = setting(2e-3, "peak learning rate (AdamW, warm-up then cosine decay)",
+                        lo=1e-8, hi=10.0)
+    weight_decay: float = setting(0.05, "AdamW's decoupled weight decay", lo=0.0, hi=10.0)
+    label_smoothing: float = setting(0.1, "label smoothing of the cross-entropy loss",
+                                     lo=0.0, hi=0.9)
+    seed: int = setting(0, "seed of the baseline's training (same seed and machine: the same "
+                        "weights)", lo=0, hi=SEED_MAX)
 
     def __post_init__(self) -> None:
-        check_int("train.epochs", self.epochs, 0, 10_000)
-        check_int("train.batch_size", self.batch_size, 1, 65_536)
-        check_float("train.lr", self.lr, 1e-8, 10.0)
-        check_float("train.weight_decay", self.weight_decay, 0.0, 10.0)
-        check_float("train.label_smoothing", self.label_smoothing, 0.0, 0.9)
-        check_int("train.seed", self.seed, 0, SEED_MAX)
+        check_declared(self, "train.")
 
 
 @dataclass(frozen=True)
 class SearchConfig:
-    trials: int = 12
-    concurrency: int = 2
-    sampler: str = "nsga2"
-    population: int = 0  # NSGA-II population size; 0 picks one from the trial count
-    seed: int = 0
-    max_failures: int = 3  # retries of a trial whose process or node died
-    # Optuna storage URL (e.g. postgresql+psycopg2://user@host/optuna, password in PGPASSWORD:
-    # the config is logged to MLflow); None: a journal file, <sweep folder>/optuna.journal
-    storage: str | None = None
-    # Successive halving of trials that train (sweeper.early_stop): judged after `rungs`
-    # epochs of their training stage, going on only within the best 1/eta there (never one
-    # no other trial dominates). auto: on for spaces whose every configuration trains;
-    # observe: judged, never stopped (the decision is a tag; for benchmarks).
-    early_stop: str = "auto"
-    rungs: tuple[int, ...] = (1, 3, 9)
-    eta: int = 3
+    """How configurations are proposed (Optuna), retried and stopped early."""
+
+    trials: int = setting(12, "trials to run in all", lo=1, hi=100_000)
+    concurrency: int = setting(2, "trials running at once", lo=1, hi=10_000)
+    sampler: str = setting("nsga2", "Optuna sampler proposing the configurations",
+                           choices=SAMPLERS)
+    population: int = setting(0, "NSGA-II population size, at least 2 (0: picked from "
+                              "search.trials)", lo=0, hi=10_000)
+    seed: int = setting(0, "seed of the sampler", lo=0, hi=SEED_MAX)
+    max_failures: int = setting(3, "retries of a trial whose process or node died",
+                                lo=0, hi=100)
+    # the config is logged to MLflow, so a password in the URL is refused (no_password)
+    storage: str | None = setting(None, "Optuna storage URL, e.g. postgresql+psycopg2://user@"
+                                  "host/optuna, password in PGPASSWORD (none: a journal file, "
+                                  "<sweep folder>/optuna.journal)")
+    # Successive halving (sweeper.early_stop): never stops one no other trial dominates.
+    early_stop: str = setting("auto", "successive halving of trials that train: auto is on "
+                              "for spaces whose every configuration trains; observe judges "
+                              "but never stops (a tag)", choices=EARLY_STOP)
+    rungs: tuple[int, ...] = setting((1, 3, 9), "early stopping judges a trial after these "
+                                     "epochs of its training stage", lo=1, hi=1000,
+                                     increasing=True,
+                                     must="increasing epoch counts in {lo}..{hi}, e.g. 1,3,9")
+    eta: int = setting(3, "early stopping: a trial goes on only within the best 1/eta at "
+                       "each rung", lo=2, hi=100)
 
     def __post_init__(self) -> None:
-        check_choice("search.early_stop", self.early_stop, ("auto", "on", "off", "observe"))
-        if not self.rungs or any(not 1 <= r <= 1000 for r in self.rungs) or list(
-                self.rungs) != sorted(set(self.rungs)):
-            raise UserError("search.rungs must be increasing epoch counts in 1..1000, "
-                            "e.g. 1,3,9")
-        check_int("search.eta", self.eta, 2, 100)
-        check_int("search.trials", self.trials, 1, 100_000)
-        check_int("search.concurrency", self.concurrency, 1, 10_000)
-        check_choice("search.sampler", self.sampler, SAMPLERS)
-        check_int("search.population", self.population, 0, 10_000)
+        check_declared(self, "search.")
         if self.population == 1:  # NSGA-II breeds pairs
             raise UserError("search.population=1 is too small; use 0 (automatic) or at least 2")
-        check_int("search.max_failures", self.max_failures, 0, 100)
-        check_int("search.seed", self.seed, 0, SEED_MAX)
         if self.storage is not None and "://" not in self.storage:
             # not echoed: a malformed URL may still hold a password
             raise UserError(
@@ -191,14 +202,16 @@ class SearchConfig:
 
 @dataclass(frozen=True)
 class ResourcesConfig:
-    cpus: float = 1.0  # per trial; also the trial's torch thread count
-    gpus: float = 0.0  # per trial; fractional GPUs allowed
-    device: str = "auto"  # auto: cuda when the trial was given a GPU, else cpu
+    """What each trial is given on the Ray cluster."""
+
+    cpus: float = setting(1.0, "CPUs per trial; also the trial's torch thread count",
+                          lo=0.01, hi=1024)
+    gpus: float = setting(0.0, "GPUs per trial; fractions share a GPU", lo=0.0, hi=64)
+    device: str = setting("auto", "where trials compute and time; auto: cuda when the trial "
+                          "was given a GPU, else cpu", choices=DEVICES)
 
     def __post_init__(self) -> None:
-        check_float("resources.cpus", self.cpus, 0.01, 1024)
-        check_float("resources.gpus", self.gpus, 0.0, 64)
-        check_choice("resources.device", self.device, DEVICES)
+        check_declared(self, "resources.")
 
     def trial_device(self) -> str:
         """The device type every trial computes and times on: "cuda" or "cpu"."""
@@ -208,37 +221,42 @@ class ResourcesConfig:
 
 @dataclass(frozen=True)
 class MeasureConfig:
-    batch_sizes: tuple[int, ...] = (1, 64)
-    warmup: int = 5  # calls of each model before timing
-    repeats: int = 30  # model/baseline pairs per round; rounds repeat until the interval fits
-    max_seconds: float = 5.0  # time cap of the pairs at each batch size
-    target_halfwidth: float = 0.03  # stop when the ratio's 95% interval is within +-3%
-    # while a trial times latency, the other trials on its node pause (sweeper.node_lock)
-    quiet: bool = True
-    eval_batch_size: int = 256
-    runtime: str = "torch"  # torch (eager) | onnxruntime: where latency is measured
+    """How latency and accuracy are measured (sweeper.measure)."""
+
+    batch_sizes: tuple[int, ...] = setting(
+        (1, 64), "batch sizes latency is timed at", lo=1, hi=65_536,
+        must="a non-empty list of integers in [{lo}, {hi}]")
+    # floors: a "measurement" of one cold call is not one
+    warmup: int = setting(5, "calls of each model before timing", lo=1, hi=10_000)
+    repeats: int = setting(30, "model/baseline timing pairs per round; rounds repeat until "
+                           "the interval fits", lo=5, hi=100_000)
+    max_seconds: float = setting(5.0, "time cap of the timing pairs at each batch size",
+                                 lo=0.0, hi=3600.0)
+    target_halfwidth: float = setting(0.03, "stop timing when the latency ratio's 95% "
+                                      "interval is within +- this fraction of it",
+                                      lo=0.001, hi=1.0)
+    quiet: bool = setting(True, "while a trial times latency, the other trials on its node "
+                          "pause (sweeper.core.node_lock)")
+    eval_batch_size: int = setting(256, "batch size of accuracy evaluation", lo=1, hi=65_536)
+    runtime: str = setting("torch", "where latency is measured: torch (eager) or onnxruntime",
+                           choices=RUNTIMES)
 
     def __post_init__(self) -> None:
-        check_choice("measure.runtime", self.runtime, RUNTIMES)
-        if not self.batch_sizes or any(not 1 <= b <= 65_536 for b in self.batch_sizes):
-            raise UserError("measure.batch_sizes must be a non-empty list of integers in "
-                            "[1, 65536]")
-        # floors: a "measurement" of one cold call is not one
-        check_int("measure.warmup", self.warmup, 1, 10_000)
-        check_int("measure.repeats", self.repeats, 5, 100_000)
-        check_float("measure.max_seconds", self.max_seconds, 0.0, 3600.0)
-        check_float("measure.target_halfwidth", self.target_halfwidth, 0.001, 1.0)
-        check_int("measure.eval_batch_size", self.eval_batch_size, 1, 65_536)
+        check_declared(self, "measure.")
 
 
 @dataclass(frozen=True)
 class RayConfig:
-    address: str | None = None  # HOST:PORT or 'auto' attaches to a running cluster
-    dashboard_host: str = "127.0.0.1"
-    dashboard_port: int = 8265
+    """The Ray cluster the trials run on."""
+
+    address: str | None = setting(None, "attach to a running cluster: HOST:PORT, "
+                                  "ray://HOST:PORT or auto (none: start Ray here)")
+    dashboard_host: str = setting("127.0.0.1", "address the Ray dashboard listens on "
+                                  "(dashboard=true); keep it private")
+    dashboard_port: int = setting(8265, "port of the Ray dashboard", lo=1, hi=65_535)
 
     def __post_init__(self) -> None:
-        check_int("ray.dashboard_port", self.dashboard_port, 1, 65_535)
+        check_declared(self, "ray.")
         if not self.dashboard_host.strip():
             raise UserError("ray.dashboard_host is empty; e.g. 127.0.0.1")
         if self.address is not None:
@@ -251,18 +269,27 @@ class RayConfig:
 
 @dataclass(frozen=True)
 class Config:
-    space: str = "nystrom_m"
-    output_dir: str = "outputs"
-    cache_dir: str | None = None  # baseline cache; default <output_dir>/cache (share it freely)
-    tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else sqlite under output_dir
-    experiment: str = "sweeper"
-    dashboard: bool = False
-    quiet: bool = False
-    # Trials losing more than this many accuracy points (validation) are infeasible: kept in
-    # MLflow with a tag, never on the front, and steered away from by Optuna's constraints.
-    max_accuracy_drop: float | None = None
-    # register the front in MLflow's Model Registry at the end (an ONNX export per member)
-    registry: bool = True
+    """A sweep: the search space, where its results go, and one section per concern."""
+
+    space: str = setting("nystrom_m", "search space: a name `python -m sweeper spaces` lists, "
+                         "or a YAML file")
+    output_dir: str = setting("outputs", "folder of the sweeps, and of the default MLflow "
+                              "store and baseline cache")
+    cache_dir: str | None = setting(None, "baseline cache, safe to share between sweeps "
+                                    "(none: <output_dir>/cache)")
+    tracking_uri: str | None = setting(None, "MLflow tracking store, e.g. http://HOST:5000 "
+                                       "(none: $MLFLOW_TRACKING_URI, else sqlite under "
+                                       "output_dir)")
+    experiment: str = setting("sweeper", "MLflow experiment the sweep's runs go into")
+    dashboard: bool = setting(False, "start the Ray dashboard (ray.dashboard_host:"
+                              "ray.dashboard_port) and print its URL")
+    quiet: bool = setting(False, "print only the result, no progress")
+    # infeasible trials are kept in MLflow with a tag; Optuna's constraints steer away
+    max_accuracy_drop: float | None = setting(
+        None, "trials losing more validation accuracy points than this are infeasible, never "
+        "on the front (none: no limit)", lo=0.0, hi=100.0)
+    registry: bool = setting(True, "register the front in MLflow's Model Registry at the end "
+                             "(an ONNX export per member)")
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -272,8 +299,7 @@ class Config:
     ray: RayConfig = field(default_factory=RayConfig)
 
     def __post_init__(self) -> None:
-        if self.max_accuracy_drop is not None:
-            check_float("max_accuracy_drop", self.max_accuracy_drop, 0.0, 100.0)
+        check_declared(self)
         for key in ("space", "output_dir", "experiment"):
             if not getattr(self, key).strip():
                 raise UserError(f"{key} is empty")
@@ -294,13 +320,6 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def _rgb(key: str, values: tuple[float, ...], low: float, high: float) -> None:
-    if len(values) != 3:
-        raise UserError(f"{key} takes three numbers (R,G,B), got {len(values)}")
-    for v in values:
-        check_float(key, v, low, high)
 
 
 def no_password(key: str, url: str | None, env: str) -> None:
