@@ -233,7 +233,8 @@ def start_ray_head(folder: Path, port: int, dashboard_port: int) -> subprocess.P
     return proc
 
 
-def _cmdline(pid: int) -> str:
+def cmdline(pid: int) -> str:
+    """A process's command line, its words joined by spaces ("" once it has gone)."""
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
@@ -245,7 +246,7 @@ def ray_pids(port: int) -> list[int]:
     and raylet name the GCS by the machine's address, so the port is what identifies them."""
     gcs = re.compile(rf"(127\.0\.0\.1:|gcs_server_port=|gcs[-_]address=[\d.]+:){port}\b")
     return [int(p.name) for p in Path("/proc").iterdir()
-            if p.name.isdigit() and gcs.search(_cmdline(int(p.name)))]
+            if p.name.isdigit() and gcs.search(cmdline(int(p.name)))]
 
 
 def group_alive(pgid: int) -> list[int]:

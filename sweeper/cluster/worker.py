@@ -18,6 +18,7 @@ import ray
 from ray import tune
 
 from sweeper.core.files import ARTIFACTS, RESULT, TRIAL_STATE_FILE
+from sweeper.core.sweep_folder import pipeline_record
 
 if TYPE_CHECKING:
     from sweeper.early_stop.board import Rungs
@@ -59,6 +60,7 @@ def trainable(
         tags = {**result.tags, "ray_node_id": ray.get_runtime_context().get_node_id()}
         metrics = {**result.metrics, "tags": tags}
         Path(tmp, TRIAL_STATE_FILE).write_bytes(result.artifact)
-        Path(tmp, "pipeline.json").write_text(json.dumps(compress.pipeline_to_dict(pipeline)))
+        Path(tmp, "pipeline.json").write_text(
+            json.dumps(pipeline_record(compress.pipeline_to_dict(pipeline))))
         Path(tmp, RESULT).write_text(json.dumps(metrics))
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))

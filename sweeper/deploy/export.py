@@ -33,7 +33,7 @@ from sweeper import compress
 from sweeper.core.config import Config, ModelConfig, config_from_dict
 from sweeper.core.errors import UserError
 from sweeper.core.files import TRIAL_STATE_FILE, atomic_write, write_text
-from sweeper.core.sweep_folder import read_sweep_meta
+from sweeper.core.sweep_folder import check_version, read_pipeline, read_sweep_meta
 from sweeper.data.loading import CIFAR_MEAN, CIFAR_STD, DIGITS_STATS
 from sweeper.data.preprocess import Preprocessing
 from sweeper.models.checkpoint import safe_load
@@ -42,7 +42,12 @@ from sweeper.models.vit import create_model
 FORMATS = ("onnx", "torch")
 # techniques whose compressed model cannot be written as ONNX, and why
 NO_ONNX = {"tome": "token merging (tome) has no ONNX lowering for its merge step"}
-TORCH_FORMAT = "sweeper-torch-1"
+# the torch export's version is in its format tag, sweeper-torch-<version>, which every torch
+# export has carried (there is no version 0)
+TORCH_VERSION = 1
+TORCH_FORMAT = f"sweeper-torch-{TORCH_VERSION}"
+# the preprocessing JSON written next to an ONNX export (<file>.onnx.json), as schema_version
+ONNX_INFO_VERSION = 1
 NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}
 
 
@@ -135,10 +140,10 @@ def find_trial(run: str, trial: str, output_dir: str) -> TrialArtifact:
         raise UserError(f"no finished trial {trial!r} in sweep {meta['name']} "
                         f"(trial folders are under {tune_dir})")
     ckpt = checkpoints[-1]
+    pipeline = read_pipeline(ckpt / "pipeline.json")  # of a version this sweeper reads
     try:
-        pipeline = json.loads((ckpt / "pipeline.json").read_text())
         compress.pipeline_from_dict(pipeline)  # a UserError names a bad technique or value
-    except (OSError, ValueError, TypeError, AttributeError) as exc:
+    except (ValueError, TypeError, AttributeError) as exc:
         raise UserError(f"{ckpt / 'pipeline.json'} is not a trial's pipeline ({exc})") from None
     cfg = config_from_dict(meta["config"])
     return TrialArtifact(cfg, trial, ckpt, pipeline, _reported(ckpt),
@@ -157,7 +162,8 @@ def export_onnx(art: TrialArtifact, path: Path, model: nn.Module | None = None) 
     from sweeper.measure.runtime import onnx_bytes
 
     graph, _report = onnx_bytes(model if model is not None else art.model(), art.prep.img_size)
-    info = {**art.preprocessing(), "trial": art.trial, "pipeline": art.pipeline}
+    info = {"schema_version": ONNX_INFO_VERSION, **art.preprocessing(), "trial": art.trial,
+            "pipeline": art.pipeline}
     # each file whole or not at all: an export stopped midway keeps no torn model (nor
     # spoils the one it was replacing)
     atomic_write(path, lambda fh: fh.write(graph))
@@ -181,8 +187,11 @@ def export_torch(art: TrialArtifact, path: Path) -> int:
 def load_torch(path: str | Path) -> nn.Module:
     """The compressed model of a `format=torch` export, in eval mode."""
     payload = safe_load(Path(path), str(path), "is not a sweeper torch export")
-    if not isinstance(payload, dict) or payload.get("format") != TORCH_FORMAT:
+    tag = payload.get("format") if isinstance(payload, dict) else None
+    version = re.fullmatch(r"sweeper-torch-(\d+)", tag) if isinstance(tag, str) else None
+    if version is None:
         raise UserError(f"{path} is not a sweeper torch export")
+    check_version(f"{path} ({tag})", {"schema_version": int(version[1])}, (TORCH_VERSION,))
     structure = ModelConfig(**{**payload["model"], "pretrained": False})
     baseline = create_model(structure, payload["num_classes"])
     pipeline = compress.pipeline_from_dict(payload["pipeline"])

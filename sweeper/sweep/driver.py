@@ -22,7 +22,7 @@ from sweeper.core import journal
 from sweeper.core.config import Config
 from sweeper.core.errors import UserError
 from sweeper.core.files import exclusive
-from sweeper.core.sweep_folder import find_sweep, read_sweep_meta
+from sweeper.core.sweep_folder import SWEEP_VERSION, find_sweep, read_sweep_meta
 from sweeper.data.loading import Splits, load_splits
 from sweeper.measure import hardware
 from sweeper.measure.size import serialized_size
@@ -125,8 +125,8 @@ def _start(prep: Prepared, inputs: TrialInputs, base: Any, folder: Path, log: Lo
         )
         tracker.log_metrics(parent, {"baseline_val_acc": base.val_acc,
                                      "baseline_size_mb": inputs.baseline_size_bytes / 1e6})
-        meta = {"name": folder.name, "space": space.name, "parent_run_id": parent,
-                "tracking_uri": cfg.resolved_tracking_uri(),
+        meta = {"schema_version": SWEEP_VERSION, "name": folder.name, "space": space.name,
+                "parent_run_id": parent, "tracking_uri": cfg.resolved_tracking_uri(),
                 "experiment_id": tracker.experiment_id, "config": cfg.to_dict(),
                 "machine": hardware.machine(), "num_classes": prep.splits.num_classes,
                 "preprocessing": prep.splits.preprocessing.to_dict(),  # read back by export

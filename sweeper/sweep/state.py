@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from sweeper.core.config import Config
 from sweeper.core.files import write_json
-from sweeper.core.sweep_folder import resume_command
+from sweeper.core.sweep_folder import SWEEP_VERSION, resume_command
 from sweeper.data.loading import Splits
 from sweeper.results.report import Front
 from sweeper.spaces.space import Space
@@ -56,7 +56,8 @@ class Sweep:
         return self.meta["parent_run_id"]
 
     def save_meta(self, **changes: Any) -> None:
-        self.meta.update(changes)
+        # a resumed sweep's record, of whatever version it was read as, is written as this one
+        self.meta.update(changes, schema_version=SWEEP_VERSION)
         write_json(self.folder / "sweep.json", self.meta)
 
     def resume_command(self) -> str:

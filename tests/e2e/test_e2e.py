@@ -4,37 +4,18 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import Shared, sweep_study_storage, tiny_overrides
+from tests.conftest import Shared, sweep_study_storage
 from tests.helpers.cluster import free_port
+from tests.helpers.launch import launch, sweep_dir
 from tests.helpers.paths import ROOT
 
 pytestmark = pytest.mark.slow
-
-
-def launch(tmp: Path, *extra: str, timeout: int = 600, shared: Shared | None = None
-           ) -> subprocess.CompletedProcess:
-    """A tiny sweep in its own process; with `shared`, on the tests' Ray head."""
-    if shared is None:
-        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-        args = tiny_overrides(tmp, *extra)
-    else:
-        env, args = shared.env, shared.overrides(tmp, *extra)
-    return subprocess.run([sys.executable, "-m", "sweeper", "launch", *args],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def sweep_dir(tmp: Path) -> Path:
-    (only,) = list((tmp / "sweeps").iterdir())
-    return only
 
 
 def test_sweep_logs_parent_children_front_and_artifacts(tmp_path: Path) -> None:

@@ -12,7 +12,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import Shared, sweep_study_storage
-from tests.e2e.test_e2e import ROOT, launch, sweep_dir
+from tests.helpers.launch import launch, sweep_dir
+from tests.helpers.paths import ROOT
 
 pytestmark = pytest.mark.slow
 

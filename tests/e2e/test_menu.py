@@ -10,8 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import numpy as np
-import onnxruntime
 import pytest
 
 from sweeper.cli.main import main
@@ -19,11 +17,12 @@ from sweeper.core import journal
 from sweeper.deploy import registry_models as registry
 from sweeper.results.menu import members_by_alias
 from tests.conftest import Shared, tiny_overrides
-from tests.e2e.test_e2e import launch, sweep_dir
 from tests.e2e.test_outage import MlflowServer
+from tests.helpers.launch import launch, sweep_dir
+from tests.helpers.registry import aliases_run
 
 pytestmark = pytest.mark.slow
-ALIASES = ("best-accuracy", "smallest", "fastest", "knee")
+_aliases_run = aliases_run  # tests/e2e/test_stack.py imports it from here
 
 
 @pytest.fixture(scope="module")
@@ -136,35 +135,12 @@ def test_select_refuses_with_one_error_line_and_writes_nothing(
     assert not out.exists() and not Path(f"{out}.json").exists()
 
 
-def _aliases_run(uri: str, name: str, folder: Path) -> dict[str, str]:
-    """Each alias resolved and downloaded through MLflow, run with ONNX Runtime: the trial
-    each one serves."""
-    old = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = uri  # models:/ URIs resolve against the tracking store
-    try:
-        served = {}
-        for alias in ALIASES:
-            path = Path(mlflow.artifacts.download_artifacts(f"models:/{name}@{alias}"))
-            pre = json.loads((path / "model.onnx.json").read_text())
-            sess = onnxruntime.InferenceSession(str(path / "model.onnx"))
-            x = np.zeros((2, 3, pre["img_size"], pre["img_size"]), np.float32)
-            logits = sess.run(None, {"input": x})[0]
-            assert logits.shape == (2, pre["num_classes"]) and np.isfinite(logits).all()
-            served[alias] = pre["trial"]
-        return served
-    finally:
-        if old is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = old
-
-
 def test_registry_aliases_resolve_through_mlflow_and_run(sweep: Path) -> None:
     from sweeper.results.menu import front_members
 
     expected = {a: m.trial for a, m in members_by_alias(front_members(sweep)).items()}
     uri = f"sqlite:///{sweep.parents[1]}/mlflow.db"
-    assert _aliases_run(uri, sweep.name, sweep) == expected
+    assert aliases_run(uri, sweep.name, sweep) == expected
     versions = mlflow.MlflowClient(uri).search_model_versions(f"name='{sweep.name}'")
     assert {v.tags["sweeper.trial_id"] for v in versions} == set(front(sweep))
 
@@ -183,7 +159,7 @@ def test_registry_on_an_http_tracking_server(sweep: Path, tmp_path: Path) -> Non
         entries = registry.prepare(sweep, print)  # the sweep's exports are reused
         runs.register_models(sweep.name, entries)
         runs.register_models(sweep.name, entries)
-        served = _aliases_run(server.uri, sweep.name, sweep)
+        served = aliases_run(server.uri, sweep.name, sweep)
         assert set(served.values()) <= set(front(sweep)) and len(served) == 4
         assert len(tracker.client.search_model_versions(f"name='{sweep.name}'")) == len(entries)
     finally:
@@ -211,4 +187,4 @@ def test_registry_in_a_file_store_stays_in_it(sweep: Path, tmp_path: Path,
     assert not list((tmp_path / "cwd").iterdir())  # no mlflow.db where the command ran
     assert "MLFLOW_TRACKING_URI" not in os.environ and utils._tracking_uri is None  # nothing set
     assert (tmp_path / "mlruns" / "models" / sweep.name).is_dir()
-    assert set(_aliases_run(uri, sweep.name, sweep).values()) <= set(front(sweep))
+    assert set(aliases_run(uri, sweep.name, sweep).values()) <= set(front(sweep))

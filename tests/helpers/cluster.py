@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from sweeper.cluster.stack import ray_pids
+from sweeper.cluster.stack import cmdline, ray_pids
 from tests.helpers.paths import ROOT
 
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -20,13 +20,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
 
 
 def children_map() -> dict[int, list[int]]:

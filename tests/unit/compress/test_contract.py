@@ -16,6 +16,7 @@ from timm.models.vision_transformer import VisionTransformer
 
 from sweeper.compress import NAMES, TrialContext, load_all, make_config, rebuild, technique
 from sweeper.measure.size import serialized_size, state_bytes
+from tests.helpers.models import images, tiny_vit, train_data
 
 load_all()
 
@@ -28,24 +29,9 @@ def _technique_params() -> list[str]:
     return sorted(NAMES)
 
 
-def tiny_vit() -> VisionTransformer:
-    torch.manual_seed(0)
-    model = VisionTransformer(
-        img_size=32, patch_size=4, embed_dim=64, depth=2, num_heads=4, num_classes=10
-    )
-    return model.eval()
-
-
 def context() -> TrialContext:
     """Default context plus a few training images, for techniques that need data."""
-    gen = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8, generator=gen)
-    labels = torch.randint(0, 10, (16,), generator=gen)
-    return TrialContext(train=(images, labels))
-
-
-def inputs() -> torch.Tensor:
-    return torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    return TrialContext(train=train_data(16))
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +51,7 @@ class TestContract:
     def test_shape_kept_and_size_not_larger(self, name: str, baseline: VisionTransformer) -> None:
         ctx = context()
         model = technique(name).apply(copy.deepcopy(baseline), example_config(name), ctx)
-        x = inputs()
+        x = images(3)
         with torch.no_grad():
             assert model.eval()(x).shape == baseline(x).shape
         assert serialized_size(model) <= serialized_size(baseline)
@@ -79,7 +65,7 @@ class TestContract:
     ) -> None:
         cfg = dataclasses.replace(example_config(name), enabled=False)
         model = technique(name).apply(copy.deepcopy(baseline), cfg, context())
-        x = inputs()
+        x = images(3)
         assert torch.equal(model.eval()(x), baseline(x))
 
     @pytest.mark.filterwarnings("ignore:TypedStorage is deprecated:UserWarning")
@@ -89,6 +75,6 @@ class TestContract:
         model = technique(name).apply(copy.deepcopy(baseline), cfg, context()).eval()
         state = torch.load(io.BytesIO(state_bytes(model)))
         rebuilt = rebuild(copy.deepcopy(baseline), [cfg], state)
-        x = inputs()
+        x = images(3)
         with torch.no_grad():
             assert torch.equal(rebuilt(x), model(x))

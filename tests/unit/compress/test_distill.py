@@ -4,6 +4,7 @@ soft / hard / DeiT losses, and a distilled student that beats the same student a
 from __future__ import annotations
 
 import copy
+import functools
 import io
 
 import pytest
@@ -22,27 +23,9 @@ from sweeper.compress.distill import (
 from sweeper.core.errors import UserError
 from sweeper.measure.size import state_bytes
 from sweeper.models.vit import count_parameters, token_count
+from tests.helpers.models import context, images, tiny_vit, train_data
 
-
-def vit() -> VisionTransformer:
-    torch.manual_seed(0)
-    return VisionTransformer(img_size=32, patch_size=4, embed_dim=64, depth=2, num_heads=4,
-                             mlp_ratio=2.0, num_classes=10).eval()
-
-
-def data(n: int = 48, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    return (torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=gen),
-            torch.randint(0, 10, (n,), generator=gen))
-
-
-def context(teacher: torch.nn.Module | None, train=None) -> TrialContext:
-    return TrialContext(train=data() if train is None else train, teacher=teacher,
-                        batch_size=16)
-
-
-def images(batch: int = 3) -> torch.Tensor:
-    return torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+vit = functools.partial(tiny_vit, mlp_ratio=2.0)
 
 
 @pytest.mark.parametrize(
@@ -63,7 +46,7 @@ def test_config_rejects_bad_values(params: dict, message: str) -> None:
 def test_teacher_logits_are_computed_once_per_split() -> None:
     teacher, calls = vit(), []
     teacher.register_forward_hook(lambda *_: calls.append(1))
-    train = data(seed=7)
+    train = train_data(48, seed=7)
     ctx = context(teacher, train)
     offsets = view_offsets(48, 4, ctx.seed)
     logits, cached = teacher_logits(teacher, ctx.train, offsets, ctx)
@@ -79,7 +62,7 @@ def test_teacher_logits_are_computed_once_per_split() -> None:
     ctx = context(teacher, train)
     apply(vit(), cfg, ctx)
     assert ctx.notes["distill_teacher_cached"] is True and not calls  # two epochs, no teacher
-    other = context(teacher, data(seed=8))
+    other = context(teacher, train_data(48, seed=8))
     apply(vit(), cfg, other)
     assert other.notes["distill_teacher_cached"] is False and len(calls) == 4
 
@@ -96,12 +79,12 @@ def test_deit_student_has_a_distillation_token_and_rebuilds() -> None:
     teacher = vit()
     cfg = DistillConfig(student="vit", depth=1, embed_dim=32, num_heads=2, kind="deit",
                         alpha=0.5, epochs=1)
-    student = apply(copy.deepcopy(teacher), cfg, context(teacher))
+    student = apply(copy.deepcopy(teacher), cfg, context(teacher, train_data(48)))
     assert isinstance(student, VisionTransformerDistilled)
     assert token_count(student) == token_count(teacher) + 1
     assert len(student.blocks) == 1 and student.embed_dim == 32
     assert not student.distilled_training and not student.training
-    x = images()
+    x = images(3)
     with torch.no_grad():
         feats = student.forward_features(x)
         both = (student.head(feats[:, 0]) + student.head_dist(feats[:, 1])) / 2
@@ -123,11 +106,12 @@ def test_vit_student_takes_unset_sizes_from_the_teacher() -> None:
 def test_self_distillation_trains_the_given_model(kind: str) -> None:
     teacher, model = vit(), vit()
     before = copy.deepcopy(model.state_dict())
-    out = apply(model, DistillConfig(kind=kind, alpha=0.7, epochs=1), context(teacher))
+    cfg = DistillConfig(kind=kind, alpha=0.7, epochs=1)
+    out = apply(model, cfg, context(teacher, train_data(48)))
     assert out is model
     assert not torch.equal(before["blocks.0.mlp.fc1.weight"], model.blocks[0].mlp.fc1.weight)
     with pytest.raises(ValueError, match="needs the baseline as ctx.teacher"):
-        apply(vit(), DistillConfig(kind=kind, alpha=0.7, epochs=1), context(None))
+        apply(vit(), cfg, context(None, train_data(48)))
 
 
 def test_structure_only_does_not_train() -> None:

@@ -4,15 +4,15 @@ invalid combinations rejected before anything runs, and the new spaces load and 
 from __future__ import annotations
 
 import copy
+import functools
 import io
 
 import optuna
 import pytest
 import torch
-from timm.models.vision_transformer import VisionTransformer
 
 from sweeper import compress
-from sweeper.compress import TrialContext, apply_pipeline, rebuild, validate_pipeline
+from sweeper.compress import apply_pipeline, rebuild, validate_pipeline
 from sweeper.compress.distill import DistillConfig
 from sweeper.compress.nystrom import NystromAttention, NystromConfig
 from sweeper.compress.prune import PruneConfig
@@ -22,22 +22,13 @@ from sweeper.compress.tome import ToMeBlock, ToMeConfig
 from sweeper.core.errors import UserError
 from sweeper.measure.size import state_bytes
 from sweeper.spaces.space import load_space
+from tests.helpers.models import context, tiny_vit
 
 QLinear = torch.ao.nn.quantized.dynamic.Linear
 NEW_SPACES = ("prune_ratio", "kd_temperature", "token_merge", "hybrid")
 
 
-def vit() -> VisionTransformer:
-    torch.manual_seed(0)
-    return VisionTransformer(img_size=32, patch_size=4, embed_dim=64, depth=2, num_heads=4,
-                             mlp_ratio=2.0, num_classes=10).eval()
-
-
-def context(teacher: torch.nn.Module) -> TrialContext:
-    gen = torch.Generator().manual_seed(0)
-    train = (torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8, generator=gen),
-             torch.randint(0, 10, (32,), generator=gen))
-    return TrialContext(train=train, teacher=teacher, batch_size=16)
+vit = functools.partial(tiny_vit, mlp_ratio=2.0)
 
 
 def first_note(notes: dict, prefix: str) -> int:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import copy
+import functools
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
-from timm.models.vision_transformer import VisionTransformer
 
 from sweeper.compress import TrialContext, make_config, technique
 from sweeper.compress.nystrom import (
@@ -19,24 +19,16 @@ from sweeper.compress.nystrom import (
     segment_means,
 )
 from sweeper.core.errors import UserError
+from tests.helpers.models import images, tiny_vit
 
 N_TOKENS = 65  # 8x8 patches + class token
 DIM = 64
 
 
-def tiny_vit(dtype: torch.dtype = torch.float32) -> VisionTransformer:
-    """Random tiny ViT whose attention is peaked, as in a trained model.
-
-    timm's init (std 0.02) makes attention nearly uniform, hence rank one, which any m
-    approximates well; a larger qkv std gives realistic, ill-conditioned attention maps.
-    """
-    torch.manual_seed(0)
-    model = VisionTransformer(
-        img_size=32, patch_size=4, embed_dim=DIM, depth=2, num_heads=4, num_classes=10
-    )
-    for blk in model.blocks:
-        torch.nn.init.normal_(blk.attn.qkv.weight, std=0.2)
-    return model.to(dtype).eval()
+# a tiny ViT whose attention is peaked, as in a trained model: timm's init (std 0.02) makes
+# attention nearly uniform, hence rank one, which any m approximates well; a larger qkv std
+# gives realistic, ill-conditioned attention maps
+vit = functools.partial(tiny_vit, qkv_std=0.2)
 
 
 def smooth_tokens(batch: int, noise: float = 0.1) -> torch.Tensor:
@@ -48,10 +40,6 @@ def smooth_tokens(batch: int, noise: float = 0.1) -> torch.Tensor:
     tokens = basis @ torch.randn(batch, 8, DIM, generator=gen)
     tokens = tokens + noise * torch.randn(batch, N_TOKENS, DIM, generator=gen)
     return F.layer_norm(tokens, (DIM,))
-
-
-def images(batch: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    return torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(2)).to(dtype)
 
 
 def rel_err(approx: torch.Tensor, exact: torch.Tensor) -> float:
@@ -81,7 +69,7 @@ EXACT_CASES = [(torch.float32, 15, 2e-4, 1e-4), (torch.float64, 35, 1e-9, 1e-11)
 def test_all_landmarks_reproduce_exact_attention(
     dtype: torch.dtype, iters: int, attn_tol: float, model_tol: float
 ) -> None:
-    attn = tiny_vit(dtype).blocks[0].attn  # timm's exact softmax attention
+    attn = vit(dtype=dtype).blocks[0].attn  # timm's exact softmax attention
     x = smooth_tokens(4).to(dtype)
     # observed relative error: 3.5e-5 (float32), 2.4e-11 (float64)
     assert rel_err(NystromAttention(attn, N_TOKENS, pinv_iters=iters)(x), attn(x)) < attn_tol
@@ -92,10 +80,10 @@ def test_all_landmarks_reproduce_exact_attention(
 def test_whole_model_exact_when_landmarks_equal_tokens(
     dtype: torch.dtype, iters: int, attn_tol: float, model_tol: float
 ) -> None:
-    exact = tiny_vit(dtype)
+    exact = vit(dtype=dtype)
     ctx = TrialContext()
     model = apply(copy.deepcopy(exact), NystromConfig(landmarks=N_TOKENS, pinv_iters=iters), ctx)
-    x = images(4, dtype)
+    x = images(4, seed=2, dtype=dtype)
     # observed max abs diff: 1.4e-5 (float32), 1.7e-14 (float64); logits are ~0.35 at most
     assert (model(x) - exact(x)).abs().max().item() < model_tol
     assert ctx.notes["nystrom_landmarks"] == N_TOKENS
@@ -103,7 +91,7 @@ def test_whole_model_exact_when_landmarks_equal_tokens(
 
 @torch.no_grad()
 def test_error_grows_as_landmarks_shrink() -> None:
-    attn = tiny_vit().blocks[0].attn
+    attn = vit().blocks[0].attn
     x = smooth_tokens(4)
     exact = attn(x)
     errs = {
@@ -118,16 +106,16 @@ def test_error_grows_as_landmarks_shrink() -> None:
 
 @torch.no_grad()
 def test_landmarks_clamped_to_token_count() -> None:
-    attn = tiny_vit().blocks[0].attn
+    attn = vit().blocks[0].attn
     x = smooth_tokens(2)
     torch.testing.assert_close(NystromAttention(attn, 500, 6)(x), NystromAttention(attn, 65, 6)(x))
     ctx = TrialContext()
-    apply(tiny_vit(), NystromConfig(landmarks=500), ctx)
+    apply(vit(), NystromConfig(landmarks=500), ctx)
     assert ctx.notes["nystrom_landmarks"] == N_TOKENS
 
 
 def test_state_dict_keys_and_shapes_unchanged() -> None:
-    base = tiny_vit()
+    base = vit()
     before = {k: v.shape for k, v in base.state_dict().items()}
     model = apply(copy.deepcopy(base), NystromConfig(landmarks=8), TrialContext())
     assert all(isinstance(blk.attn, NystromAttention) for blk in model.blocks)
@@ -137,8 +125,8 @@ def test_state_dict_keys_and_shapes_unchanged() -> None:
 
 @torch.no_grad()
 def test_batch_sizes_and_batch_independence() -> None:
-    model = apply(tiny_vit(), NystromConfig(landmarks=8), TrialContext())
-    x = images(7)
+    model = apply(vit(), NystromConfig(landmarks=8), TrialContext())
+    x = images(7, seed=2)
     out7 = model(x)
     assert out7.shape == (7, 10)
     out1 = model(x[3:4])
@@ -148,7 +136,7 @@ def test_batch_sizes_and_batch_independence() -> None:
 
 
 def test_disabled_returns_model_unchanged() -> None:
-    model = tiny_vit()
+    model = vit()
     assert technique("nystrom").apply(model, NystromConfig(enabled=False), TrialContext()) is model
     assert not any(isinstance(m, NystromAttention) for m in model.modules())
 

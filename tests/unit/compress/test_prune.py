@@ -4,12 +4,12 @@ milliseconds); unstructured zeroes weights for real and stores them sparse only 
 from __future__ import annotations
 
 import copy
+import functools
 import io
 import json
 
 import pytest
 import torch
-from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -22,16 +22,9 @@ from sweeper.core.errors import UserError
 from sweeper.measure.latency import paired_ratio, torch_timer
 from sweeper.measure.size import serialized_size, state_bytes
 from sweeper.models.vit import count_parameters
+from tests.helpers.models import images, tiny_vit
 
-
-def vit(embed_dim: int = 64, num_heads: int = 4, depth: int = 2) -> VisionTransformer:
-    torch.manual_seed(0)
-    return VisionTransformer(img_size=32, patch_size=4, embed_dim=embed_dim, depth=depth,
-                             num_heads=num_heads, mlp_ratio=2.0, num_classes=10).eval()
-
-
-def images(batch: int = 3) -> torch.Tensor:
-    return torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+vit = functools.partial(tiny_vit, mlp_ratio=2.0)
 
 
 def flops(model: nn.Module, x: torch.Tensor) -> int:
@@ -87,7 +80,7 @@ def test_structured_keeps_timm_attention_bookkeeping_right() -> None:
         for blk in model.blocks:
             blk.attn.fused_attn = fused
         with torch.no_grad():
-            assert model(images()).shape == (3, 10)
+            assert model(images(3)).shape == (3, 10)
 
 
 def test_structured_removes_the_least_important_head_and_keeps_one() -> None:
@@ -97,7 +90,7 @@ def test_structured_removes_the_least_important_head_and_keeps_one() -> None:
         for part in range(3):
             attn.qkv.weight[part * 64 + 32 : part * 64 + 48] = 0
         attn.proj.weight[:, 32:48] = 0
-    x = images()
+    x = images(3)
     with torch.no_grad():
         expected = base(x)
         model = apply(copy.deepcopy(base), PruneConfig(ratio=0.25), TrialContext())
@@ -117,7 +110,7 @@ def test_structured_is_deterministic_and_rebuilds() -> None:
     b = apply(copy.deepcopy(base), cfg, TrialContext(structure_only=True))
     for key, value in a.state_dict().items():
         assert torch.equal(value, b.state_dict()[key]), key
-    x = images()
+    x = images(3)
     with torch.no_grad():
         assert torch.equal(reload(a, base, cfg)(x), a(x))
 
@@ -166,7 +159,7 @@ def test_unstructured_stores_sparse_only_when_smaller() -> None:
     assert high_ctx.notes["stored_sparse"] is True
     assert serialized_size(high) < 0.45 * serialized_size(base)
     assert any(key.endswith("weight_bitmask") for key in high.state_dict())
-    x = images()
+    x = images(3)
     cfg = PruneConfig(ratio=0.8, kind="unstructured")
     with torch.no_grad():
         assert torch.equal(reload(high, base, cfg)(x), high(x))

@@ -24,7 +24,7 @@ from sweeper.measure.size import serialized_size
 from sweeper.models.baseline import load_or_train_baseline
 from sweeper.trial.run import TrialInputs, build_baseline, run_trial
 from tests.conftest import tiny_overrides
-from tests.unit.compress.test_quant_packing import context, images, vit
+from tests.helpers.models import context, images, tiny_vit
 
 pytestmark = pytest.mark.slow  # each case exports a model with the dynamo exporter (~3 s)
 
@@ -41,7 +41,7 @@ CASES = {  # scheme -> (ORT kernel, max |ORT - torch| on logits of size ~0.3)
 @pytest.mark.parametrize("scheme", sorted(CASES))
 def test_lowered_graph_matches_the_torch_model(scheme: str) -> None:
     kind, tol = CASES[scheme]
-    base = vit()
+    base = tiny_vit()
     cfg = QuantizeConfig.from_params(scheme=scheme, symmetric=scheme != "weight_only2")  # asym too
     model = apply(copy.deepcopy(base), cfg, context(teacher=base))
     graph, report = runtime.onnx_bytes(model, 32)
@@ -50,7 +50,7 @@ def test_lowered_graph_matches_the_torch_model(scheme: str) -> None:
     ops = {n.op_type for n in onnx.load_from_string(graph).graph.node}
     assert {"nbits": "MatMulNBits", "dynamic_int8": "MatMulInteger",
             "static_int8": "QuantizeLinear", "packed_float": "BitShift"}[kind] in ops
-    x = images(5)
+    x = images(5, seed=3)
     with torch.no_grad():
         ref = model(x).numpy()
     out = runtime.predict(runtime.session(graph, torch.device("cpu"), 1), x.numpy())
@@ -60,13 +60,13 @@ def test_lowered_graph_matches_the_torch_model(scheme: str) -> None:
 
 
 def test_float_export_with_nystrom_matches() -> None:
-    base = vit()
+    base = tiny_vit()
     from sweeper.compress.nystrom import apply as nystrom
 
     model = nystrom(copy.deepcopy(base), NystromConfig(landmarks=8), context())
     graph, report = runtime.onnx_bytes(model, 32)
     assert report.kernels == {} and not report.simulated
-    x = images(3)
+    x = images(3, seed=3)
     with torch.no_grad():
         ref = model(x).numpy()
     out = runtime.predict(runtime.session(graph, torch.device("cpu"), 1), x.numpy())
@@ -74,11 +74,11 @@ def test_float_export_with_nystrom_matches() -> None:
 
 
 def test_exported_graph_runs_without_sweeper(tmp_path: Path) -> None:
-    model = apply(vit(), QuantizeConfig.from_params(scheme="weight_only4"), context())
+    model = apply(tiny_vit(), QuantizeConfig.from_params(scheme="weight_only4"), context())
     graph, _ = runtime.onnx_bytes(model, 32)
     path = tmp_path / "m.onnx"
     path.write_bytes(graph)
-    x = images(2)
+    x = images(2, seed=3)
     np.save(tmp_path / "x.npy", x.numpy())
     code = ("import sys; sys.modules['sweeper'] = None\n"  # importing sweeper now fails
             "import numpy as np, onnxruntime as ort\n"
@@ -163,7 +163,7 @@ def test_two_bit_rows_wider_than_256_run_in_matmulnbits() -> None:
     packed = apply(copy.deepcopy(model), two_bit, context())
     graph, report = runtime.onnx_bytes(packed, 32)
     assert report.kernels == {"nbits": 1}
-    x = images(3)
+    x = images(3, seed=3)
     with torch.no_grad():
         ref = packed(x).numpy()
     out = runtime.predict(runtime.session(graph, torch.device("cpu"), 1), x.numpy())

@@ -8,7 +8,6 @@ import math
 
 import pytest
 import torch
-from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from sweeper.compress import TrialContext, apply_pipeline, rebuild
@@ -19,24 +18,7 @@ from sweeper.compress._weight_only import PackedLinear
 from sweeper.compress.nystrom import NystromConfig
 from sweeper.compress.quantize import QuantizeConfig, apply
 from sweeper.measure.size import serialized_size, state_bytes
-
-
-def vit(embed_dim: int = 64, num_heads: int = 4) -> VisionTransformer:
-    torch.manual_seed(0)
-    model = VisionTransformer(img_size=32, patch_size=4, embed_dim=embed_dim, depth=2,
-                              num_heads=num_heads, num_classes=10)
-    return model.eval()
-
-
-def context(teacher: nn.Module | None = None) -> TrialContext:
-    gen = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8, generator=gen)
-    labels = torch.randint(0, 10, (32,), generator=gen)
-    return TrialContext(train=(images, labels), batch_size=16, teacher=teacher)
-
-
-def images(batch: int = 4) -> torch.Tensor:
-    return torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+from tests.helpers.models import context, images, tiny_vit
 
 
 def packed_weight_bytes(model: nn.Module) -> int:
@@ -60,7 +42,7 @@ def test_four_bit_layout_is_two_codes_per_byte_low_nibble_first() -> None:
 
 def test_packed_bytes_scale_with_bits() -> None:
     """4-bit weights take half the bytes of 8-bit ones and 2-bit a quarter, in the file."""
-    base = vit(embed_dim=192, num_heads=3)  # Linear weights dominate the saved bytes
+    base = tiny_vit(embed_dim=192, num_heads=3)  # Linear weights dominate the saved bytes
     linear_weights = [f"{n}.weight" for n, m in base.named_modules() if isinstance(m, nn.Linear)]
     packed, sizes = {}, {}
     for bits in (8, 4, 2):
@@ -106,11 +88,11 @@ def test_error_shrinks_with_bits_and_clip_search_helps() -> None:
     QuantizeConfig.from_params(scheme="static8", calibration_batches=2),
 ], ids=lambda c: f"{c.method}{c.bits}-g{c.group_size}-{'sym' if c.symmetric else 'asym'}")
 def test_saved_artifact_reloads_to_identical_outputs(cfg: QuantizeConfig) -> None:
-    base = vit()
+    base = tiny_vit()
     model = apply(copy.deepcopy(base), cfg, context(teacher=base))
     state = torch.load(io.BytesIO(state_bytes(model)), weights_only=True)  # as sweep.py does
-    rebuilt = rebuild(copy.deepcopy(vit()), [cfg], state)
-    x = images()
+    rebuilt = rebuild(copy.deepcopy(tiny_vit()), [cfg], state)
+    x = images(4, seed=3)
     with torch.no_grad():
         assert torch.equal(rebuilt(x), model(x))
     kind = StaticInt8Linear if cfg.method == "static" else PackedLinear
@@ -119,10 +101,10 @@ def test_saved_artifact_reloads_to_identical_outputs(cfg: QuantizeConfig) -> Non
 
 @torch.no_grad()
 def test_static_int8_close_to_float_and_keeps_norms_and_softmax_float() -> None:
-    base = vit()
+    base = tiny_vit()
     ctx = context()
     model = apply(copy.deepcopy(base), QuantizeConfig.from_params(scheme="static8"), ctx)
-    x = images(16)
+    x = images(16, seed=3)
     ref, out = base(x), model(x)
     assert (out - ref).norm() / ref.norm() < 0.05
     assert ctx.simulated is False and ctx.notes["calibration_images"] == 32
@@ -153,7 +135,7 @@ def test_lsq_step_init_gradient_scale_and_straight_through() -> None:
 
 
 def test_lsq_packs_into_the_weight_only_format() -> None:
-    base = vit()
+    base = tiny_vit()
     lsq = apply(copy.deepcopy(base), QuantizeConfig.from_params(scheme="lsq4", lsq_epochs=1),
                 context(teacher=base))
     rtn = QuantizeConfig.from_params(scheme="weight_only4")
@@ -165,20 +147,20 @@ def test_lsq_packs_into_the_weight_only_format() -> None:
 @torch.no_grad()
 def test_nystrom_then_weight_only_quantizes_its_linears() -> None:
     pipeline = [QuantizeConfig.from_params(scheme="weight_only4"), NystromConfig(landmarks=8)]
-    model = apply_pipeline(vit(), pipeline, TrialContext())
+    model = apply_pipeline(tiny_vit(), pipeline, TrialContext())
     assert isinstance(model.blocks[0].attn.qkv, PackedLinear)
-    assert model(images(2)).shape == (2, 10)
+    assert model(images(2, seed=3)).shape == (2, 10)
 
 
 def test_group_size_must_divide_every_layer() -> None:
     with pytest.raises(ValueError, match="group_size=48 does not divide in_features=64"):
         cfg = QuantizeConfig.from_params(scheme="weight_only4", group_size=48)
-        apply(vit(), cfg, TrialContext())
+        apply(tiny_vit(), cfg, TrialContext())
 
 
 def test_lsq_needs_its_teacher_for_distillation() -> None:
     with pytest.raises(ValueError, match="needs the baseline as teacher"):
-        apply(vit(), QuantizeConfig.from_params(scheme="lsq4"), context(teacher=None))
+        apply(tiny_vit(), QuantizeConfig.from_params(scheme="lsq4"), context(teacher=None))
 
 
 def test_scheme_round_trips_and_sets_method_and_bits() -> None:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import copy
+import functools
 
 import pytest
 import torch
-from timm.models.vision_transformer import VisionTransformer
 from torch.utils.flop_counter import FlopCounterMode
 
 from sweeper.compress import TrialContext, apply_pipeline, make_config
@@ -16,21 +16,13 @@ from sweeper.compress.prune import PruneConfig
 from sweeper.compress.quantize import QuantizeConfig
 from sweeper.compress.tome import ToMeBlock, ToMeConfig, apply, tokens_per_block
 from sweeper.core.errors import UserError
+from tests.helpers.models import images, tiny_vit
 
 TOKENS = 65  # 8x8 patches + class token
 
 
-def vit(depth: int = 4) -> VisionTransformer:
-    torch.manual_seed(0)
-    model = VisionTransformer(img_size=32, patch_size=4, embed_dim=64, depth=depth,
-                              num_heads=4, mlp_ratio=2.0, num_classes=10)
-    for blk in model.blocks:  # peaked attention, as in a trained model
-        torch.nn.init.normal_(blk.attn.qkv.weight, std=0.2)
-    return model.eval()
-
-
-def images(batch: int = 2) -> torch.Tensor:
-    return torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+# four blocks, a narrower MLP and peaked attention (a larger qkv std), as in a trained model
+vit = functools.partial(tiny_vit, depth=4, mlp_ratio=2.0, qkv_std=0.2)
 
 
 def flops(model: torch.nn.Module, x: torch.Tensor) -> int:
@@ -47,7 +39,7 @@ def test_r0_is_the_exact_model(fused: bool) -> None:
     model = apply(copy.deepcopy(base), ToMeConfig(r=0), TrialContext())
     assert all(isinstance(blk, ToMeBlock) for blk in model.blocks)
     with torch.no_grad():
-        assert torch.equal(model(images()), base(images()))
+        assert torch.equal(model(images(2)), base(images(2)))
 
 
 def test_token_count_falls_per_block_and_output_shape_is_kept() -> None:
@@ -66,7 +58,7 @@ def test_token_count_falls_per_block_and_output_shape_is_kept() -> None:
 
 
 def test_flops_fall_with_r() -> None:
-    base, x = vit(), images()
+    base, x = vit(), images(2)
     counts = [flops(apply(copy.deepcopy(base), ToMeConfig(r=r), TrialContext()), x)
               for r in (0, 4, 8, 15)]
     assert counts[0] == flops(base, x)
@@ -123,7 +115,7 @@ def test_proportional_attention_equals_attention_over_the_duplicates(fused: bool
 
 
 def test_composes_with_pruning_nystrom_and_int8() -> None:
-    x = images()
+    x = images(2)
     for other in (PruneConfig(ratio=0.3), NystromConfig(landmarks=8), QuantizeConfig()):
         ctx = TrialContext()
         model = apply_pipeline(vit(), [ToMeConfig(r=8), other], ctx)
@@ -134,6 +126,6 @@ def test_composes_with_pruning_nystrom_and_int8() -> None:
 
 def test_trains_through_merges() -> None:
     model = apply(vit(depth=2), ToMeConfig(r=8), TrialContext()).train()
-    model(images()).sum().backward()
+    model(images(2)).sum().backward()
     assert model.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
     assert model.pos_embed.grad.abs().sum() > 0

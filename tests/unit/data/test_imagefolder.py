@@ -361,7 +361,7 @@ def test_a_sweep_streams_an_image_folder_through_ray_and_exports_its_preprocessi
     import json
 
     from sweeper.cli.export import run_export
-    from tests.e2e.test_e2e import launch
+    from tests.helpers.launch import launch
 
     root = make_folder(tmp_path / "pets", {"train": {"cat": 12, "dog": 12, "owl": 12},
                                            "val": {"cat": 3, "dog": 3, "owl": 3}})

@@ -16,7 +16,7 @@ from sweeper.data.loading import load_splits
 from sweeper.deploy.export import load_torch
 from sweeper.measure import runtime
 from tests.conftest import Shared
-from tests.e2e.test_e2e import launch
+from tests.helpers.launch import launch
 
 pytestmark = pytest.mark.slow
 SPACE = """\

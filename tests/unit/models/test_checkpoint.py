@@ -24,10 +24,7 @@ from sweeper.models.baseline import baseline_key, load_or_train_baseline
 from sweeper.models.train import accuracy
 from sweeper.models.vit import create_model
 from tests.conftest import tiny_overrides
-
-# one cheap trial: dynamic int8 needs no data
-QUICK_SPACE = "description: one cheap trial\ntechniques:\n  quantize:\n" \
-              "    scheme: {choices: [dynamic8]}\n"
+from tests.helpers.launch import QUICK_SPACE  # tests/e2e/test_api.py imports it from here
 
 
 def tiny_model(num_classes: int = 10, seed: int = 0, **changes: object) -> nn.Module:

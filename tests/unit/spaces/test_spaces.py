@@ -1,15 +1,16 @@
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import optuna
 import pytest
 import torch
-from timm.models.vision_transformer import VisionTransformer
 
 from sweeper import compress
 from sweeper.core.errors import UserError
 from sweeper.spaces.space import available, check_against_model, load_space
+from tests.helpers.models import tiny_vit
 
 
 def test_nystrom_m_space_loads_and_builds_pipelines() -> None:
@@ -88,27 +89,26 @@ def test_a_space_path_that_is_no_file_says_which(tmp_path: Path) -> None:
         load_space(str(tmp_path / "folder.yaml"))
 
 
-def _vit(img_size: int, depth: int) -> VisionTransformer:
-    return VisionTransformer(img_size=img_size, patch_size=4, embed_dim=32, depth=depth,
-                             num_heads=2, num_classes=10)
+# a narrower tiny ViT, its weights unseeded: only its structure is checked
+vit = functools.partial(tiny_vit, embed_dim=32, num_heads=2, seed=None)
 
 
 def test_landmarks_beyond_token_count_rejected() -> None:
     space = load_space("nystrom_m")
-    check_against_model(space, _vit(32, 2))  # 65 tokens
+    check_against_model(space, vit(depth=2))  # 65 tokens
     with pytest.raises(UserError, match="nystrom: landmarks=32 exceeds the model's 17 tokens"):
-        check_against_model(space, _vit(16, 2))
+        check_against_model(space, vit(depth=2, img_size=16))
 
 
 def test_token_merge_beyond_the_token_count_rejected() -> None:
     space = load_space("token_merge")
-    check_against_model(space, _vit(32, 2))
+    check_against_model(space, vit(depth=2))
     with pytest.raises(UserError, match=r"tome: r=\d+ merges .* patch tokens over 4 blocks"):
-        check_against_model(space, _vit(16, 4))
+        check_against_model(space, vit(depth=4, img_size=16))
 
 
 def test_technique_that_cannot_apply_to_the_model_is_named() -> None:
-    model = _vit(32, 2)
+    model = vit(depth=2)
     model.blocks[1].mlp.fc2 = torch.nn.Identity()  # not a Linear any more
     with pytest.raises(UserError, match=r"lowrank\.yaml: lowrank: blocks\.1\.mlp\.fc2 is "
                                         "Identity"):
