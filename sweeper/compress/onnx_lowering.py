@@ -27,9 +27,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from sweeper.compress._packing import WeightSpec, pack
-from sweeper.compress._static import StaticInt8Linear, quiet
-from sweeper.compress._weight_only import PackedLinear
+from sweeper.compress.layers import PackedLinear, StaticInt8Linear, WeightSpec, pack, quiet
 
 OPSET = 18
 MS_DOMAIN = "com.microsoft"

@@ -40,8 +40,18 @@ import torch
 from torch import nn
 
 from sweeper.compress import TechniqueConfig, TrialContext, param, register
-from sweeper.compress._packing import WeightSpec
+from sweeper.compress.layers import (
+    FLOAT_OPS,
+    LsqLinear,
+    PackedLinear,
+    StaticInt8Linear,
+    WeightSpec,
+    calibrate,
+    check_groups,
+    replace_linears,
+)
 from sweeper.core.checks import check_bool, check_choice, check_float, check_int
+from sweeper.models.train import FitSettings, fit
 
 METHODS = ("dynamic", "static", "weight_only", "lsq")
 INT8_ONLY = ("dynamic", "static")  # methods whose kernels exist for 8 bits only
@@ -122,8 +132,6 @@ def _dynamic_int8(model: nn.Module) -> nn.Module:
 
 
 def _static_int8(model: nn.Module, cfg: QuantizeConfig, ctx: TrialContext) -> int:
-    from sweeper.compress._static import FLOAT_OPS, StaticInt8Linear, calibrate
-    from sweeper.compress._weight_only import replace_linears
 
     if ctx.structure_only:
         return replace_linears(model, lambda lin, _n: StaticInt8Linear(lin.in_features,
@@ -138,8 +146,6 @@ def _static_int8(model: nn.Module, cfg: QuantizeConfig, ctx: TrialContext) -> in
 
 
 def _weight_only(model: nn.Module, cfg: QuantizeConfig, ctx: TrialContext) -> int:
-    from sweeper.compress._weight_only import PackedLinear, check_groups, replace_linears
-
     spec = cfg.weight_spec()
     check_groups(model, spec)
     make = PackedLinear.like if ctx.structure_only else PackedLinear.from_linear
@@ -147,9 +153,6 @@ def _weight_only(model: nn.Module, cfg: QuantizeConfig, ctx: TrialContext) -> in
 
 
 def _lsq(model: nn.Module, cfg: QuantizeConfig, ctx: TrialContext) -> int:
-    from sweeper.compress._lsq import LsqLinear
-    from sweeper.compress._weight_only import PackedLinear, check_groups, replace_linears
-    from sweeper.models.train import FitSettings, fit
 
     spec = cfg.weight_spec()
     check_groups(model, spec)

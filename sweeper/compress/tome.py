@@ -24,7 +24,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from sweeper.compress import TechniqueConfig, TrialContext, register
-from sweeper.compress._tome_attention import ToMeAttention, merge_tokens
+from sweeper.compress.layers import ToMeAttention, merge_tokens
 from sweeper.core.checks import check_int
 from sweeper.models.vit import token_count
 

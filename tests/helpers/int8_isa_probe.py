@@ -12,8 +12,8 @@ import onnx
 import torch
 from torch import nn
 
-from sweeper.compress._static import StaticInt8Linear, quiet
-from sweeper.compress._weight_only import replace_linears
+from sweeper.compress.layers._packed import replace_linears
+from sweeper.compress.layers._static import StaticInt8Linear, quiet
 from sweeper.compress.onnx_lowering import to_onnx
 from sweeper.core.config import ModelConfig
 from sweeper.measure import runtime

@@ -20,7 +20,7 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from sweeper.compress._static import WEIGHT_QMAX, StaticInt8Linear
+from sweeper.compress.layers._static import WEIGHT_QMAX, StaticInt8Linear
 from sweeper.compress.onnx_lowering import float_twin, lower
 from sweeper.measure.hardware import cpu_flags
 from tests.helpers.paths import ROOT

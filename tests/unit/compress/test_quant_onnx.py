@@ -150,7 +150,7 @@ def test_weight_only_in_eager_torch_is_flagged_simulated(ort_inputs: TrialInputs
     (3, 0, 384, None),  # no 3-bit kernel
 ])
 def test_matmulnbits_block_choice(bits: int, group: int, k: int, block: int | None) -> None:
-    from sweeper.compress._packing import WeightSpec
+    from sweeper.compress.layers._packing import WeightSpec
     from sweeper.compress.onnx_lowering import _nbits_block
 
     assert _nbits_block(WeightSpec(bits, group), k) == block

@@ -11,10 +11,10 @@ import torch
 from torch import nn
 
 from sweeper.compress import TrialContext, apply_pipeline, rebuild
-from sweeper.compress._lsq import LsqLinear
-from sweeper.compress._packing import WeightSpec, pack, quantize_weight, unpack
-from sweeper.compress._static import StaticInt8Linear
-from sweeper.compress._weight_only import PackedLinear
+from sweeper.compress.layers._lsq import LsqLinear
+from sweeper.compress.layers._packed import PackedLinear
+from sweeper.compress.layers._packing import WeightSpec, pack, quantize_weight, unpack
+from sweeper.compress.layers._static import StaticInt8Linear
 from sweeper.compress.nystrom import NystromConfig
 from sweeper.compress.quantize import QuantizeConfig, apply
 from sweeper.measure.size import serialized_size, state_bytes

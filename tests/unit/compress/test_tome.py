@@ -10,7 +10,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from sweeper.compress import TrialContext, apply_pipeline, make_config
-from sweeper.compress._tome_attention import ToMeAttention, merge_tokens
+from sweeper.compress.layers._tome_attention import ToMeAttention, merge_tokens
 from sweeper.compress.nystrom import NystromConfig
 from sweeper.compress.prune import PruneConfig
 from sweeper.compress.quantize import QuantizeConfig

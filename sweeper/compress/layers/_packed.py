@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sweeper.compress._packing import (
+from sweeper.compress.layers._packing import (
     WeightSpec,
     decode,
     pack,

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sweeper.compress._packing import WeightSpec, encode, to_half_scale
-from sweeper.compress._weight_only import PackedLinear
+from sweeper.compress.layers._packed import PackedLinear
+from sweeper.compress.layers._packing import WeightSpec, encode, to_half_scale
 
 
 def round_ste(x: torch.Tensor) -> torch.Tensor:
