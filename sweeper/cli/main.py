@@ -13,8 +13,9 @@ import traceback
 from typing import TYPE_CHECKING, NoReturn
 
 from sweeper.cli.config_help import launch_epilog
+from sweeper.cli.select import cmd_select
 from sweeper.cluster.stop_signal import sigterm_as_ctrl_c
-from sweeper.core.config import Config, build_config, given_once, redact
+from sweeper.core.config import Config, build_config, config_from_dict, given_once, redact
 from sweeper.core.errors import UserError
 from sweeper.core.quiet import quiet_third_party
 from sweeper.core.startup import heavy_imports
@@ -70,7 +71,7 @@ def _say(msg: str) -> None:
 
 
 def cmd_launch(overrides: list[str]) -> int:
-    with heavy_imports():
+    with heavy_imports():  # torch, timm: only the commands that run a sweep load them
         from sweeper.sweep.driver import launch, prepare
 
     cfg = build_config(overrides)
@@ -79,7 +80,7 @@ def cmd_launch(overrides: list[str]) -> int:
 
 
 def cmd_resume(run: str, overrides: list[str]) -> int:
-    with heavy_imports():
+    with heavy_imports():  # as cmd_launch
         from sweeper.sweep.driver import resume
 
     cfg = build_config(overrides)
@@ -88,8 +89,6 @@ def cmd_resume(run: str, overrides: list[str]) -> int:
     outcome = resume(run, cfg.output_dir, _say)
     if outcome is None:  # a finished sweep: only the MLflow writes it missed were synced
         return 0
-    from sweeper.core.config import config_from_dict
-
     meta = json.loads((outcome.sweep_dir / "sweep.json").read_text())
     return _print_outcome(config_from_dict(meta["config"]), outcome)
 
@@ -129,7 +128,7 @@ def _runs_page(outcome: SweepOutcome) -> str:
 
 
 def cmd_spaces() -> int:
-    from sweeper.spaces.space import available, load_space
+    from sweeper.spaces.space import available, load_space  # torch (the techniques' checks)
 
     for name in available():
         print(f"{name:16s} {load_space(name).description.strip()}")
@@ -149,15 +148,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "resume":
             return cmd_resume(args.run, args.overrides)
         if args.command == "export":
-            from sweeper.cli.export import cmd_export
+            from sweeper.cli.export import cmd_export  # torch, timm, onnx: this command only
 
             return cmd_export(args.run, args.trial, args.overrides)
         if args.command == "select":
-            from sweeper.cli.select import cmd_select
-
             return cmd_select(args.run, args.overrides)
         if args.command == "stack":
-            from sweeper.cluster.stack import cmd_stack
+            from sweeper.cluster.stack import cmd_stack  # the servers' processes: stack only
 
             return cmd_stack(args.action, args.overrides)
         return cmd_spaces()
@@ -184,7 +181,7 @@ def one_line(message: str) -> str:
 def _interrupted(exc: KeyboardInterrupt) -> str:
     name = getattr(exc, "name", None)  # sweep.SweepInterrupted: the sweep's state is saved
     if name:
-        from sweeper.sweep.driver import interrupted_line
+        from sweeper.sweep.driver import interrupted_line  # loaded: a sweep was running
 
         return interrupted_line(name, exc.command)  # type: ignore[attr-defined]
     return "interrupted"

@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 
 from sweeper.core.errors import UserError
+from sweeper.core.sweep_folder import find_sweep, read_sweep_meta
 from sweeper.results.menu import Member, front_members, pick
 
 PREFER = ("accuracy", "size", "latency")
@@ -77,8 +78,6 @@ def table(members: list[Member], chosen: Member) -> str:
 
 
 def cmd_select(run: str, args: list[str]) -> int:
-    from sweeper.core.sweep_folder import find_sweep, read_sweep_meta
-
     opts = parse(args)
     sweep_dir = find_sweep(run, opts.output_dir)
     meta = read_sweep_meta(sweep_dir)
@@ -90,7 +89,7 @@ def cmd_select(run: str, args: list[str]) -> int:
     chosen = ok[0]
     written = None
     if opts.export is not None:  # first: a bad path is one error line, nothing printed
-        from sweeper.cli.export import run_export
+        from sweeper.cli.export import run_export  # torch, timm, onnx: only to export
 
         written = run_export(str(sweep_dir), chosen.trial, [
             f"format={opts.format}", f"out={opts.export}", f"output_dir={opts.output_dir}"])
@@ -104,7 +103,7 @@ def cmd_select(run: str, args: list[str]) -> int:
         print(f"export it with: python -m sweeper export {meta['name']} {chosen.trial} "
               f"out=PATH{where}  (or select ... export=PATH)")
     else:
-        from sweeper.cli.export import print_written
+        from sweeper.cli.export import print_written  # loaded above already
 
         print_written(*written)
     return 0

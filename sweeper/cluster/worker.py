@@ -41,6 +41,8 @@ def trainable(
     rungs: Rungs | None = None,
 ) -> None:
     """Runs inside a Ray worker: one trial, reported with its artifact as a checkpoint."""
+    # torch and the techniques load here, in the trial, not when Ray starts the actor (a
+    # starting actor that imports for seconds loses its trial to one that freed up)
     from sweeper import compress
     from sweeper.core.quiet import quiet_third_party
     from sweeper.trial.run import run_trial

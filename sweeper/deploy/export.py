@@ -33,7 +33,7 @@ from sweeper import compress
 from sweeper.core.config import Config, ModelConfig, config_from_dict
 from sweeper.core.errors import UserError
 from sweeper.core.files import TRIAL_STATE_FILE, atomic_write, write_text
-from sweeper.core.sweep_folder import check_version, read_pipeline, read_sweep_meta
+from sweeper.core.sweep_folder import check_version, find_sweep, read_pipeline, read_sweep_meta
 from sweeper.data.loading import CIFAR_MEAN, CIFAR_STD, DIGITS_STATS
 from sweeper.data.preprocess import Preprocessing
 from sweeper.models.checkpoint import safe_load
@@ -126,8 +126,6 @@ def _reported(checkpoint: Path) -> dict[str, float]:
 
 
 def find_trial(run: str, trial: str, output_dir: str) -> TrialArtifact:
-    from sweeper.core.sweep_folder import find_sweep
-
     if not re.fullmatch(r"[\w-]+", trial):
         raise UserError(f"trial {trial!r} is not a Ray trial id (letters, digits, _ and -)")
     sweep_dir = find_sweep(run, output_dir)
@@ -159,7 +157,7 @@ def check_onnx(art: TrialArtifact) -> None:
 
 
 def export_onnx(art: TrialArtifact, path: Path, model: nn.Module | None = None) -> int:
-    from sweeper.measure.runtime import onnx_bytes
+    from sweeper.measure.runtime import onnx_bytes  # onnx, onnxruntime: ONNX exports only
 
     graph, _report = onnx_bytes(model if model is not None else art.model(), art.prep.img_size)
     info = {"schema_version": ONNX_INFO_VERSION, **art.preprocessing(), "trial": art.trial,
