@@ -63,7 +63,7 @@ from sweeper.results.hv_history import finished, history  # noqa: E402
 TINY = ["model.embed_dim=64", "model.depth=2", "model.num_heads=2", "train.epochs=25",
         "train.lr=3e-3", "data.limit=600", "measure.batch_sizes=1,8", "measure.warmup=2",
         "measure.repeats=5", "measure.max_seconds=1"]
-QUICK_SPACE = str(ROOT / "tests" / "spaces" / "rungs_cheap.yaml")
+QUICK_SPACE = str(ROOT / "tests" / "helpers" / "spaces" / "rungs_cheap.yaml")
 
 
 def sweep(out: Path, space: str, seed: int, mode: str, extra: list[str]) -> Path:

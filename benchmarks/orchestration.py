@@ -73,7 +73,7 @@ def ray_defaults(n: int, concurrency: int) -> dict[str, float]:
 
 def sweeper_run(n: int, concurrency: int, out: Path, trivial: bool,
                 *extra: str) -> dict[str, float]:
-    space = ROOT / "tests" / "spaces" / "cheap.yaml"
+    space = ROOT / "tests" / "helpers" / "spaces" / "cheap.yaml"
     cfg = build_config([*TINY, f"output_dir={out}", f"space={space}", f"search.trials={n}",
                         f"search.concurrency={concurrency}", *extra])
     real = orchestrate.trainable
