@@ -53,17 +53,30 @@ class NoRepeatSampler(optuna.samplers.BaseSampler):
         self.random = optuna.samplers.RandomSampler(seed=None if seed is None else seed + 1)
         self.redraw_relative = not isinstance(sampler, optuna.samplers.GPSampler)
         self._plans: dict[int, dict[str, Any]] = {}
+        # configurations of trials in a final state (they never change): each trial's key is
+        # made once, so an ask costs a pass over the study, not a sort of every trial's params
+        self._final: set[tuple] = set()
+        self._seen_final: set[int] = set()
+
+    def taken(self, study: optuna.Study, trial: Any) -> set[tuple]:
+        """The configurations of the study's finished and running trials but `trial`."""
+        running = set()
+        for t in study.get_trials(deepcopy=False, states=_TAKEN):
+            if t.number == trial.number:
+                continue
+            if t.state == optuna.trial.TrialState.RUNNING:
+                running.add(_params_key(t.params))
+            elif t.number not in self._seen_final:
+                self._seen_final.add(t.number)
+                self._final.add(_params_key(t.params))
+        return self._final | running
 
     def infer_relative_search_space(self, study: optuna.Study, trial: Any) -> dict[str, Any]:
         return self.sampler.infer_relative_search_space(study, trial)
 
     def sample_relative(self, study: optuna.Study, trial: Any,
                         search_space: dict[str, Any]) -> dict[str, Any]:
-        taken = {_params_key(t.params) for t in study.get_trials(
-            deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
-                                    optuna.trial.TrialState.RUNNING,
-                                    optuna.trial.TrialState.PRUNED))
-            if t.number != trial.number}
+        taken = self.taken(study, trial)
         relative = self.sampler.sample_relative(study, trial, search_space)
         verbosity = optuna.logging.get_verbosity()
         try:
@@ -135,6 +148,10 @@ class _Rehearsal:
     def suggest_float(self, name: str, low: float, high: float, step: float | None = None,
                       log: bool = False) -> float:
         return self._suggest(name, optuna.distributions.FloatDistribution(low, high, log, step))
+
+
+_TAKEN = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING,
+          optuna.trial.TrialState.PRUNED)
 
 
 def _params_key(params: dict[str, Any]) -> tuple:
