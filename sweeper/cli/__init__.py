@@ -4,4 +4,5 @@ and exit codes. Nothing below imports this package.
 - `main`: launch, resume, spaces, select, export, stack; `main()` is the console script
 - `select`: the `select` command (the front as a menu, optionally exported)
 - `export`: the `export` command's options, write and report
+- `config_help`: `launch --help`'s settings and docs/configuration.md, from the declarations
 """
