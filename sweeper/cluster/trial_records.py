@@ -19,7 +19,7 @@ from sweeper.core.files import ARTIFACTS
 from sweeper.early_stop import board as early_stop
 from sweeper.results import hv_history
 from sweeper.results.report import describe_config
-from sweeper.search.constraints import feasible
+from sweeper.search import feasible
 from sweeper.spaces.space import Space
 
 if TYPE_CHECKING:  # the driver's types; a worker importing this need not load MLflow

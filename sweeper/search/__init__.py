@@ -1,11 +1,14 @@
 """The search side of a sweep (Optuna): sampler, constraints, study storage. Ray Tune sees
-only `ConstrainedOptunaSearch`; everything here takes a `Config` or a study, never Ray."""
+only `ConstrainedOptunaSearch`; everything here takes a `Config` or a study, never Ray.
+Private modules behind these names: `_samplers` (`make_sampler`, `NoRepeatSampler`),
+`_constraints` (the accuracy budget), `_storage` (journal, SQLite or a database server) and
+`_rdb_retry` (a database server's restarts ridden out, loaded only when one is used)."""
 
 import optuna
 
-from sweeper.search.constraints import CONSTRAINT, ConstrainedOptunaSearch, feasible
-from sweeper.search.samplers import NoRepeatSampler, make_sampler
-from sweeper.search.storage import OPTUNA_JOURNAL, fail_orphans, optuna_storage
+from sweeper.search._constraints import CONSTRAINT, ConstrainedOptunaSearch, feasible
+from sweeper.search._samplers import NoRepeatSampler, make_sampler
+from sweeper.search._storage import OPTUNA_JOURNAL, fail_orphans, optuna_storage
 
 # Optuna resets its logger when first imported, so its study-creation chatter is quieted here,
 # where sweeper first uses it, not by sweeper.core.quiet (a trial worker never imports Optuna)

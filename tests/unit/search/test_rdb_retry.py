@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy
 
 from sweeper.cluster import stack
-from sweeper.search.rdb_retry import RetryingRDBStorage
+from sweeper.search._rdb_retry import RetryingRDBStorage
 from tests.helpers.cluster import free_port
 
 pytestmark = pytest.mark.integration

@@ -6,8 +6,8 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from sweeper.search import samplers
-from sweeper.search.samplers import NoRepeatSampler, _params_key
+from sweeper.search import _samplers as samplers
+from sweeper.search._samplers import NoRepeatSampler, _params_key
 
 
 def define(trial: optuna.Trial) -> None:

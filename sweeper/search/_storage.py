@@ -17,8 +17,8 @@ def optuna_storage(cfg: Config, sweep_dir: Path) -> optuna.storages.BaseStorage:
     costs less per trial than a SQLite file, whose every ask, suggest and tell is a committed
     transaction (benchmarks/orchestration.py, `trivial` against `trivial-sqlite`).
     Sweeps started with the SQLite default keep their optuna.db on resume."""
-    if cfg.search.storage:  # a database server: ride out its restarts (sweeper/rdb_retry.py)
-        from sweeper.search.rdb_retry import RetryingRDBStorage  # SQLAlchemy: servers only
+    if cfg.search.storage:  # a database server: ride out its restarts (_rdb_retry.py)
+        from sweeper.search._rdb_retry import RetryingRDBStorage  # SQLAlchemy: servers only
 
         return RetryingRDBStorage(cfg.search.storage)
     legacy = sweep_dir / "optuna.db"
