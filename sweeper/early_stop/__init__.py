@@ -2,5 +2,6 @@
 
 - `board`: the driver's side (the rung board actor), `enabled`, `start`
 - `watch`: the trial's side (evaluate at a rung, ask, stop)
-- `decide`: the rung decision (non-dominated rank, crowding distance)
+- `_decide` (private, used by `board`): the rung decision (non-dominated rank, crowding
+  distance)
 """

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sweeper.early_stop import decide as rungs
+from sweeper.early_stop import _decide as rungs
 
 if TYPE_CHECKING:
     from sweeper.core.config import Config

@@ -6,7 +6,7 @@ training checkpoint holding one under `state_dict` /
 `model` (timm's train.py, torchvision's references) or, when only that is there, `model_ema` /
 `state_dict_ema`; `module.` (DataParallel/DDP) and `_orig_mod.` (torch.compile) prefixes are
 stripped. A Hugging Face transformers ViT (`ViTForImageClassification`, as `Trainer` saves it)
-is renamed to timm's layout (sweeper.hf_vit). timm's checkpoints also hold its
+is renamed to timm's layout (sweeper.models._hf_vit). timm's checkpoints also hold its
 `argparse.Namespace` of arguments: that one class is allowed through `weights_only` loading
 (it only carries attributes).
 """
@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from sweeper.core.errors import UserError
-from sweeper.models import hf_vit
+from sweeper.models import _hf_vit as hf_vit
 
 # where training scripts keep the weights, in order of preference (EMA only when alone)
 WRAPPERS = ("state_dict", "model", "model_ema", "state_dict_ema")

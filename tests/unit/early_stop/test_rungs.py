@@ -10,8 +10,8 @@ import torch
 from sweeper import compress
 from sweeper.compress.recover import RecoverConfig
 from sweeper.core.config import build_config
+from sweeper.early_stop import _decide as rungs
 from sweeper.early_stop import board as early_stop
-from sweeper.early_stop import decide as rungs
 from sweeper.early_stop.watch import RungPlan, StoppedAtRung, hook
 from sweeper.models.vit import create_model
 from sweeper.results.pareto import non_dominated
