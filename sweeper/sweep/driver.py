@@ -172,6 +172,11 @@ def resume(ref: str, output_dir: str, log: Log = print, splits: Splits | None = 
     if meta.get("status") == "FINISHED":
         sync_finished(folder, meta, log)
         return None
+    if "schema_version" not in meta:  # version 0: Tune's state pickled the modules of 0.1
+        raise UserError(f"sweep {meta['name']} was left unfinished by a sweeper from before "
+                        "sweep records had versions; its Tune state names modules that have "
+                        "moved since, so resume it with that sweeper (select and export "
+                        "read it here)")
     # the sweep folder sits at <output_dir>/sweeps/<name>, wherever it was launched from
     cfg = dataclasses.replace(config_from_dict(meta["config"]),
                               output_dir=str(folder.resolve().parents[1]))

@@ -227,3 +227,17 @@ def test_a_real_sweep_writes_versioned_records(tmp_path: Path, shared: Shared,
     stdout, stderr = capsys.readouterr()
     assert stdout == "" and len(stderr.splitlines()) == 1
     assert f"is version {NEWER}, written by a newer sweeper" in stderr
+
+
+def test_an_unfinished_sweep_from_before_versions_is_refused_by_resume_in_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Its Tune state (tuner.pkl) pickled the flat modules of 0.1 (sweeper.worker, ...):
+    resume says so instead of a traceback from deep inside Tune's restore."""
+    folder = make_sweep(tmp_path, sweep_record(tmp_path), bare())
+    (folder / "ray" / "tune" / "tuner.pkl").write_bytes(b"\x80\x04N.")
+    before = files(tmp_path)
+    assert main(["resume", NAME, f"output_dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "before sweep records had " \
+        "versions" in err[0], err
+    assert files(tmp_path) == before
