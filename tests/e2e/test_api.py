@@ -16,6 +16,7 @@ from torch import nn
 import sweeper
 from sweeper.api import adopt_model
 from sweeper.core.config import build_config
+from sweeper.core.sweep_folder import SWEEP_VERSION
 from sweeper.data.loading import load_splits
 from sweeper.models.baseline import load_or_train_baseline
 from sweeper.models.train import accuracy
@@ -141,7 +142,8 @@ def test_resume_of_a_sweep_given_its_own_datasets_asks_for_them_again(tmp_path: 
     (folder / "ray" / "tune").mkdir(parents=True)
     (folder / "ray" / "tune" / "tuner.pkl").write_bytes(b"state")
     (folder / "sweep.json").write_text(json.dumps({
-        "name": folder.name, "parent_run_id": "0" * 32, "status": "KILLED",
+        "schema_version": SWEEP_VERSION, "name": folder.name, "parent_run_id": "0" * 32,
+        "status": "KILLED",
         "tracking_uri": f"sqlite:///{tmp_path}/mlflow.db", "config": cfg.to_dict(),
         "data_source": "datasets"}))
     with pytest.raises(sweeper.UserError, match=r"resume it with sweeper.resume\(..., train="):

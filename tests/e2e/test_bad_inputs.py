@@ -25,6 +25,7 @@ import pytest
 from sweeper.cli.main import main
 from sweeper.core.config import build_config, no_password, redact
 from sweeper.core.errors import UserError
+from sweeper.core.sweep_folder import SWEEP_VERSION
 from sweeper.sweep.driver import new_sweep_dir
 from tests.conftest import tiny_overrides
 from tests.helpers.imagefolders import make_folder
@@ -187,7 +188,8 @@ def closed_port() -> int:
 
 def record(tmp: Path, name: str, **extra: object) -> dict:
     cfg = build_config(tiny_overrides(tmp / "runs", "space=nystrom_m"))
-    return {"name": name, "space": "nystrom_m", "parent_run_id": "0" * 32,
+    return {"schema_version": SWEEP_VERSION, "name": name, "space": "nystrom_m",
+            "parent_run_id": "0" * 32,
             "tracking_uri": f"sqlite:///{tmp / 'runs' / 'mlflow.db'}",
             "config": cfg.to_dict(), "status": "RUNNING", **extra}
 
