@@ -4,10 +4,13 @@ its results. What runs in a worker is sweeper/worker.py."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
+import signal
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -39,6 +42,7 @@ if TYPE_CHECKING:
 
 _dashboard_url: str | None = None  # of the Ray instance init_ray started or attached to
 _owned = False  # init_ray started or attached to Ray here, so shutdown() may end it
+_local: LocalRay | None = None  # the instance init_ray started on this machine
 
 
 def init_ray(cfg: Config, log: Callable[[str], None]) -> str | None:
@@ -63,15 +67,22 @@ def init_ray(cfg: Config, log: Callable[[str], None]) -> str | None:
     if cfg.ray.address:
         ctx = _attach(cfg, kwargs)
     else:
-        ctx = ray.init(
-            # "local": always a new instance; a bare init() would attach to whatever
-            # cluster `ray start` last left on this machine, even a dead one
-            address="local",
-            include_dashboard=cfg.dashboard,
-            dashboard_host=cfg.ray.dashboard_host,
-            dashboard_port=cfg.ray.dashboard_port,
-            **kwargs,
-        )
+        local = LocalRay()
+        try:
+            with local.marking():
+                ctx = ray.init(
+                    # "local": always a new instance; a bare init() would attach to whatever
+                    # cluster `ray start` last left on this machine, even a dead one
+                    address="local",
+                    include_dashboard=cfg.dashboard,
+                    dashboard_host=cfg.ray.dashboard_host,
+                    dashboard_port=cfg.ray.dashboard_port,
+                    **kwargs,
+                )
+        except BaseException:  # what a failed or interrupted start had started
+            local.end()
+            raise
+        _start_local(local)
     _owned = True
     stop_signal.sigterm_as_ctrl_c()  # ray.init made SIGTERM a bare exit
     url = getattr(ctx, "dashboard_url", None)
@@ -245,8 +256,131 @@ def collect(
 
 
 def shutdown() -> None:
-    """End the Ray instance init_ray started or attached to; never one it found running."""
-    global _owned, _dashboard_url
-    if _owned and ray.is_initialized():
-        ray.shutdown()
-    _owned, _dashboard_url = False, None
+    """End the Ray instance init_ray started or attached to; never one it found running. One
+    it started ends whole: what `ray.shutdown` leaves of it is ended too (LocalRay.end)."""
+    global _owned, _dashboard_url, _local
+    local, _local = _local, None
+    try:
+        if _owned and ray.is_initialized():
+            ray.shutdown()
+    finally:
+        _owned, _dashboard_url = False, None
+        if local is not None:
+            local.end()
+
+
+# -- the processes of a Ray instance started here ---------------------------------------------
+MARK = "SWEEPER_RAY_INSTANCE"  # in the environment of every process of a local instance
+END_TERM_S = 1.0  # SIGTERM to SIGKILL for what outlives ray.shutdown (Ray gives its own 1 s)
+
+
+def _start_local(local: LocalRay) -> None:
+    """`local` ends with shutdown(), or, when a stop hangs, right before the watchdog ends the
+    driver (stop_signal): os._exit would leave the raylet's children (DashboardAgent,
+    RuntimeEnvAgent, workers) behind, a minute each, reporting the raylet's death to a GCS
+    that is gone too."""
+    global _local
+    _local = local
+    local.forget = stop_signal.at_hung_exit(local.kill)
+
+
+class LocalRay:
+    """A Ray instance `ray.init` starts on this machine, and every process it is made of: the
+    GCS, raylet, dashboard and monitors ray.init starts, the agents and workers the raylet
+    starts, and whatever trials start. They all inherit `MARK=<token>` from the driver's
+    environment during ray.init (the driver drops it after), so they are found wherever they
+    are, even those whose parent died and left them to init (`ray.shutdown` gives the raylet
+    1 s, then SIGKILLs it; its agents then spend a minute reporting that to the dead GCS, Ray
+    2.60), and their descendants with them (a process may write its title over its
+    environment, as the dashboard's modules do). Linux (/proc); elsewhere only ray.shutdown
+    ends the instance."""
+
+    def __init__(self) -> None:
+        self.token = f"{os.getpid()}-{secrets.token_hex(8)}"
+        self.forget: Callable[[], None] = lambda: None
+
+    @contextlib.contextmanager
+    def marking(self) -> Iterator[None]:
+        """The block's new processes carry the mark (ray.init's); the driver's later ones do
+        not."""
+        before = os.environ.get(MARK)
+        os.environ[MARK] = self.token
+        try:
+            yield
+        finally:
+            if before is None:
+                os.environ.pop(MARK, None)
+            else:
+                os.environ[MARK] = before
+
+    def processes(self) -> dict[int, int]:
+        """pid -> start time of each live process of the instance (a few ms)."""
+        needle = f"{MARK}={self.token}".encode()
+        children: dict[int, list[int]] = {}
+        started: dict[int, int] = {}
+        marked = []
+        try:
+            pids = [int(e.name) for e in os.scandir("/proc") if e.name.isdigit()]
+        except OSError:
+            return {}
+        for pid in pids:
+            stat = _stat(pid)
+            if stat is None or pid == os.getpid():
+                continue
+            children.setdefault(stat[0], []).append(pid)
+            started[pid] = stat[1]
+            try:
+                environ = Path(f"/proc/{pid}/environ").read_bytes()
+            except OSError:  # gone, or another user's
+                continue
+            if needle in environ.split(b"\0"):
+                marked.append(pid)
+        found: dict[int, int] = {}
+        while marked:
+            pid = marked.pop()
+            if pid not in found:
+                found[pid] = started[pid]
+                marked.extend(children.get(pid, []))
+        return found
+
+    def end(self, term_s: float = END_TERM_S) -> None:
+        """SIGTERM what is left of the instance, SIGKILL what still is `term_s` later; returns
+        within term_s + 1 s."""
+        self.forget()
+        left = self.processes()
+        for sig, wait_s in ((signal.SIGTERM, term_s), (signal.SIGKILL, 1.0)):
+            _signal(left, sig)
+            deadline = time.monotonic() + wait_s
+            while left and time.monotonic() < deadline:
+                time.sleep(0.05)
+                left = {pid: start for pid, start in left.items() if _alive(pid, start)}
+            if not left:
+                return
+
+    def kill(self) -> None:
+        """SIGKILL every process of the instance, at once: a stop hung, and the driver ends
+        right after."""
+        _signal(self.processes(), signal.SIGKILL)
+
+
+def _signal(processes: dict[int, int], sig: signal.Signals) -> None:
+    for pid, start in processes.items():
+        if _alive(pid, start):
+            with contextlib.suppress(OSError):
+                os.kill(pid, sig)
+
+
+def _stat(pid: int) -> tuple[int, int] | None:
+    """(parent pid, start time) of a live process; None once it is gone or a zombie."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] in (b"Z", b"X") else (int(fields[1]), int(fields[19]))
+
+
+def _alive(pid: int, start: int) -> bool:
+    """The process `pid` that started at `start` is still there (not a later one reusing
+    its pid)."""
+    stat = _stat(pid)
+    return stat is not None and stat[1] == start

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 
 _last_words: list[Callable[[], None]] = []
+_last_acts: list[Callable[[], None]] = []
 _watching = threading.Event()
 
 
@@ -42,9 +43,24 @@ def last_words(say: Callable[[], None]) -> Iterator[None]:
         _last_words.remove(say)
 
 
+def at_hung_exit(act: Callable[[], None]) -> Callable[[], None]:
+    """Until the function returned is called, `act` is the last thing a stop that hangs does,
+    after the last words, right before the process ends: for what no `with` block holds, the
+    Ray instance the driver started (sweeper.cluster.orchestrate), whose processes would
+    otherwise outlive the driver. Acts run last, so that the last words are said while the
+    driver's own stop is still held up by that instance, and the two do not both speak."""
+    _last_acts.append(act)
+
+    def forget() -> None:
+        with contextlib.suppress(ValueError):  # forgotten already
+            _last_acts.remove(act)
+
+    return forget
+
+
 def _watch() -> None:
     time.sleep(grace_s())
-    for say in reversed(list(_last_words)):
+    for say in [*reversed(_last_words), *reversed(_last_acts)]:
         with contextlib.suppress(BaseException):  # best effort: the process ends regardless
             say()
     os._exit(130)

@@ -5,7 +5,6 @@ Every test uses real Ray, Optuna and MLflow, talks only to 127.0.0.1 and ends by
 
 from __future__ import annotations
 
-import collections
 import json
 import os
 import signal
@@ -13,23 +12,21 @@ import subprocess
 import sys
 from pathlib import Path
 
-import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import sweep_study_storage, tiny_overrides
+from tests.conftest import tiny_overrides
 from tests.e2e.test_outage import results
 from tests.helpers.cluster import (
     ROOT,
     LoopbackCluster,
-    cmdline,
-    descendants,
     kill_ray_session,
     kill_tree,
     ray_env,
     start_sweep,
     wait_for,
 )
+from tests.helpers.sweeps import children, optuna_states, trial_processes
 
 pytestmark = pytest.mark.slow
 SLOW_SPACE = str(ROOT / "tests" / "helpers" / "spaces" / "slow_trials.yaml")
@@ -39,21 +36,6 @@ CHEAP_SPACE = str(ROOT / "tests" / "helpers" / "spaces" / "cheap.yaml")
 def sweep_meta(out: Path) -> tuple[Path, dict]:
     (folder,) = list((out / "sweeps").iterdir())
     return folder, json.loads((folder / "sweep.json").read_text())
-
-
-def children(out: Path, parent: str) -> list:
-    client = MlflowClient(f"sqlite:///{out}/mlflow.db")
-    exp = client.get_experiment_by_name("sweeper").experiment_id
-    return client.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{parent}'")
-
-
-def optuna_states(folder: Path, name: str) -> collections.Counter:
-    study = optuna.load_study(study_name=name, storage=sweep_study_storage(folder))
-    return collections.Counter(t.state.name for t in study.trials)
-
-
-def trial_processes(driver: int) -> list[int]:
-    return [p for p in descendants(driver) if "ray::ImplicitFunc" in cmdline(p)]
 
 
 def test_killed_trial_process_is_retried_and_recorded_once(tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ only to 127.0.0.1 and end by themselves.
 
 from __future__ import annotations
 
-import collections
 import json
 import os
 import signal
@@ -18,7 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -28,7 +26,7 @@ from sweeper.core.files import exclusive
 from sweeper.search import OPTUNA_JOURNAL
 from sweeper.sweep.driver import DRIVER_LOCK
 from sweeper.tracking.client import PENDING, Mirror
-from tests.conftest import sweep_study_storage, tiny_overrides
+from tests.conftest import tiny_overrides
 from tests.helpers.cluster import (
     ROOT,
     cmdline,
@@ -39,6 +37,7 @@ from tests.helpers.cluster import (
     pids_matching,
     wait_for,
 )
+from tests.helpers.sweeps import children, optuna_states, trial_processes
 
 MLFLOW = str(Path(sys.executable).with_name("mlflow"))
 
@@ -81,19 +80,9 @@ def results(out: Path) -> dict[str, dict]:
             for r in journal.read(folder / journal.TRIALS) if r["event"] == "complete"}
 
 
-def children(client: MlflowClient, parent: str) -> list:
-    exp = client.get_run(parent).info.experiment_id
-    return client.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{parent}'")
-
-
 def all_runs(out: Path) -> list:
     client = MlflowClient(f"sqlite:///{out}/mlflow.db")
     return client.search_runs([e.experiment_id for e in client.search_experiments()])
-
-
-def optuna_states(folder: Path, name: str) -> collections.Counter:
-    study = optuna.load_study(study_name=name, storage=sweep_study_storage(folder))
-    return collections.Counter(t.state.name for t in study.trials)
 
 
 def tail(path: Path) -> str:
@@ -275,10 +264,6 @@ def test_mlflow_restarted_mid_sweep_catches_up_by_itself(tmp_path: Path) -> None
         server.stop()
 
 
-def trial_processes(driver: int) -> list[int]:
-    return [p for p in descendants(driver) if "ray::ImplicitFunc" in cmdline(p)]
-
-
 def stop_mid_trial(tmp_path: Path, sig: signal.Signals, group: bool = False
                    ) -> tuple[Path, dict, set[str]]:
     """Launch a 4-trial sweep, send `sig` to its driver (`group`: to every process of its
@@ -313,10 +298,10 @@ def stop_mid_trial(tmp_path: Path, sig: signal.Signals, group: bool = False
     # heard at once (stopping takes seconds), said once, before the end
     assert text.count(STOPPING) == 1 and text.index(STOPPING) < text.index(said[0]), \
         text[-3000:]
-    # Ray went down with the driver: none of its processes, nor any of its session's, is left
-    # (60 s: a node's DashboardAgent notices its raylet gone only when it next looks, which on
-    # two loaded cores took over 30 s once)
-    assert wait_for(lambda: not [p for p in ray_pids if cmdline(p)], 60), \
+    # Ray went down with the driver: none of its processes, nor any of its session's, is left.
+    # The driver ends them itself (orchestrate.LocalRay), also when its stop hung; left to
+    # themselves, the raylet's agents outlived a raylet SIGKILLed mid-stop by a minute.
+    assert wait_for(lambda: not [p for p in ray_pids if cmdline(p)], 10), \
         [cmdline(p) for p in ray_pids if cmdline(p)]
     assert not pids_matching(f"_{proc.pid}/logs")
 
@@ -333,6 +318,60 @@ def stop_mid_trial(tmp_path: Path, sig: signal.Signals, group: bool = False
     if not group:  # a hung stop ends before Tune closes the trial in flight; resume fails it
         assert states["RUNNING"] == 0
     return folder, meta, finished_before
+
+
+# A driver's Ray instance, and a process a trial started in a session of its own (Ray ends
+# a worker's process group, not that), the way a sweep ends: its stop ends (`shutdown`) or
+# hangs (the watchdog's os._exit after SWEEPER_STOP_GRACE_S, here 0 s).
+RAY_OF_A_DRIVER = """
+import subprocess, sys
+import ray
+from sweeper.cluster import orchestrate, stop_signal
+from sweeper.core.config import build_config
+
+orchestrate.init_ray(build_config(sys.argv[2:]), print)
+
+@ray.remote
+def start_a_session() -> int:
+    return int(subprocess.run(["sh", "-c", "setsid sleep 300 >/dev/null 2>&1 & echo $!"],
+                              capture_output=True, text=True, check=True).stdout)
+
+print(ray.get(start_a_session.remote()), flush=True)
+sys.stdin.readline()
+if sys.argv[1] == "shutdown":
+    orchestrate.shutdown()
+else:
+    stop_signal._watch()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("end", ["shutdown", "hung"])
+def test_a_drivers_ray_instance_ends_whole_with_it(tmp_path: Path, end: str) -> None:
+    """No process of the Ray instance a driver started outlives it: not those `ray.shutdown`
+    leaves (a raylet SIGKILLed after its 1 s leaves its DashboardAgent and RuntimeEnvAgent
+    reporting that to a dead GCS for a minute), not those a stop that hung leaves (os._exit
+    mid-stop), not those a trial started elsewhere than its process group."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RAY_OF_A_DRIVER, end, *tiny_overrides(tmp_path)], cwd=ROOT,
+        env=env(SWEEPER_STOP_GRACE_S="0"), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        text=True, start_new_session=True)
+    instance: list[int] = []  # its processes, and the one its trial started
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        line = proc.stdout.readline()
+        assert line.strip().isdigit(), line + proc.stdout.read()[-2000:]
+        instance += [*descendants(proc.pid), int(line)]
+        assert any("raylet" in cmdline(p) for p in instance)
+        assert any("DashboardAgent" in cmdline(p) for p in instance)
+        proc.stdin.write("end\n")
+        proc.stdin.flush()
+        assert proc.wait(timeout=60) == (0 if end == "shutdown" else 130)
+        assert wait_for(lambda: not [p for p in instance if cmdline(p)], 5), \
+            [cmdline(p) for p in instance if cmdline(p)]
+    finally:
+        kill_tree([proc.pid, *(p for p in instance if cmdline(p))])
+        kill_ray_session(proc.pid)
 
 
 @pytest.mark.slow

@@ -30,7 +30,7 @@ from mlflow.tracking import MlflowClient
 
 from sweeper.cluster import stack
 from tests.conftest import tiny_overrides
-from tests.e2e.test_outage import children, results, sweep_folder, tail, write_space
+from tests.e2e.test_outage import results, sweep_folder, tail, write_space
 from tests.helpers.cluster import (
     RAY,
     ROOT,
@@ -40,6 +40,7 @@ from tests.helpers.cluster import (
     start_sweep,
     wait_for,
 )
+from tests.helpers.sweeps import children
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
