@@ -4,7 +4,7 @@ W times in one process, back to back:
 
 - `one run`: each measurement one contiguous run of pairs lasting `--seconds`, its interval
   the moving-block bootstrap of that run (the protocol before rounds);
-- `rounds`: each measurement `sweeper.measure.paired_ratios` with its defaults, at batch
+- `rounds`: each measurement `sweeper.measure.latency.paired_ratios` with its defaults, at batch
   sizes 1 and 8 (rounds spread over both, two-level bootstrap), reported at batch 1.
 
 For each it prints the spread of the W ratios (max/min, standard deviation), the mean

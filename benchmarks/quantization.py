@@ -43,9 +43,10 @@ from sweeper.core.files import write_json  # noqa: E402
 from sweeper.data.loading import load_splits  # noqa: E402
 from sweeper.data.preprocess import Preprocessing  # noqa: E402
 from sweeper.measure import runtime  # noqa: E402
-from sweeper.measure.latency import Timing, compare_latency, serialized_size  # noqa: E402
+from sweeper.measure.latency import Timing, compare_latency  # noqa: E402
+from sweeper.measure.size import serialized_size  # noqa: E402
+from sweeper.models.baseline import load_or_train_baseline  # noqa: E402
 from sweeper.models.train import accuracy  # noqa: E402
-from sweeper.models.vit import load_or_train_baseline  # noqa: E402
 
 SCHEMES = ["dynamic8", "static8", "weight_only8", "weight_only4", "weight_only3",
            "weight_only2", "lsq8", "lsq4", "lsq3", "lsq2"]

@@ -4,12 +4,12 @@ On `sweeper/search_spaces/search_bench.yaml`, a choices-only space small enough 
 distinct pipelines: structured prune ratio x Nyström off/16/32 x quantization off/int8/4/2-bit):
 
 1. **Table.** Every distinct pipeline of the space is measured once with
-   `sweeper.trial.run_trial` on the embedded default, exactly as a sweep measures a trial
+   `sweeper.trial.run.run_trial` on the embedded default, exactly as a sweep measures a trial
    (baseline from the cache, validation accuracy, saved size, latency ratio to the baseline
    timed in the same process). The table is cached as JSON, keyed by the space file's
    content, the baseline key and the measurement settings, so reruns only reload it.
 2. **Exhaustive front.** The non-dominated pipelines and their normalised hypervolume, with
-   the uncompressed baseline competing exactly as `sweeper.front.finish` does.
+   the uncompressed baseline competing exactly as `sweeper.sweep.front.finish` does.
 3. **Samplers.** For each sampler (nsga2, tpe, gp, random), budget (8/16/32 trials) and seed
    (0/1/2): an Optuna study with three directions and the production sampler, built by
    `sweeper.search.make_sampler` from a Config with search.sampler / search.seed /
@@ -56,12 +56,13 @@ sys.path.insert(0, str(ROOT))
 import optuna  # noqa: E402
 import torch  # noqa: E402
 
-from sweeper import compress, objectives  # noqa: E402
+from sweeper import compress  # noqa: E402
+from sweeper.core import objectives  # noqa: E402
 from sweeper.core.config import Config, build_config  # noqa: E402
 from sweeper.core.files import write_json  # noqa: E402
 from sweeper.core.quiet import quiet_third_party  # noqa: E402
 from sweeper.data.loading import load_splits  # noqa: E402
-from sweeper.models.vit import baseline_key  # noqa: E402
+from sweeper.models.baseline import baseline_key  # noqa: E402
 from sweeper.results.pareto import normalised_hypervolume  # noqa: E402
 from sweeper.search import make_sampler  # noqa: E402
 from sweeper.spaces.space import Space, load_space, resolve_path  # noqa: E402

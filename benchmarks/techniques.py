@@ -1,7 +1,7 @@
 """Per-technique and per-hybrid numbers on the embedded default: accuracy drop, size ratio,
 latency speed-up.
 
-Every row is one `sweeper.trial.run_trial`, so it is measured exactly as a sweep measures it:
+Every row is one `sweeper.trial.run.run_trial`, so it is measured exactly as a sweep measures it:
 validation accuracy against the baseline's, serialised bytes against the baseline's, and
 latency against the baseline timed in the same process (batch 1 and the large batch), with
 the trial's thread count (resources.cpus). Prints a table and writes JSON.

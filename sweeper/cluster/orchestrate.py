@@ -345,17 +345,19 @@ class LocalRay:
 
     def end(self, term_s: float = END_TERM_S) -> None:
         """SIGTERM what is left of the instance, SIGKILL what still is `term_s` later; returns
-        within term_s + 1 s."""
-        self.forget()
-        left = self.processes()
-        for sig, wait_s in ((signal.SIGTERM, term_s), (signal.SIGKILL, 1.0)):
-            _signal(left, sig)
-            deadline = time.monotonic() + wait_s
-            while left and time.monotonic() < deadline:
-                time.sleep(0.05)
-                left = {pid: start for pid, start in left.items() if _alive(pid, start)}
-            if not left:
-                return
+        within term_s + 1 s. Until it has, a stop that hangs still kills the instance."""
+        try:
+            left = self.processes()
+            for sig, wait_s in ((signal.SIGTERM, term_s), (signal.SIGKILL, 1.0)):
+                _signal(left, sig)
+                deadline = time.monotonic() + wait_s
+                while left and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    left = {pid: start for pid, start in left.items() if _alive(pid, start)}
+                if not left:
+                    return
+        finally:
+            self.forget()
 
     def kill(self) -> None:
         """SIGKILL every process of the instance, at once: a stop hung, and the driver ends

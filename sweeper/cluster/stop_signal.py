@@ -8,8 +8,9 @@ and raylet too. The driver's graceful stop then waits on a dead GCS (60 s, then 
 process from C++, with nothing closed). So a stop that has not ended after
 `SWEEPER_STOP_GRACE_S` (default 20 s, within Slurm's default 30 s before its SIGKILL) runs
 the sweep's last words (`last_words`: the sweep KILLED in its folder and in MLflow, the
-resume line) and exits 130. What Tune saved every 2 s is what `resume` continues from, as
-after a killed driver.
+resume line), then its last acts (`at_hung_exit`: the Ray instance the driver started is
+killed, or its processes would outlive the driver), and exits 130. What Tune saved every 2 s
+is what `resume` continues from, as after a killed driver.
 """
 
 from __future__ import annotations

@@ -336,7 +336,7 @@ def start_a_session() -> int:
     return int(subprocess.run(["sh", "-c", "setsid sleep 300 >/dev/null 2>&1 & echo $!"],
                               capture_output=True, text=True, check=True).stdout)
 
-print(ray.get(start_a_session.remote()), flush=True)
+print("started", ray.get(start_a_session.remote()), flush=True)
 sys.stdin.readline()
 if sys.argv[1] == "shutdown":
     orchestrate.shutdown()
@@ -359,9 +359,9 @@ def test_a_drivers_ray_instance_ends_whole_with_it(tmp_path: Path, end: str) -> 
     instance: list[int] = []  # its processes, and the one its trial started
     try:
         assert proc.stdout is not None and proc.stdin is not None
-        line = proc.stdout.readline()
-        assert line.strip().isdigit(), line + proc.stdout.read()[-2000:]
-        instance += [*descendants(proc.pid), int(line)]
+        started = next((ln for ln in proc.stdout if ln.startswith("started ")), None)
+        assert started, f"the driver ended (rc {proc.wait(timeout=60)}) before its trial ran"
+        instance += [*descendants(proc.pid), int(started.split()[1])]
         assert any("raylet" in cmdline(p) for p in instance)
         assert any("DashboardAgent" in cmdline(p) for p in instance)
         proc.stdin.write("end\n")
