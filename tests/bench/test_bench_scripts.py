@@ -83,3 +83,11 @@ def test_early_stopping_benchmark_compares_the_scheduler_on_and_off(
     assert "paired_compute_ratio_to_95" in run and "paired_on_cpu_to_95" in run
     assert 0 <= run["off_front_would_stop"] <= run["off_front"]
     assert 0 <= run["stopped"] <= result["trials"]
+
+
+def test_samplers_benchmark_times_every_sampler_at_two_sizes(tmp_path: Path) -> None:
+    result = run_script("samplers", tmp_path / "s.json")
+    assert {r["sampler"] for r in result["rows"]} == {"nsga2", "tpe", "random", "gp"}
+    for row in result["rows"]:
+        assert set(row["ms_per_ask"]) == {"10", "30"}
+        assert all(ms is not None and ms > 0 for ms in row["ms_per_ask"].values())
