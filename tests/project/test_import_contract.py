@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 
 import grimp
@@ -101,42 +102,33 @@ def cycles(graph: grimp.ImportGraph) -> list[list[str]]:
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
-    on_stack: set[str] = set()
     found: list[list[str]] = []
-    counter = 0
+    work: list[tuple[str, Iterator[str]]] = []
+
+    def enter(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        work.append((module, iter(sorted(graph.find_modules_directly_imported_by(module)))))
+
     for root in sorted(graph.modules):
         if root in index:
             continue
-        work = [(root, iter(sorted(graph.find_modules_directly_imported_by(root))))]
-        index[root] = low[root] = counter
-        counter += 1
-        stack.append(root)
-        on_stack.add(root)
+        enter(root)
         while work:
             node, children = work[-1]
             child = next(children, None)
             if child is not None:
                 if child not in index:
-                    index[child] = low[child] = counter
-                    counter += 1
-                    stack.append(child)
-                    on_stack.add(child)
-                    work.append((child, iter(sorted(
-                        graph.find_modules_directly_imported_by(child)))))
-                elif child in on_stack:
+                    enter(child)
+                elif child in stack:
                     low[node] = min(low[node], index[child])
                 continue
             work.pop()
             if work:
                 low[work[-1][0]] = min(low[work[-1][0]], low[node])
             if low[node] == index[node]:
-                component = []
-                while True:
-                    member = stack.pop()
-                    on_stack.discard(member)
-                    component.append(member)
-                    if member == node:
-                        break
+                component = stack[stack.index(node):]
+                del stack[stack.index(node):]
                 if len(component) > 1:
                     found.append(sorted(component))
     return found
