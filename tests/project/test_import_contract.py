@@ -79,22 +79,20 @@ def test_every_layer_order_is_forced_by_todays_imports(tmp_path: Path) -> None:
     assert not dead, f"layer pairs whose order no import forces: {dead}"
 
 
-def test_an_upward_import_breaks_the_layers_contract(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("module", "line", "said"), [
+    ("core/files.py", "from sweeper.sweep import driver",  # an upward import
+     "sweeper.core.files -> sweeper.sweep.driver"),
+    ("measure/size.py", "import mlflow",  # MLflow outside sweeper.tracking
+     "sweeper.measure is not allowed to import mlflow"),
+])
+def test_a_forbidden_import_breaks_a_contract(tmp_path: Path, module: str, line: str,
+                                              said: str) -> None:
     root = copy_of_the_package(tmp_path)
-    files = root / "sweeper" / "core" / "files.py"
-    files.write_text(files.read_text() + "\nfrom sweeper.sweep import driver  # noqa: E402\n")
+    path = root / "sweeper" / module
+    path.write_text(path.read_text() + f"\n{line}  # noqa: E402\n")
     proc = lint(root)
     assert proc.returncode != 0
-    assert "sweeper.core.files -> sweeper.sweep.driver" in proc.stdout
-
-
-def test_mlflow_outside_tracking_breaks_its_contract(tmp_path: Path) -> None:
-    root = copy_of_the_package(tmp_path)
-    size = root / "sweeper" / "measure" / "size.py"
-    size.write_text(size.read_text() + "\nimport mlflow  # noqa: E402\n")
-    proc = lint(root)
-    assert proc.returncode != 0
-    assert "sweeper.measure is not allowed to import mlflow" in proc.stdout
+    assert said in proc.stdout
 
 
 def cycles(graph: grimp.ImportGraph) -> list[list[str]]:
