@@ -3,7 +3,7 @@ workstation without Docker, all on 127.0.0.1: a PostgreSQL cluster made with ini
 `mlflow` and `optuna`), `mlflow server` on it with artifacts served, and a Ray head with token
 authentication. `up` prints the URIs to launch with; `down` stops what `up` started, by pid.
 
-The tests start the same servers through `Postgres` and `start_mlflow` (tests/test_stack.py).
+The tests start the same servers through `Postgres` and `start_mlflow` (tests/e2e/test_stack.py).
 """
 
 from __future__ import annotations

@@ -416,6 +416,12 @@ class Mirror:
             self.runs.log(f"warning: MLflow write failed ({first}); retrying in the background, "
                           "results are kept in the sweep folder")
 
+    @property
+    def backlog(self) -> int:
+        """Writes queued, not yet taken by the store."""
+        with self._cond:
+            return len(self._queue)
+
     def queued(self) -> list[Op]:
         with self._cond:
             return [list(op) for op in self._queue]

@@ -31,6 +31,10 @@ def test_orchestration_benchmark_measures_overhead(tmp_path: Path) -> None:
     for row in sweeps.values():
         assert row["tune_seconds"] > 0 and row["overhead_per_trial_s"] > 0
     assert sweeps["cheap"]["trials_ok"] == 6 and sweeps["cheap"]["body_seconds"] > 0
+    for name in ("trivial", "trivial-sqlite", "cheap"):  # the driver probe saw the sweep
+        row = sweeps[name]
+        assert row["ask_ms_median"] > 0 and row["driver_cpu_seconds"] > 0
+        assert row["writer_peak_backlog"] >= 1 and row["driver_rss_mb"] > 0
 
 
 def test_real_shapes_benchmark_times_both_runtimes(tmp_path: Path) -> None:

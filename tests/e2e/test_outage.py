@@ -6,6 +6,7 @@ only to 127.0.0.1 and end by themselves.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -61,10 +62,36 @@ def env(**extra: str) -> dict[str, str]:
 
 
 def start(args: list[str], log: Path, environ: dict[str, str]) -> subprocess.Popen:
-    """A driver in its own session, as a terminal would run it."""
-    return subprocess.Popen([sys.executable, "-m", "sweeper", *args], cwd=ROOT, env=environ,
-                            stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    """A driver in its own session, as a terminal would run it: Ctrl-C at its default, even
+    when this suite was started with SIGINT ignored (`cmd &` in a script or nohup ignores it,
+    and an ignored signal is inherited through exec; a caught one is reset). Faulthandler is
+    on, so a driver that does not stop can be made to show where it is (`wait_or_dump`)."""
+    kept = signal.getsignal(signal.SIGINT)
+    if kept == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen([sys.executable, "-m", "sweeper", *args], cwd=ROOT,
+                                env={**environ, "PYTHONFAULTHANDLER": "1"},
+                                stdout=log.open("w"), stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    finally:
+        if kept == signal.SIG_IGN:
+            signal.signal(signal.SIGINT, kept)
+
+
+def wait_or_dump(proc: subprocess.Popen, timeout: float, log: Path) -> int:
+    """The driver's exit code; a driver still running after `timeout` fails the test with
+    what it was doing: its signal masks and every thread's stack (faulthandler, on SIGABRT)."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        masks = [line for line in status.splitlines() if line.startswith("Sig")]
+        os.kill(proc.pid, signal.SIGABRT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
+        raise AssertionError(f"the driver did not end within {timeout:.0f}s; "
+                             f"{' '.join(masks)}\n{log.read_text()[-12000:]}") from None
 
 
 def sweep_folder(out: Path) -> tuple[Path, dict]:
@@ -443,7 +470,7 @@ def test_ctrl_c_while_the_baseline_trains_leaves_no_sweep_behind(tmp_path: Path)
         assert wait_for(lambda: "baseline: training" in log.read_text(), 120), tail(log)
         time.sleep(3)  # a few epochs in
         os.kill(proc.pid, signal.SIGINT)
-        rc = proc.wait(timeout=60)
+        rc = wait_or_dump(proc, 60, log)
     finally:
         kill_tree([proc.pid])
     text = log.read_text()
