@@ -57,13 +57,23 @@ class Curve:
 
     def add(self, result: dict[str, Any]) -> float:
         """The hypervolume once `result` (a point as `finished` gives) is in."""
-        if not result.get("stopped"):
+        if not result.get("stopped") and not self._covered(result):
             grown = pareto_front([*self._pool, result], _HV_AXES)  # dominated: no volume
             if any(p is result for p in grown):
                 self._pool = grown
                 self._value = normalised_hypervolume(self._pool, self._base)
         self.values.append(self._value)
         return self._value
+
+    def _covered(self, result: dict[str, Any]) -> bool:
+        """A point of the pool at least as good on every axis: `result` adds no volume. Kept
+        out, an equal point (trials that tie) cannot grow the pool past the front's size."""
+        try:
+            mine = [float(result[k]) * (1 if s == "max" else -1) for k, s in _HV_AXES]
+        except (KeyError, TypeError, ValueError):
+            return False  # pareto_front decides what an incomplete result is
+        return any(all(float(p[k]) * (1 if s == "max" else -1) >= m
+                       for (k, s), m in zip(_HV_AXES, mine, strict=True)) for p in self._pool)
 
     def add_record(self, rec: dict[str, Any]) -> bool:
         """A trials.jsonl record; False (and nothing added) unless it is a trial's first

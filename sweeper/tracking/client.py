@@ -427,12 +427,18 @@ class Mirror:
             return [list(op) for op in self._queue]
 
     def close(self, grace: float) -> list[Op]:
-        """Wait up to `grace` seconds for the queued writes, then stop; returns those left."""
-        deadline = time.monotonic() + grace
+        """Wait for the queued writes while the store takes them, up to `grace` seconds after
+        the last one it took (a store that is slow but up gets the whole backlog: thousands
+        of quick trials queue more than `grace` seconds of writes), then stop; returns the
+        writes left."""
+        last = time.monotonic()
         try:
             with self._cond:
-                while self._queue and time.monotonic() < deadline:
-                    self._cond.wait(timeout=min(1.0, max(0.0, deadline - time.monotonic())))
+                while self._queue and time.monotonic() < last + grace:
+                    left = len(self._queue)
+                    self._cond.wait(timeout=min(1.0, max(0.0, last + grace - time.monotonic())))
+                    if len(self._queue) < left:
+                        last = time.monotonic()
         except KeyboardInterrupt:  # a second Ctrl-C: stop waiting, keep what is left
             pass
         with self._cond:
