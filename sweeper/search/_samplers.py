@@ -32,6 +32,24 @@ def make_sampler(
     return sampler if define is None else NoRepeatSampler(sampler, define, seed=s.seed)
 
 
+# Optuna's GPSampler refits its Gaussian process on every finished trial at each ask, so an
+# ask costs more the larger the study: 0.3 s at 100 finished trials, 1.2 s at 300, 14 s at
+# 1,000 (benchmarks/samplers.py, docs/running-sweeps.md#samplers). NSGA-II and random stay
+# near 10 ms at 2,000; TPE grows linearly (0.1 s at 2,000).
+GP_TRIALS = 300
+
+
+def scale_note(cfg: Config) -> str | None:
+    """A line for the launch when the sampler is not meant for the sweep's size."""
+    s = cfg.search
+    if s.sampler == "gp" and s.trials > GP_TRIALS:
+        return (f"note: search.sampler=gp refits a Gaussian process on every finished trial at "
+                f"each ask, on the driver: past about {GP_TRIALS} trials an ask takes seconds "
+                f"(14 s at 1,000 on a 2-core Xeon; docs/running-sweeps.md#samplers); "
+                "search.sampler=nsga2 stays near 10 ms per ask at 2,000 trials")
+    return None
+
+
 class NoRepeatSampler(optuna.samplers.BaseSampler):
     """Wraps a sampler so that a trial does not repeat the configuration of a finished or
     running trial. Discrete spaces make samplers propose those often (an NSGA-II child equal

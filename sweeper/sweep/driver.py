@@ -29,6 +29,7 @@ from sweeper.measure.size import serialized_size
 from sweeper.models import checkpoint
 from sweeper.models.baseline import load_or_train_baseline
 from sweeper.models.vit import create_model
+from sweeper.search import scale_note
 from sweeper.spaces.space import check_against_model, load_space
 from sweeper.sweep import preflight
 from sweeper.sweep.front import finish
@@ -91,6 +92,9 @@ def launch(prep: Prepared, log: Log = print) -> SweepOutcome:
 
     cfg, space = prep.cfg, prep.space
     check_cluster(cfg, log)  # an attached cluster: before the folder exists
+    note = scale_note(cfg)  # before the baseline, which may train for hours
+    if note:
+        log(note)
     started = time.perf_counter()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = Path(cfg.output_dir)

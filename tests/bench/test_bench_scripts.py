@@ -95,3 +95,23 @@ def test_samplers_benchmark_times_every_sampler_at_two_sizes(tmp_path: Path) -> 
     for row in result["rows"]:
         assert set(row["ms_per_ask"]) == {"10", "30"}
         assert all(ms is not None and ms > 0 for ms in row["ms_per_ask"].values())
+
+
+def test_many_nodes_benchmark_spreads_trials_over_its_loopback_nodes(tmp_path: Path) -> None:
+    result = run_script("many_nodes", tmp_path / "m.json")
+    assert result["nodes"] == 2 and len(result["rows"]) == 2
+    for row in result["rows"]:
+        assert row["trials_ok"] == 8 and row["nodes_used"] == 2  # both nodes ran trials
+        assert row["trials_per_s"] > 0 and row["ask_ms_median"] > 0
+    slept = [r for r in result["rows"] if r["trial_seconds"] > 0]
+    assert slept and all(r["body_seconds"] == pytest.approx(8 * r["trial_seconds"])
+                         for r in slept)
+
+
+def test_storage_benchmark_times_every_backend(tmp_path: Path) -> None:
+    result = run_script("storage", tmp_path / "s.json")
+    cells = {(r["store"], r["backend"]) for r in result["rows"]}
+    assert cells == {("optuna", "journal"), ("optuna", "sqlite"), ("optuna", "postgresql"),
+                     ("mlflow", "sqlite"), ("mlflow", "postgresql")}
+    for row in result["rows"]:
+        assert row["first_ms"] > 0 and row["last_ms"] > 0 and row["total_s"] > 0

@@ -65,3 +65,17 @@ def test_a_finished_trial_is_keyed_once_over_many_asks(monkeypatch: pytest.Monke
     for _ in range(50):
         sampler.taken(study, asking)
     assert len(keyed) == 12  # the first pass keys the 12 finished trials; later passes none
+
+
+def test_the_launch_notes_a_gp_sweep_past_the_size_gp_is_meant_for() -> None:
+    from sweeper.core.config import build_config
+    from sweeper.search import scale_note
+    from sweeper.search._samplers import GP_TRIALS
+
+    past = scale_note(build_config(["search.sampler=gp", f"search.trials={GP_TRIALS + 1}"]))
+    assert past is not None and past.startswith("note: search.sampler=gp")
+    assert f"about {GP_TRIALS} trials" in past
+    assert scale_note(build_config(["search.sampler=gp", f"search.trials={GP_TRIALS}"])) is None
+    for sampler in ("nsga2", "tpe", "random"):  # flat at thousands of trials
+        assert scale_note(build_config([f"search.sampler={sampler}",
+                                        "search.trials=10000"])) is None
