@@ -151,7 +151,15 @@ def main() -> None:
     print(f"CPU: {cpu_model()} ({isa_summary()}), {os.cpu_count()} cores; simulated cluster "
           f"{args.nodes} nodes x {args.cpus_per_node} CPUs on 127.0.0.1", flush=True)
     port = start_cluster(args.nodes, args.cpus_per_node)
-    rows, skipped = [], []
+    rows: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
+
+    def save() -> None:  # after every cell: a run cut short keeps what it measured
+        write_json(Path(args.json), {
+            "date": time.strftime("%Y-%m-%d"), "cpu": cpu_model(), "isa": isa_summary(),
+            "cpus": os.cpu_count(), "nodes": args.nodes, "cpus_per_node": args.cpus_per_node,
+            "rows": rows, "skipped": skipped})
+
     print(HEADER, flush=True)
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -165,6 +173,7 @@ def main() -> None:
                         # one output folder: the baseline trains once, each cell is a sweep
                         rows.append(cell(n, c, seconds, Path(tmp)))
                         print(line(rows[-1]), flush=True)
+                        save()
     finally:
         ray.shutdown()
         stop_cluster(port)
@@ -172,10 +181,7 @@ def main() -> None:
         print(f"skipped: {s['trial_seconds']:g} s trials, C={s['concurrency']}, "
               f"N={s['trials']}: the bodies alone take {s['bodies_alone_s']:.0f} s "
               f"(> --budget {args.budget:g} s)")
-    write_json(Path(args.json), {
-        "date": time.strftime("%Y-%m-%d"), "cpu": cpu_model(), "isa": isa_summary(),
-        "cpus": os.cpu_count(), "nodes": args.nodes, "cpus_per_node": args.cpus_per_node,
-        "rows": rows, "skipped": skipped})
+    save()
     print(f"wrote {args.json}")
 
 
