@@ -5,9 +5,10 @@ of trials that take about 0 s and about 1 s, at several concurrencies and trial 
 Each cell is one sweep through sweeper's own path (OptunaSearch with the journal-file study,
 NoRepeatSampler over NSGA-II, MLflow child runs through the writer thread, trials.jsonl, the
 hypervolume curve), with the trial body replaced by a sleep. It reports trials per second
-through the driver (whole sweep, and late in it: the last quarter's completions), the
-driver's CPU time as a share of the wall time (near 100%: the driver sets the pace), its
-memory, Optuna's time per ask and the MLflow writer's peak backlog.
+through the driver (whole sweep, and late in it: the last 100 completions, or the last
+quarter of a shorter sweep), the driver's CPU time as a share of the wall time (near 100%:
+the driver sets the pace), its memory, Optuna's time per ask and the MLflow writer's peak
+backlog.
 
 A cell whose trial bodies alone need more than --budget seconds (N x seconds / C) is skipped
 and listed as such: it would measure the sleeps, not the driver.
