@@ -21,6 +21,7 @@ from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 
 from sweeper.cluster import resources, stop_signal, tune_fixes
+from sweeper.cluster.stack import cmdline
 from sweeper.cluster.trial_records import MlflowChildren, pipeline_params
 from sweeper.cluster.worker import trainable
 from sweeper.core import journal, objectives
@@ -260,6 +261,8 @@ def shutdown() -> None:
     it started ends whole: what `ray.shutdown` leaves of it is ended too (LocalRay.end)."""
     global _owned, _dashboard_url, _local
     local, _local = _local, None
+    if local is not None:
+        local.forget_gcs()  # the GCS ends now, on purpose: no longer a reason to hurry a stop
     try:
         if _owned and ray.is_initialized():
             ray.shutdown()
@@ -281,7 +284,20 @@ def _start_local(local: LocalRay) -> None:
     that is gone too."""
     global _local
     _local = local
-    local.forget = stop_signal.at_hung_exit(local.kill)
+    forget_kill = stop_signal.at_hung_exit(local.kill)
+    gcs = {pid: start for pid, start in local.processes().items() if "gcs_server" in cmdline(pid)}
+
+    def gcs_gone() -> bool:
+        return bool(gcs) and not any(_alive(pid, start) for pid, start in gcs.items())
+
+    # while the instance should be up: a stop that finds its GCS dead need not wait it out
+    local.forget_gcs = stop_signal.hopeless_when(gcs_gone)
+
+    def forget() -> None:
+        local.forget_gcs()
+        forget_kill()
+
+    local.forget = forget
 
 
 class LocalRay:
@@ -298,6 +314,7 @@ class LocalRay:
     def __init__(self) -> None:
         self.token = f"{os.getpid()}-{secrets.token_hex(8)}"
         self.forget: Callable[[], None] = lambda: None
+        self.forget_gcs: Callable[[], None] = lambda: None
 
     @contextlib.contextmanager
     def marking(self) -> Iterator[None]:

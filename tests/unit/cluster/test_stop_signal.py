@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -67,3 +68,32 @@ def test_tunes_stop_notice_becomes_one_line_saying_what_happens(
     tune_log.warning("another of Tune's warnings")
     assert capsys.readouterr().err.splitlines() == [stop_signal.STOPPING]
     assert not [r for r in caplog.records if r.name == "ray.tune.tune"]  # neither reached a log
+
+
+def test_a_stop_whose_ray_is_gone_says_its_last_words_without_waiting_out_its_grace(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A signal to the whole job kills Ray's GCS too: the stop can only hang on it, and Ray's
+    core worker may end the driver first (exit 1, no last words). The watchdog ends the stop
+    as soon as the check says so, and waits out the grace while it does not."""
+    said: list[str] = []
+    exits: list[int] = []
+    monkeypatch.setenv("SWEEPER_STOP_GRACE_S", "30")
+    monkeypatch.setattr(stop_signal.os, "_exit", exits.append)
+    forget = stop_signal.hopeless_when(lambda: True)
+    try:
+        with stop_signal.last_words(lambda: said.append("killed")):
+            started = time.monotonic()
+            stop_signal._watch()
+            assert time.monotonic() - started < 5
+    finally:
+        forget()
+    assert said == ["killed"] and exits == [130]
+    monkeypatch.setenv("SWEEPER_STOP_GRACE_S", "0.5")
+    forget = stop_signal.hopeless_when(lambda: False)
+    try:
+        started = time.monotonic()
+        stop_signal._watch()
+        assert time.monotonic() - started >= 0.5
+    finally:
+        forget()
+    assert stop_signal._hopeless == []
