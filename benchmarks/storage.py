@@ -27,6 +27,7 @@ import contextlib
 import os
 import random
 import secrets
+import signal
 import statistics
 import sys
 import tempfile
@@ -165,6 +166,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke test: N = 30")
     parser.add_argument("--json", default="benchmarks/results/storage.json")
     args = parser.parse_args()
+    # a SIGTERM (`timeout`, a killed job) unwinds too, so the throwaway PostgreSQL is stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     quiet_third_party()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     n = 30 if args.quick else args.trials
