@@ -66,6 +66,18 @@ def prefill(study: optuna.Study, define: Any, n: int, seed: int) -> None:
             constraints={CONSTRAINT: excess}))
 
 
+def timed_round(study: optuna.Study, define: Any, rng: random.Random) -> float:
+    """Seconds of one round as a sweep makes it: ask, the space's suggestions, the
+    accuracy-budget constraint, tell."""
+    start = time.perf_counter()
+    trial = study.ask()
+    define(trial)
+    values, excess = objectives(rng)
+    trial.set_constraint(CONSTRAINT, excess)
+    study.tell(trial, values)
+    return time.perf_counter() - start
+
+
 def time_asks(sampler_name: str, n: int, asks: int, space: str, kind: str,
               cap: float) -> float | None:
     """Median milliseconds of ask+tell on a study of n finished trials (None: over cap)."""
@@ -80,13 +92,7 @@ def time_asks(sampler_name: str, n: int, asks: int, space: str, kind: str,
         rng = random.Random(1)
         times = []
         for _ in range(asks):
-            start = time.perf_counter()
-            trial = study.ask()
-            sp.define(trial)
-            values, excess = objectives(rng)
-            trial.set_constraint(CONSTRAINT, excess)
-            study.tell(trial, values)
-            times.append(time.perf_counter() - start)
+            times.append(timed_round(study, sp.define, rng))
             if times[-1] > cap:
                 return None
     return 1000 * statistics.median(times)

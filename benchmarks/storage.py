@@ -40,13 +40,16 @@ import optuna
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from samplers import storage as file_storage  # noqa: E402
+from samplers import timed_round  # noqa: E402
 
 from sweeper.cluster import stack  # noqa: E402
 from sweeper.core.config import build_config  # noqa: E402
 from sweeper.core.files import write_json  # noqa: E402
 from sweeper.core.quiet import quiet_third_party  # noqa: E402
 from sweeper.measure.hardware import cpu_model, isa_summary  # noqa: E402
-from sweeper.search import CONSTRAINT, make_sampler  # noqa: E402
+from sweeper.search import make_sampler  # noqa: E402
 from sweeper.spaces.space import load_space  # noqa: E402
 from sweeper.tracking.client import SweepRuns, Tracker  # noqa: E402
 
@@ -69,12 +72,8 @@ def postgres(folder: Path) -> Iterator[stack.Postgres]:
 
 
 def optuna_storage(kind: str, folder: Path, pg: stack.Postgres | None) -> Any:
-    if kind == "journal":
-        from optuna.storages.journal import JournalFileBackend
-
-        return optuna.storages.JournalStorage(JournalFileBackend(str(folder / "journal.log")))
-    if kind == "sqlite":
-        return optuna.storages.RDBStorage(f"sqlite:///{folder / 'optuna.db'}")
+    if kind in ("journal", "sqlite"):
+        return file_storage(kind, folder)
     assert pg is not None
     return optuna.storages.RDBStorage(pg.url("optuna"))
 
@@ -86,11 +85,6 @@ def mlflow_uri(kind: str, folder: Path, pg: stack.Postgres | None) -> str:
     return pg.url("mlflow")
 
 
-def objectives(rng: random.Random) -> tuple[list[float], float]:
-    acc = rng.uniform(0.5, 0.97)
-    return [acc, rng.uniform(0.1, 1.2), rng.uniform(0.3, 3.0)], 100 * (0.95 - acc) - 5.0
-
-
 def optuna_trials(storage: Any, n: int, space: str, sampler: str) -> list[float]:
     """Seconds of each of n ask/suggest/tell rounds, in order."""
     sp = load_space(space)
@@ -98,16 +92,8 @@ def optuna_trials(storage: Any, n: int, space: str, sampler: str) -> list[float]
     study = optuna.create_study(storage=storage, sampler=make_sampler(cfg, sp.define),
                                 study_name="bench",
                                 directions=["maximize", "minimize", "minimize"])
-    rng, times = random.Random(0), []
-    for _ in range(n):
-        start = time.perf_counter()
-        trial = study.ask()
-        sp.define(trial)
-        values, excess = objectives(rng)
-        trial.set_constraint(CONSTRAINT, excess)
-        study.tell(trial, values)
-        times.append(time.perf_counter() - start)
-    return times
+    rng = random.Random(0)
+    return [timed_round(study, sp.define, rng) for _ in range(n)]
 
 
 def mlflow_trials(uri: str, n: int, folder: Path) -> tuple[list[float], float]:
