@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeper.core import journal
-from sweeper.results.pareto import normalised_hypervolume, pareto_front
+from sweeper.results.pareto import covers, normalised_hypervolume, pareto_front
 
 METRIC = "hypervolume_history"  # the parent run's step metric; step = finished trials
 # the axes of normalised_hypervolume: only points on this front add volume
@@ -68,12 +68,12 @@ class Curve:
     def _covered(self, result: dict[str, Any]) -> bool:
         """A point of the pool at least as good on every axis: `result` adds no volume. Kept
         out, an equal point (trials that tie) cannot grow the pool past the front's size."""
+        keys, senses = zip(*_HV_AXES, strict=True)
         try:
-            mine = [float(result[k]) * (1 if s == "max" else -1) for k, s in _HV_AXES]
+            mine = [float(result[k]) for k in keys]
         except (KeyError, TypeError, ValueError):
             return False  # pareto_front decides what an incomplete result is
-        return any(all(float(p[k]) * (1 if s == "max" else -1) >= m
-                       for (k, s), m in zip(_HV_AXES, mine, strict=True)) for p in self._pool)
+        return any(covers([p[k] for k in keys], mine, senses) for p in self._pool)
 
     def add_record(self, rec: dict[str, Any]) -> bool:
         """A trials.jsonl record; False (and nothing added) unless it is a trial's first

@@ -42,6 +42,12 @@ def dominates(a: Sequence[float], b: Sequence[float], senses: Sequence[str]) -> 
     return bool(np.all(ma <= mb) and np.any(ma < mb))
 
 
+def covers(a: Sequence[float], b: Sequence[float], senses: Sequence[str]) -> bool:
+    """True when `a` is no worse than `b` in every objective (dominates or ties it)."""
+    ma, mb = _to_min([a, b], senses)
+    return bool(np.all(ma <= mb))
+
+
 def non_dominated(points: np.ndarray, senses: Sequence[str]) -> np.ndarray:
     """Boolean mask of the rows of `points` (n, d) that no other row dominates.
 
